@@ -1,0 +1,42 @@
+"""The batch type every agent consumes and every buffer stores."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+
+Array = jnp.ndarray
+
+
+class Transition(NamedTuple):
+    """One (or a batch of) transitions, stored column-wise.
+
+    ``terminals`` is 1.0 only on true MDP termination; a time-limit end is not a terminal,
+    so the critic still bootstraps there. ``mc_returns`` holds discounted Monte-Carlo
+    returns-to-go where an algorithm needs them (Cal-QL) and zeros otherwise.
+    """
+
+    observations: Array
+    actions: Array
+    rewards: Array
+    next_observations: Array
+    terminals: Array
+    mc_returns: Array
+
+    @property
+    def size(self) -> int:
+        return int(self.rewards.shape[-1])
+
+
+def empty_transitions(capacity: int, obs_dim: int, act_dim: int) -> Transition:
+    """Zero-filled float32 columns of a given capacity (host numpy)."""
+    return Transition(
+        observations=np.zeros((capacity, obs_dim), np.float32),
+        actions=np.zeros((capacity, act_dim), np.float32),
+        rewards=np.zeros((capacity,), np.float32),
+        next_observations=np.zeros((capacity, obs_dim), np.float32),
+        terminals=np.zeros((capacity,), np.float32),
+        mc_returns=np.zeros((capacity,), np.float32),
+    )
