@@ -1,0 +1,241 @@
+"""PointMaze sparse-reward suite: the CPU stand-in for AntMaze.
+
+Evaluation task (like D4RL AntMaze): a fixed start cell and a fixed goal cell per maze;
+reward 1 and termination when the ball is within 0.45 of the goal, 0 otherwise; so an
+episode's return is its success (0 or 1), the normalized score is 100 x success rate with
+references 0 and 1, and the regret of an online phase is the sum over its episodes of
+(1 - success). Observations are the ball's (x, y, vx, vy): the goal is fixed, so like
+D4RL AntMaze it is not part of the observation.
+
+The envs are registered with Gymnasium as ``O2OPointMaze_{UMaze,Medium,Large}-v0``; the ids
+returned by :func:`maze_env_id` carry this module as prefix so that a plain
+``gymnasium.make(id)`` imports and registers them.
+
+Data comes from :class:`WaypointController`: breadth-first search over the maze grid to the
+commanded goal cell, a PD controller towards the next cell's centre, Gaussian action noise
+(D4RL's maze2d controller, simplified).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+SUCCESS_RADIUS = 0.45  # gymnasium-robotics' goal radius
+
+# The gymnasium-robotics maps (copied so that naming an env does not import that package).
+MAZE_MAPS: dict[str, list[list[int]]] = {
+    "umaze": [
+        [1, 1, 1, 1, 1],
+        [1, 0, 0, 0, 1],
+        [1, 1, 1, 0, 1],
+        [1, 0, 0, 0, 1],
+        [1, 1, 1, 1, 1],
+    ],
+    "medium": [
+        [1, 1, 1, 1, 1, 1, 1, 1],
+        [1, 0, 0, 1, 1, 0, 0, 1],
+        [1, 0, 0, 1, 0, 0, 0, 1],
+        [1, 1, 0, 0, 0, 1, 1, 1],
+        [1, 0, 0, 1, 0, 0, 0, 1],
+        [1, 0, 1, 0, 0, 1, 0, 1],
+        [1, 0, 0, 0, 1, 0, 0, 1],
+        [1, 1, 1, 1, 1, 1, 1, 1],
+    ],
+    "large": [
+        [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1],
+        [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1],
+        [1, 0, 1, 1, 0, 1, 0, 1, 0, 1, 0, 1],
+        [1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1],
+        [1, 0, 1, 1, 1, 1, 0, 1, 1, 1, 0, 1],
+        [1, 0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 1],
+        [1, 1, 0, 1, 0, 1, 0, 1, 0, 1, 1, 1],
+        [1, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1],
+        [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1],
+    ],
+}
+# Evaluation start and goal cells (row, col): opposite ends of each maze, as in D4RL.
+EVAL_START = {"umaze": (3, 1), "medium": (1, 1), "large": (1, 1)}
+EVAL_GOAL = {"umaze": (1, 1), "medium": (6, 6), "large": (7, 10)}
+# gymnasium-robotics' time limits for PointMaze.
+MAX_EPISODE_STEPS = {"umaze": 300, "medium": 600, "large": 800}
+# "play"-like data: hand-picked cells the controller is sent between.
+PLAY_CELLS = {
+    "umaze": [(1, 1), (1, 3), (3, 3), (3, 1)],
+    "medium": [(1, 1), (2, 5), (4, 4), (6, 6), (6, 1), (1, 6)],
+    "large": [(1, 1), (3, 4), (1, 10), (5, 6), (7, 10), (7, 4), (5, 2)],
+}
+GYM_NAMES = {
+    "umaze": "O2OPointMaze_UMaze-v0",
+    "medium": "O2OPointMaze_Medium-v0",
+    "large": "O2OPointMaze_Large-v0",
+}
+
+
+def maze_env_id(maze: str) -> str:
+    """``gymnasium.make``-able id of a maze's evaluation env (module-prefixed)."""
+    return f"{__name__}:{GYM_NAMES[maze]}"
+
+
+def free_cells(maze_map: Sequence[Sequence[int]]) -> list[tuple[int, int]]:
+    return [(r, c) for r, row in enumerate(maze_map) for c, v in enumerate(row) if v != 1]
+
+
+def cell_center(maze_map: Sequence[Sequence[int]], cell: tuple[int, int]) -> np.ndarray:
+    """gymnasium-robotics' (row, col) -> (x, y) with unit cells, map centred at the origin."""
+    x_center, y_center = len(maze_map[0]) / 2, len(maze_map) / 2
+    return np.array([cell[1] + 0.5 - x_center, y_center - (cell[0] + 0.5)])
+
+
+def cell_of(maze_map: Sequence[Sequence[int]], xy: np.ndarray) -> tuple[int, int]:
+    x_center, y_center = len(maze_map[0]) / 2, len(maze_map) / 2
+    row = int(np.floor(y_center - xy[1]))
+    col = int(np.floor(xy[0] + x_center))
+    return min(max(row, 0), len(maze_map) - 1), min(max(col, 0), len(maze_map[0]) - 1)
+
+
+def bfs_distances(
+    maze_map: Sequence[Sequence[int]], goal: tuple[int, int]
+) -> dict[tuple[int, int], int]:
+    """Grid steps from every free cell to ``goal`` (4-connected)."""
+    distances = {goal: 0}
+    queue = deque([goal])
+    while queue:
+        r, c = queue.popleft()
+        for dr, dc in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+            nxt = (r + dr, c + dc)
+            if maze_map[nxt[0]][nxt[1]] != 1 and nxt not in distances:
+                distances[nxt] = distances[(r, c)] + 1
+                queue.append(nxt)
+    return distances
+
+
+class WaypointController:
+    """Noisy PD control along the BFS path to a goal cell.
+
+    Gains are D4RL's maze2d ones (p 10, d -1); the noise is added to the clipped action
+    and clipped again, so every action lies in the env's [-1, 1] box.
+    """
+
+    def __init__(
+        self,
+        maze_map: Sequence[Sequence[int]],
+        rng: np.random.Generator,
+        noise_std: float = 0.3,
+        p_gain: float = 10.0,
+        d_gain: float = -1.0,
+    ) -> None:
+        self.maze_map = maze_map
+        self.rng = rng
+        self.noise_std = noise_std
+        self.p_gain = p_gain
+        self.d_gain = d_gain
+        self._distance_cache: dict[tuple[int, int], dict[tuple[int, int], int]] = {}
+
+    def waypoint(
+        self, xy: np.ndarray, goal_cell: tuple[int, int], goal_xy: np.ndarray
+    ) -> np.ndarray:
+        if goal_cell not in self._distance_cache:
+            self._distance_cache[goal_cell] = bfs_distances(self.maze_map, goal_cell)
+        distances = self._distance_cache[goal_cell]
+        here = cell_of(self.maze_map, xy)
+        if here == goal_cell or here not in distances:
+            return goal_xy
+        r, c = here
+        neighbours = [(r + dr, c + dc) for dr, dc in ((1, 0), (-1, 0), (0, 1), (0, -1))]
+        nxt = min((n for n in neighbours if n in distances), key=distances.__getitem__)
+        return goal_xy if nxt == goal_cell else cell_center(self.maze_map, nxt)
+
+    def __call__(
+        self, observation: np.ndarray, goal_cell: tuple[int, int], goal_xy: np.ndarray
+    ) -> np.ndarray:
+        xy, velocity = observation[:2], observation[2:4]
+        target = self.waypoint(xy, goal_cell, goal_xy)
+        action = np.clip(self.p_gain * (target - xy) + self.d_gain * velocity, -1.0, 1.0)
+        if self.noise_std > 0:
+            action = action + self.rng.normal(0.0, self.noise_std, size=2)
+        return np.clip(action, -1.0, 1.0).astype(np.float32)
+
+
+def make_point_maze(maze: str, continuing: bool) -> Any:
+    """The raw gymnasium-robotics PointMaze env on one of our maps (dict observations)."""
+    from gymnasium_robotics.envs.maze.point_maze import PointMazeEnv
+
+    if maze not in MAZE_MAPS:
+        raise ValueError(f"unknown maze {maze!r}, expected one of {sorted(MAZE_MAPS)}")
+    return PointMazeEnv(
+        maze_map=MAZE_MAPS[maze],
+        reward_type="sparse",
+        continuing_task=continuing,
+        reset_target=False,
+    )
+
+
+class SparsePointMaze(gym.Env):
+    """Evaluation env: fixed start cell (with gymnasium-robotics' ±0.25 position noise),
+    fixed goal at the goal cell's centre, sparse reward, termination on success."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, maze: str = "umaze") -> None:
+        self.maze = maze
+        self.maze_map = MAZE_MAPS[maze]
+        self._env = make_point_maze(maze, continuing=False)
+        self.goal_xy = cell_center(self.maze_map, EVAL_GOAL[maze])
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(4,), dtype=np.float64)
+        self.action_space = self._env.action_space
+
+    def _pin_goal(self) -> None:
+        inner = self._env
+        inner.goal = self.goal_xy.copy()
+        inner.update_target_site_pos()
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        obs, info = self._env.reset(
+            seed=seed,
+            options={
+                "goal_cell": np.array(EVAL_GOAL[self.maze]),
+                "reset_cell": np.array(EVAL_START[self.maze]),
+            },
+        )
+        self._pin_goal()
+        return obs["observation"].copy(), {"success": False}
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self._env.step(action)
+        success = bool(np.linalg.norm(obs["achieved_goal"] - self.goal_xy) <= SUCCESS_RADIUS)
+        return obs["observation"].copy(), float(success), success, truncated, {"success": success}
+
+    def close(self) -> None:
+        self._env.close()
+
+
+def _make_sparse_point_maze(maze: str) -> SparsePointMaze:
+    return SparsePointMaze(maze)
+
+
+for _maze, _name in GYM_NAMES.items():
+    if _name not in gym.registry:
+        gym.register(
+            id=_name,
+            entry_point=f"{__name__}:_make_sparse_point_maze",
+            kwargs={"maze": _maze},
+            max_episode_steps=MAX_EPISODE_STEPS[_maze],
+        )
+
+
+def success_rate(episode_returns: np.ndarray | Sequence[float]) -> float:
+    """Fraction of episodes that reached the goal (return 1 in this suite)."""
+    returns = np.asarray(episode_returns, np.float64)
+    return float((returns > 0).mean()) if returns.size else float("nan")
+
+
+def cumulative_regret(episode_returns: np.ndarray | Sequence[float]) -> np.ndarray:
+    """Running sum of (1 - success) over episodes in order: the online phase's regret."""
+    returns = np.asarray(episode_returns, np.float64)
+    return np.cumsum(1.0 - (returns > 0))
