@@ -1,0 +1,23 @@
+"""One file per algorithm. ``make_agent(name, **overrides)`` builds any of them by name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from o2o.agents.sac import SAC, SACConfig
+from o2o.agents.td3 import TD3, TD3Config
+from o2o.errors import ConfigError
+
+CONFIGS: dict[str, type] = {"sac": SACConfig, "td3": TD3Config}
+
+
+def make_agent(name: str, **overrides: Any):
+    """The agent called ``name`` with config fields overridden."""
+    try:
+        config_cls = CONFIGS[name.lower()]
+    except KeyError:
+        raise ConfigError(f"unknown algorithm '{name}'; choose from {', '.join(sorted(CONFIGS))}") from None
+    return config_cls(**overrides).create()
+
+
+__all__ = ["CONFIGS", "SAC", "SACConfig", "TD3", "TD3Config", "make_agent"]

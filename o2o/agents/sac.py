@@ -1,0 +1,124 @@
+"""Soft Actor-Critic (Haarnoja et al. 2018) with a vmapped twin critic and learned temperature.
+
+One update: critic on the soft Bellman target, then actor against the updated critic, then
+the temperature towards the target entropy, then Polyak-averaged target critics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from o2o.core.agent import bellman_target, ensemble_mse
+from o2o.core.networks import Temperature, TanhGaussianPolicy, critic_ensemble
+from o2o.core.train_state import TrainState, adam, copy_tree, polyak
+from o2o.core.types import Transition
+from o2o.errors import check
+
+
+@dataclass(frozen=True)
+class SACConfig:
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    temperature_lr: float = 3e-4
+    hidden_dims: tuple[int, ...] = (256, 256)
+    num_critics: int = 2
+    discount: float = 0.99
+    tau: float = 0.005
+    init_temperature: float = 1.0
+    target_entropy: float | None = None  # None: -|A|
+    backup_entropy: bool = True
+    critic_layer_norm: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("actor_lr", "critic_lr", "temperature_lr", "init_temperature"):
+            check(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)}")
+        check(0 <= self.discount <= 1, f"discount must be in [0, 1], got {self.discount}")
+        check(0 < self.tau <= 1, f"tau must be in (0, 1], got {self.tau}")
+        check(self.num_critics >= 1, f"num_critics must be >= 1, got {self.num_critics}")
+        check(all(h > 0 for h in self.hidden_dims), f"hidden_dims must be positive, got {self.hidden_dims}")
+
+    def create(self) -> SAC:
+        return SAC(self)
+
+
+@struct.dataclass
+class SACState:
+    actor: TrainState
+    critic: TrainState
+    target_critic_params: dict
+    temperature: TrainState
+    target_entropy: jax.Array
+    step: jax.Array
+
+
+@dataclass(frozen=True)
+class SAC:
+    config: SACConfig = field(default_factory=SACConfig)
+
+    def init(self, key: jax.Array, obs_dim: int, act_dim: int) -> SACState:
+        c = self.config
+        actor_key, critic_key, temp_key = jax.random.split(key, 3)
+        obs, act = jnp.zeros((1, obs_dim)), jnp.zeros((1, act_dim))
+        actor = TrainState.create(TanhGaussianPolicy(c.hidden_dims, act_dim), actor_key, (obs,), adam(c.actor_lr))
+        critic = TrainState.create(
+            critic_ensemble(c.hidden_dims, c.num_critics, c.critic_layer_norm), critic_key, (obs, act), adam(c.critic_lr)
+        )
+        temperature = TrainState.create(Temperature(c.init_temperature), temp_key, (), adam(c.temperature_lr))
+        target_entropy = -float(act_dim) if c.target_entropy is None else c.target_entropy
+        return SACState(
+            actor=actor,
+            critic=critic,
+            target_critic_params=copy_tree(critic.params),
+            temperature=temperature,
+            target_entropy=jnp.float32(target_entropy),
+            step=jnp.int32(0),
+        )
+
+    def critic_loss(self, state: SACState, batch: Transition, key: jax.Array, critic_params) -> tuple[jax.Array, dict]:
+        c = self.config
+        next_actions, next_log_probs = state.actor(batch.next_observations).sample_and_log_prob(key)
+        next_q = state.critic(batch.next_observations, next_actions, params=state.target_critic_params).min(axis=0)
+        if c.backup_entropy:
+            next_q = next_q - state.temperature() * next_log_probs
+        target = bellman_target(batch, next_q, c.discount)
+        q = state.critic(batch.observations, batch.actions, params=critic_params)
+        return ensemble_mse(q, target), {"critic_loss": ensemble_mse(q, target), "q_mean": q.mean()}
+
+    def actor_loss(self, state: SACState, batch: Transition, key: jax.Array, actor_params) -> tuple[jax.Array, dict]:
+        actions, log_probs = state.actor(batch.observations, params=actor_params).sample_and_log_prob(key)
+        q = state.critic(batch.observations, actions).min(axis=0)
+        loss = jnp.mean(state.temperature() * log_probs - q)
+        return loss, {"actor_loss": loss, "entropy": -log_probs.mean()}
+
+    def temperature_loss(self, state: SACState, entropy: jax.Array, temperature_params) -> tuple[jax.Array, dict]:
+        log_temperature = jnp.log(state.temperature(params=temperature_params))
+        loss = log_temperature * jax.lax.stop_gradient(entropy - state.target_entropy)
+        return loss, {"temperature": jnp.exp(log_temperature), "temperature_loss": loss}
+
+    def update(self, state: SACState, batch: Transition, key: jax.Array) -> tuple[SACState, dict]:
+        critic_key, actor_key = jax.random.split(key)
+        critic, critic_metrics = state.critic.minimize(lambda p: self.critic_loss(state, batch, critic_key, p))
+        state = state.replace(critic=critic)
+        actor, actor_metrics = state.actor.minimize(lambda p: self.actor_loss(state, batch, actor_key, p))
+        state = state.replace(actor=actor)
+        temperature, temp_metrics = state.temperature.minimize(
+            lambda p: self.temperature_loss(state, actor_metrics["entropy"], p)
+        )
+        state = state.replace(
+            temperature=temperature,
+            target_critic_params=polyak(state.target_critic_params, critic.params, self.config.tau),
+            step=state.step + 1,
+        )
+        return state, {**critic_metrics, **actor_metrics, **temp_metrics}
+
+    def act(self, state: SACState, observations: jax.Array, key: jax.Array, deterministic: bool) -> jax.Array:
+        dist = state.actor(observations)
+        if deterministic:
+            return dist.mode()
+        return dist.sample_and_log_prob(key)[0]
+
+

@@ -1,0 +1,113 @@
+"""Twin Delayed DDPG (Fujimoto et al. 2018): clipped double-Q, target policy smoothing,
+delayed actor and target updates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from o2o.core.agent import bellman_target, ensemble_mse
+from o2o.core.networks import DeterministicPolicy, critic_ensemble
+from o2o.core.train_state import TrainState, adam, copy_tree, polyak
+from o2o.core.types import Transition
+from o2o.errors import check
+
+
+@dataclass(frozen=True)
+class TD3Config:
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    hidden_dims: tuple[int, ...] = (256, 256)
+    num_critics: int = 2
+    discount: float = 0.99
+    tau: float = 0.005
+    policy_noise: float = 0.2
+    noise_clip: float = 0.5
+    policy_delay: int = 2
+    exploration_noise: float = 0.1
+    critic_layer_norm: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("actor_lr", "critic_lr"):
+            check(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("policy_noise", "noise_clip", "exploration_noise"):
+            check(getattr(self, name) >= 0, f"{name} must be non-negative, got {getattr(self, name)}")
+        check(0 <= self.discount <= 1, f"discount must be in [0, 1], got {self.discount}")
+        check(0 < self.tau <= 1, f"tau must be in (0, 1], got {self.tau}")
+        check(self.policy_delay >= 1, f"policy_delay must be >= 1, got {self.policy_delay}")
+        check(self.num_critics >= 1, f"num_critics must be >= 1, got {self.num_critics}")
+
+    def create(self) -> TD3:
+        return TD3(self)
+
+
+@struct.dataclass
+class TD3State:
+    actor: TrainState
+    critic: TrainState
+    target_actor_params: dict
+    target_critic_params: dict
+    step: jax.Array
+
+
+@dataclass(frozen=True)
+class TD3:
+    config: TD3Config = field(default_factory=TD3Config)
+
+    def init(self, key: jax.Array, obs_dim: int, act_dim: int) -> TD3State:
+        c = self.config
+        actor_key, critic_key = jax.random.split(key)
+        obs, act = jnp.zeros((1, obs_dim)), jnp.zeros((1, act_dim))
+        actor = TrainState.create(DeterministicPolicy(c.hidden_dims, act_dim), actor_key, (obs,), adam(c.actor_lr))
+        critic = TrainState.create(
+            critic_ensemble(c.hidden_dims, c.num_critics, c.critic_layer_norm), critic_key, (obs, act), adam(c.critic_lr)
+        )
+        return TD3State(actor, critic, copy_tree(actor.params), copy_tree(critic.params), jnp.int32(0))
+
+    def smoothed_target_actions(self, state: TD3State, observations: jax.Array, key: jax.Array) -> jax.Array:
+        c = self.config
+        actions = state.actor(observations, params=state.target_actor_params)
+        noise = jnp.clip(c.policy_noise * jax.random.normal(key, actions.shape), -c.noise_clip, c.noise_clip)
+        return jnp.clip(actions + noise, -1.0, 1.0)
+
+    def critic_loss(self, state: TD3State, batch: Transition, key: jax.Array, critic_params) -> tuple[jax.Array, dict]:
+        next_actions = self.smoothed_target_actions(state, batch.next_observations, key)
+        next_q = state.critic(batch.next_observations, next_actions, params=state.target_critic_params).min(axis=0)
+        target = bellman_target(batch, next_q, self.config.discount)
+        q = state.critic(batch.observations, batch.actions, params=critic_params)
+        loss = ensemble_mse(q, target)
+        return loss, {"critic_loss": loss, "q_mean": q.mean()}
+
+    def actor_loss(self, state: TD3State, batch: Transition, actor_params) -> tuple[jax.Array, dict]:
+        actions = state.actor(batch.observations, params=actor_params)
+        loss = -state.critic(batch.observations, actions)[0].mean()
+        return loss, {"actor_loss": loss}
+
+    def update(self, state: TD3State, batch: Transition, key: jax.Array) -> tuple[TD3State, dict]:
+        c = self.config
+        critic, metrics = state.critic.minimize(lambda p: self.critic_loss(state, batch, key, p))
+        state = state.replace(critic=critic, step=state.step + 1)
+
+        def delayed_actor_update(state: TD3State) -> tuple[TD3State, jax.Array]:
+            actor, actor_metrics = state.actor.minimize(lambda p: self.actor_loss(state, batch, p))
+            return state.replace(
+                actor=actor,
+                target_actor_params=polyak(state.target_actor_params, actor.params, c.tau),
+                target_critic_params=polyak(state.target_critic_params, state.critic.params, c.tau),
+            ), actor_metrics["actor_loss"]
+
+        def skip(state: TD3State) -> tuple[TD3State, jax.Array]:
+            return state, jnp.float32(jnp.nan)
+
+        state, actor_loss = jax.lax.cond(state.step % c.policy_delay == 0, delayed_actor_update, skip, state)
+        return state, {**metrics, "actor_loss": actor_loss}
+
+    def act(self, state: TD3State, observations: jax.Array, key: jax.Array, deterministic: bool) -> jax.Array:
+        actions = state.actor(observations)
+        if deterministic:
+            return actions
+        noise = self.config.exploration_noise * jax.random.normal(key, actions.shape)
+        return jnp.clip(actions + noise, -1.0, 1.0)

@@ -1,0 +1,64 @@
+"""Fused, jitted training: K updates per call via ``lax.scan``, seeds as a vmapped axis.
+
+An agent's update is a pure function ``update(state, batch, key) -> (state, metrics)``.
+The engine wraps it with in-jit sampling from device-resident buffers, scans it K times and
+returns the metrics averaged over the K steps, so the host sees one call and one small
+pytree of metrics per K gradient steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from o2o.core.buffers import ReplayBuffer, Sampler
+from o2o.core.types import Transition
+
+UpdateFn = Callable[[Any, Transition, jax.Array], tuple[Any, dict]]
+
+
+def fused_update(
+    update: UpdateFn, sampler: Sampler, num_updates: int
+) -> Callable[[Any, Mapping[str, ReplayBuffer], jax.Array], tuple[Any, jax.Array, dict]]:
+    """``(state, buffers, key) -> (state, key, mean metrics)`` doing ``num_updates`` steps."""
+
+    def run(state, buffers, key):
+        def step(carry, _):
+            state, key = carry
+            key, sample_key, update_key = jax.random.split(key, 3)
+            state, metrics = update(state, sampler(buffers, sample_key), update_key)
+            return (state, key), metrics
+
+        (state, key), metrics = jax.lax.scan(step, (state, key), None, length=num_updates)
+        return state, key, jax.tree.map(lambda m: jnp.nanmean(m, axis=0), metrics)
+
+    return run
+
+
+def compile_fused(
+    update: UpdateFn, sampler: Sampler, num_updates: int, seed_axis: bool = True
+) -> Callable:
+    """Jitted fused update; with ``seed_axis`` every argument has a leading seed axis."""
+    run = fused_update(update, sampler, num_updates)
+    if seed_axis:
+        run = jax.vmap(run)
+    return jax.jit(run, donate_argnums=(0,))
+
+
+def stack_seeds(trees: list[Any]) -> Any:
+    """Stack per-seed pytrees along a new leading axis."""
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def unstack_seeds(tree: Any) -> list[Any]:
+    n = jax.tree.leaves(tree)[0].shape[0]
+    return [jax.tree.map(lambda x, i=i: x[i], tree) for i in range(n)]
+
+
+def seed_keys(seed: int, num_seeds: int) -> jax.Array:
+    """Independent root keys for seeds ``seed, seed+1, ...``: seed i in a batch of N equals
+    seed i run alone."""
+    return jnp.stack([jax.random.PRNGKey(seed + i) for i in range(num_seeds)])

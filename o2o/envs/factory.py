@@ -1,0 +1,60 @@
+"""Gymnasium environments with actions rescaled to [-1, 1], the range every agent acts in."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import gymnasium as gym
+import numpy as np
+
+from o2o.errors import ConfigError
+
+EnvMaker = Callable[[str], gym.Env]
+
+# Env-id prefixes served by o2o's own makers (e.g. the PointMaze suite) instead of gym.make.
+_MAKERS: dict[str, EnvMaker] = {}
+
+
+def register_env(prefix: str, maker: EnvMaker) -> None:
+    """Serve env ids starting with ``prefix`` by ``maker(env_id)``."""
+    _MAKERS[prefix] = maker
+
+
+def make_env(env_id: str, seed: int | None = None) -> gym.Env:
+    """A continuous-control env whose action space is Box(-1, 1); one-line error otherwise."""
+    maker = next((m for p, m in _MAKERS.items() if env_id.startswith(p)), None)
+    try:
+        env = maker(env_id) if maker else gym.make(env_id)
+    except gym.error.Error as error:
+        raise ConfigError(f"unknown environment '{env_id}': {error}") from None
+    except ImportError as error:
+        raise ConfigError(f"environment '{env_id}' needs a missing package: {error}") from None
+    if not isinstance(env.action_space, gym.spaces.Box):
+        env.close()
+        raise ConfigError(f"environment '{env_id}' has a {type(env.action_space).__name__} action space; o2o needs continuous (Box) actions")
+    if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
+        env.close()
+        raise ConfigError(f"environment '{env_id}' must have flat Box observations, has {env.observation_space}")
+    low, high = env.action_space.low, env.action_space.high
+    if not (np.allclose(low, -1.0) and np.allclose(high, 1.0)):
+        unit = np.ones(env.action_space.shape, np.float32)
+        env = gym.wrappers.RescaleAction(env, -unit, unit)
+    if seed is not None:
+        env.action_space.seed(seed)
+    return env
+
+
+def env_dims(env_id: str) -> tuple[int, int]:
+    """(observation dimension, action dimension)."""
+    env = make_env(env_id)
+    dims = (int(env.observation_space.shape[0]), int(env.action_space.shape[0]))
+    env.close()
+    return dims
+
+
+def success_from_info(info: dict) -> float | None:
+    """Success flag where the env reports one (gymnasium-robotics: ``success``/``is_success``)."""
+    for name in ("success", "is_success", "goal_achieved"):
+        if name in info:
+            return float(np.asarray(info[name]).item())
+    return None

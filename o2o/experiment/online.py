@@ -1,0 +1,278 @@
+"""Online training of any agent on a Gymnasium env, N seeds in one process.
+
+The loop alternates ``update_every`` env steps (one batched policy call per step across
+seeds) with one fused call of ``update_every × utd`` gradient steps. Transitions are staged
+on the host and written to the device ring buffer once per chunk.
+
+Resumability: at every evaluation the run writes a checkpoint (agent states, buffers, keys,
+counters) and then restarts the training episodes from seeds derived from the episode
+counter. An uninterrupted run does exactly the same, so a resumed run reproduces it
+bit-for-bit on CPU. The cost: training episodes are cut (as time-limit truncations, which
+bootstrap normally) once per evaluation interval.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from o2o.core import buffers as buf
+from o2o.core.agent import Agent
+from o2o.core.engine import compile_fused, seed_keys
+from o2o.core.types import Transition
+from o2o.envs.evaluation import EnvGrid, EvalResult, evaluate
+from o2o.envs.factory import make_env, success_from_info
+from o2o.errors import check
+from o2o.experiment.checkpoint import load_checkpoint, save_checkpoint
+from o2o.experiment.progress import RunProgress
+from o2o.experiment.runs import EPISODES, METRICS, RunDir
+
+
+@dataclass(frozen=True)
+class OnlineConfig:
+    env: str = "Pendulum-v1"
+    steps: int = 15_000
+    random_steps: int = 1_000  # uniform random actions before the policy acts
+    update_after: int = 1_000  # first gradient step after this many env steps
+    update_every: int = 50  # env steps between fused update calls
+    utd: int = 1  # gradient steps per env step
+    batch_size: int = 256
+    buffer_capacity: int | None = None  # None: large enough for every step
+    eval_every: int = 5_000
+    eval_episodes: int = 10
+    seed: int = 0
+    seeds: int = 1  # independent seeds trained together on a vmapped axis
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "update_every", "utd", "batch_size", "eval_every", "eval_episodes", "seeds"):
+            check(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("random_steps", "update_after", "seed"):
+            check(getattr(self, name) >= 0, f"{name} must be non-negative, got {getattr(self, name)}")
+        check(
+            self.eval_every % self.update_every == 0,
+            f"eval_every ({self.eval_every}) must be a multiple of update_every ({self.update_every})",
+        )
+        check(self.buffer_capacity is None or self.buffer_capacity > 0, "buffer_capacity must be positive")
+
+
+@dataclass
+class OnlineResult:
+    states: Any  # agent states with a leading seed axis
+    rows: list[dict] = field(default_factory=list)
+
+    @property
+    def final_returns(self) -> np.ndarray:
+        return np.asarray(self.rows[-1]["seed_returns"])
+
+
+EvalCallback = Callable[[dict], None]
+
+
+def _episode_seed(seed: int, seed_index: int, episode: int) -> int:
+    return (seed + seed_index) * 1_000_003 + episode
+
+
+class OnlineTrainer:
+    """Owns the envs, jitted functions and device data of one online run."""
+
+    def __init__(self, agent: Agent, config: OnlineConfig, score_fn: Callable[[np.ndarray], np.ndarray] | None = None):
+        self.agent, self.config, self.score_fn = agent, config, score_fn
+        c = config
+        self.envs = [make_env(c.env, seed=c.seed + i) for i in range(c.seeds)]
+        self.obs_dim = int(self.envs[0].observation_space.shape[0])
+        self.act_dim = int(self.envs[0].action_space.shape[0])
+        self.eval_grid = EnvGrid(c.env, c.seeds, c.eval_episodes)
+        capacity = c.buffer_capacity or c.steps
+        self.capacity = capacity
+
+        def explore(states, observations, keys, uniform):
+            def one(state, obs, key):
+                key, act_key, random_key = jax.random.split(key, 3)
+                policy_action = agent.act(state, obs[None], act_key, False)[0]
+                random_action = jax.random.uniform(random_key, policy_action.shape, minval=-1.0, maxval=1.0)
+                return jnp.where(uniform, random_action, policy_action), key
+
+            return jax.vmap(one)(states, observations, keys)
+
+        self._explore = jax.jit(explore)
+        self._greedy = jax.jit(jax.vmap(lambda state, obs: agent.act(state, obs, jax.random.PRNGKey(0), True)))
+        self._add = jax.jit(jax.vmap(buf.add), donate_argnums=(0,))
+        sampler = buf.Sampler(c.batch_size, (("replay", 1.0),))
+        self._fused = compile_fused(agent.update, sampler, c.update_every * c.utd)
+
+    def initial(self) -> dict[str, Any]:
+        c = self.config
+        roots = seed_keys(c.seed, c.seeds)
+        split = jax.vmap(lambda k: jax.random.split(k, 3))(roots)
+        states = jax.vmap(lambda k: self.agent.init(k, self.obs_dim, self.act_dim))(split[:, 0])
+        one = buf.create_buffer(self.capacity, self.obs_dim, self.act_dim)
+        buffers = {"replay": jax.tree.map(lambda x: jnp.broadcast_to(x, (c.seeds, *x.shape)).copy(), one)}
+        return {
+            "states": states,
+            "buffers": buffers,
+            "explore_keys": split[:, 1],
+            "update_keys": split[:, 2],
+            "step": np.int64(0),
+            "episodes": np.zeros(c.seeds, np.int64),
+            "wall_time": np.float64(0.0),
+        }
+
+    def evaluate(self, states) -> EvalResult:
+        return evaluate(self.eval_grid, lambda obs: self._greedy(states, jnp.asarray(obs)), seed=10_000_000 + self.config.seed)
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+        self.eval_grid.close()
+
+    def run(
+        self,
+        run: RunDir | None = None,
+        resume: bool = False,
+        on_eval: EvalCallback | None = None,
+        progress: bool = True,
+    ) -> OnlineResult:
+        c = self.config
+        carry = self.initial()
+        if resume and run is not None and run.has_checkpoint():
+            carry = jax.tree.map(jnp.asarray, load_checkpoint(run.checkpoint_path, carry))
+            carry["step"], carry["wall_time"] = int(carry["step"]), float(carry["wall_time"])
+            carry["episodes"] = np.asarray(carry["episodes"])
+            run.truncate_after(carry["step"])
+        rows = run.rows(METRICS) if run is not None else []
+        step = int(carry["step"])
+        episodes = np.array(carry["episodes"])
+        observations = self._reset_all(episodes)
+        staged = _Staging(c.seeds, c.update_every, self.obs_dim, self.act_dim)
+        episode_returns = np.zeros(c.seeds)
+        episode_success = np.zeros(c.seeds)
+        start_wall = time.perf_counter() - float(carry["wall_time"])
+        metrics: dict[str, Any] = {}
+        states, buffers = carry["states"], carry["buffers"]
+        explore_keys, update_keys = carry["explore_keys"], carry["update_keys"]
+        updates_done_at_start, updates = 0, 0
+        bar = RunProgress(c.steps, f"{c.env}", enabled=progress)
+        bar.advance_to(step)
+        with bar:
+            while step < c.steps:
+                for i in range(c.update_every):
+                    actions, explore_keys = self._explore(states, jnp.asarray(observations), explore_keys, step < c.random_steps)
+                    actions = np.asarray(actions)
+                    for s, env in enumerate(self.envs):
+                        next_obs, reward, terminated, truncated, info = env.step(actions[s])
+                        staged.put(s, i, observations[s], actions[s], reward, next_obs, terminated)
+                        episode_returns[s] += reward
+                        success = success_from_info(info)
+                        if success is not None:
+                            episode_success[s] = max(episode_success[s], success)
+                        if terminated or truncated:
+                            if run is not None:
+                                row = {"step": step + 1, "seed": c.seed + s, "return": float(episode_returns[s])}
+                                if success is not None:
+                                    row["success"] = float(episode_success[s])
+                                run.append(EPISODES, row)
+                            episode_returns[s] = episode_success[s] = 0.0
+                            episodes[s] += 1
+                            next_obs = env.reset(seed=_episode_seed(c.seed, s, int(episodes[s])))[0]
+                        observations[s] = next_obs
+                    step += 1
+                buffers = {**buffers, "replay": self._add(buffers["replay"], staged.as_transition())}
+                if step >= c.update_after:
+                    states, update_keys, metrics = self._fused(states, buffers, update_keys)
+                    updates += c.update_every * c.utd
+                bar.advance_to(step, updates=updates - updates_done_at_start)
+                if step % c.eval_every == 0 or step >= c.steps:
+                    result = self.evaluate(states)
+                    row = self._row(step, time.perf_counter() - start_wall, result, metrics)
+                    rows.append(row)
+                    bar.report(row)
+                    if run is not None:
+                        run.append(METRICS, row)
+                        # Episodes restart after every checkpoint, in resumed and uninterrupted runs alike.
+                        episodes += 1
+                        save_checkpoint(
+                            run.checkpoint_path,
+                            {
+                                "states": states,
+                                "buffers": buffers,
+                                "explore_keys": explore_keys,
+                                "update_keys": update_keys,
+                                "step": np.int64(step),
+                                "episodes": episodes,
+                                "wall_time": np.float64(row["wall_time"]),
+                            },
+                        )
+                    else:
+                        episodes += 1
+                    observations = self._reset_all(episodes)
+                    episode_returns[:] = episode_success[:] = 0.0
+                    if on_eval is not None:
+                        on_eval(row)
+        return OnlineResult(states=states, rows=rows)
+
+    def _reset_all(self, episodes: np.ndarray) -> np.ndarray:
+        return np.stack(
+            [env.reset(seed=_episode_seed(self.config.seed, s, int(episodes[s])))[0] for s, env in enumerate(self.envs)]
+        ).astype(np.float32)
+
+    def _row(self, step: int, wall_time: float, result: EvalResult, metrics: dict) -> dict:
+        returns = result.mean_return
+        row: dict[str, Any] = {
+            "step": step,
+            "wall_time": round(wall_time, 3),
+            "return": float(returns.mean()),
+            "return_std": float(returns.std()),
+            "seed_returns": [float(r) for r in returns],
+        }
+        if self.score_fn is not None:
+            scores = self.score_fn(returns)
+            row["normalized_score"] = float(np.mean(scores))
+            row["seed_normalized_scores"] = [float(x) for x in scores]
+        if result.success_rate is not None:
+            row["success_rate"] = float(result.success_rate.mean())
+        for name, value in metrics.items():
+            row[f"train/{name}"] = float(np.mean(np.asarray(value)))
+        return row
+
+
+class _Staging:
+    """Host arrays for one chunk of transitions, (seeds, chunk, ...)."""
+
+    def __init__(self, seeds: int, chunk: int, obs_dim: int, act_dim: int):
+        self.obs = np.zeros((seeds, chunk, obs_dim), np.float32)
+        self.act = np.zeros((seeds, chunk, act_dim), np.float32)
+        self.rew = np.zeros((seeds, chunk), np.float32)
+        self.next_obs = np.zeros((seeds, chunk, obs_dim), np.float32)
+        self.term = np.zeros((seeds, chunk), np.float32)
+
+    def put(self, s: int, i: int, obs, act, rew, next_obs, terminated) -> None:
+        self.obs[s, i], self.act[s, i], self.rew[s, i] = obs, act, rew
+        self.next_obs[s, i], self.term[s, i] = next_obs, float(terminated)
+
+    def as_transition(self) -> Transition:
+        return Transition(
+            jnp.asarray(self.obs),
+            jnp.asarray(self.act),
+            jnp.asarray(self.rew),
+            jnp.asarray(self.next_obs),
+            jnp.asarray(self.term),
+            jnp.zeros_like(jnp.asarray(self.rew)),
+        )
+
+
+def config_dict(algo: str, agent_config: Any, online: OnlineConfig) -> dict[str, Any]:
+    return {"algo": algo, "agent": _plain(asdict(agent_config)), "online": _plain(asdict(online))}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
