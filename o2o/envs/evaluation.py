@@ -3,7 +3,7 @@ policy call per step."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,15 +44,18 @@ class EnvGrid:
                 env.close()
 
 
-def evaluate(grid: EnvGrid, policy: PolicyFn, seed: int, max_steps: int | None = None) -> EvalResult:
+def evaluate(grid: EnvGrid, policy: PolicyFn, seed: int | Sequence[int], max_steps: int | None = None) -> EvalResult:
     """Run one episode in every env of the grid. ``policy`` maps observations of shape
-    (seeds, episodes, obs_dim) to actions (seeds, episodes, act_dim) deterministically."""
+    (seeds, episodes, obs_dim) to actions (seeds, episodes, act_dim) deterministically.
+    ``seed`` is one base per grid row (or one int for all rows); episode e of row s starts
+    from reset seed ``seed[s] + e``, so a row's result does not depend on the other rows."""
     num_seeds, num_episodes = grid.shape
+    bases = [seed] * num_seeds if isinstance(seed, int) else list(seed)
     first = grid.envs[0][0]
     observations = np.zeros((num_seeds, num_episodes, first.observation_space.shape[0]), np.float32)
     for s in range(num_seeds):
         for e in range(num_episodes):
-            observations[s, e] = grid.envs[s][e].reset(seed=seed + 1000 * s + e)[0]
+            observations[s, e] = grid.envs[s][e].reset(seed=bases[s] + e)[0]
     returns = np.zeros((num_seeds, num_episodes))
     lengths = np.zeros((num_seeds, num_episodes), np.int64)
     successes = np.zeros((num_seeds, num_episodes))

@@ -78,6 +78,10 @@ def _episode_seed(seed: int, seed_index: int, episode: int) -> int:
     return (seed + seed_index) * 1_000_003 + episode
 
 
+def _eval_seed(seed: int) -> int:
+    return 10_000_000 + 1000 * seed
+
+
 class OnlineTrainer:
     """Owns the envs, jitted functions and device data of one online run."""
 
@@ -124,7 +128,7 @@ class OnlineTrainer:
         }
 
     def evaluate(self, states) -> EvalResult:
-        return evaluate(self.eval_grid, lambda obs: self._greedy(states, jnp.asarray(obs)), seed=10_000_000 + self.config.seed)
+        return evaluate(self.eval_grid, lambda obs: self._greedy(states, jnp.asarray(obs)), seed=[_eval_seed(self.config.seed + s) for s in range(self.config.seeds)])
 
     def close(self) -> None:
         for env in self.envs:
