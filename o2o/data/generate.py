@@ -31,7 +31,14 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from o2o.data.dataset import Dataset, concatenate
 from o2o.data.hdf5 import write_hdf5
@@ -57,12 +64,29 @@ class GeneratorConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("train_steps", "eval_every", "eval_episodes", "ref_episodes", "transitions", "batch_size", "update_every"):
+        for name in (
+            "train_steps",
+            "eval_every",
+            "eval_episodes",
+            "ref_episodes",
+            "transitions",
+            "batch_size",
+            "update_every",
+        ):
             check(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)}")
         check(self.warmup >= 0, f"warmup must be non-negative, got {self.warmup}")
-        check(self.eval_every % self.update_every == 0, f"eval_every ({self.eval_every}) must be a multiple of update_every ({self.update_every})")
-        check(self.train_steps % self.eval_every == 0, f"train_steps ({self.train_steps}) must be a multiple of eval_every ({self.eval_every})")
-        check(0 < self.medium_fraction < 1, f"medium_fraction must lie in (0, 1), got {self.medium_fraction}")
+        check(
+            self.eval_every % self.update_every == 0,
+            f"eval_every ({self.eval_every}) must be a multiple of update_every ({self.update_every})",
+        )
+        check(
+            self.train_steps % self.eval_every == 0,
+            f"train_steps ({self.train_steps}) must be a multiple of eval_every ({self.eval_every})",
+        )
+        check(
+            0 < self.medium_fraction < 1,
+            f"medium_fraction must lie in (0, 1), got {self.medium_fraction}",
+        )
 
     def training_key(self) -> dict[str, Any]:
         """The settings that define the SAC run (a work dir is only resumed with these)."""
@@ -141,7 +165,9 @@ class _SACRunner:
         def explore(state, obs, key, uniform):
             key, act_key, random_key = jax.random.split(key, 3)
             policy_action = agent.act(state, obs[None], act_key, False)[0]
-            random_action = jax.random.uniform(random_key, policy_action.shape, minval=-1.0, maxval=1.0)
+            random_action = jax.random.uniform(
+                random_key, policy_action.shape, minval=-1.0, maxval=1.0
+            )
             return jnp.where(uniform, random_action, policy_action), key
 
         self.explore = jax.jit(explore)
@@ -168,7 +194,9 @@ class _SACRunner:
         return state.replace(actor=state.actor.replace(params=actor_params))
 
 
-def _empty_replay(steps: int, obs_dim: int, act_dim: int, qpos_dim: int, qvel_dim: int) -> dict[str, np.ndarray]:
+def _empty_replay(
+    steps: int, obs_dim: int, act_dim: int, qpos_dim: int, qvel_dim: int
+) -> dict[str, np.ndarray]:
     return {
         "observations": np.zeros((steps, obs_dim), np.float32),
         "actions": np.zeros((steps, act_dim), np.float32),
@@ -250,7 +278,9 @@ def train_sac(
         "episode": np.int64(0),
         "train_seconds": np.float64(0.0),
         "eval_returns": np.zeros(num_evals, np.float64),
-        "replay": _empty_replay(c.train_steps, runner.obs_dim, runner.act_dim, qpos.size, qvel.size),
+        "replay": _empty_replay(
+            c.train_steps, runner.obs_dim, runner.act_dim, qpos.size, qvel.size
+        ),
     }
     checkpoint_path = work_dir / "checkpoint.msgpack"
     actor_dir = work_dir / "actors"
@@ -287,7 +317,9 @@ def train_sac(
             chunk_start = step
             for _ in range(c.update_every):
                 qpos, qvel = _mujoco_state(env)
-                action, explore_key = runner.explore(state, jnp.asarray(observation, jnp.float32), explore_key, step < c.warmup)
+                action, explore_key = runner.explore(
+                    state, jnp.asarray(observation, jnp.float32), explore_key, step < c.warmup
+                )
                 action = np.asarray(action)
                 next_observation, reward, terminated, truncated, _ = env.step(action)
                 replay["observations"][step] = observation
@@ -308,7 +340,11 @@ def train_sac(
             progress.update(task, completed=step)
             if step % c.eval_every == 0:
                 index = step // c.eval_every - 1
-                eval_returns[index] = float(_evaluate(runner, state, c.eval_episodes, seed=10_000_000 + c.seed * 1000).mean())
+                eval_returns[index] = float(
+                    _evaluate(
+                        runner, state, c.eval_episodes, seed=10_000_000 + c.seed * 1000
+                    ).mean()
+                )
                 save_checkpoint(actor_dir / f"actor_{step:09d}.msgpack", state.actor.params)
                 # Cut the running episode (timeout) so a resumed run continues identically.
                 if not (replay["terminals"][step - 1] or replay["timeouts"][step - 1]):
@@ -368,7 +404,9 @@ def rollout(
     env = make_env(env_id, seed=seed)
     observation = env.reset(seed=_episode_seed(seed, 0))[0]
     qpos, qvel = _mujoco_state(env)
-    rows = _empty_replay(transitions, observation.shape[0], env.action_space.shape[0], qpos.size, qvel.size)
+    rows = _empty_replay(
+        transitions, observation.shape[0], env.action_space.shape[0], qpos.size, qvel.size
+    )
     episode = 0
     for row in range(transitions):
         rows["qpos"][row], rows["qvel"][row] = _mujoco_state(env)
@@ -379,7 +417,9 @@ def rollout(
         rows["rewards"][row] = reward
         rows["next_observations"][row] = next_observation
         rows["terminals"][row] = terminated
-        rows["timeouts"][row] = (truncated and not terminated) or (row == transitions - 1 and not terminated)
+        rows["timeouts"][row] = (truncated and not terminated) or (
+            row == transitions - 1 and not terminated
+        )
         if terminated or truncated:
             episode += 1
             next_observation = env.reset(seed=_episode_seed(seed, episode))[0]
@@ -439,11 +479,16 @@ def make_suite(
 
         grid = EnvGrid(env_id, 1, c.ref_episodes)
         random_returns = evaluate(
-            grid, lambda obs: rng.uniform(-1, 1, (*obs.shape[:-1], runner.act_dim)).astype(np.float32), seed=20_000_000 + c.seed
+            grid,
+            lambda obs: rng.uniform(-1, 1, (*obs.shape[:-1], runner.act_dim)).astype(np.float32),
+            seed=20_000_000 + c.seed,
         ).returns[0]
         grid.close()
         best_returns = _evaluate(runner, best_state, c.ref_episodes, seed=30_000_000 + c.seed)
-        references = {"ref_min": float(random_returns.mean()), "ref_max": float(best_returns.mean())}
+        references = {
+            "ref_min": float(random_returns.mean()),
+            "ref_max": float(best_returns.mean()),
+        }
         references_path.write_text(json.dumps(references))
 
     family = short if short in D4RL_REFERENCE else None
@@ -455,7 +500,9 @@ def make_suite(
         "generator_settings": asdict(c),
         "seed": c.seed,
         "sac_total_steps": c.train_steps,
-        "eval_curve": [[s, r] for s, r in zip(trained.eval_steps, trained.eval_returns, strict=True)],
+        "eval_curve": [
+            [s, r] for s, r in zip(trained.eval_steps, trained.eval_returns, strict=True)
+        ],
         "best_step": best_step,
         "best_eval_return": best_return,
         "medium_step": medium_step,
@@ -475,7 +522,13 @@ def make_suite(
         common["official_ref_min_score"], common["official_ref_max_score"] = D4RL_REFERENCE[family]
 
     def meta(level: str, policy: str, **extra: Any) -> dict[str, Any]:
-        return {**common, "dataset": f"{short}-{level}-lite-v0", "level": level, "policy": policy, **extra}
+        return {
+            **common,
+            "dataset": f"{short}-{level}-lite-v0",
+            "level": level,
+            "policy": policy,
+            **extra,
+        }
 
     parts: dict[str, Dataset] = {}
 
@@ -484,7 +537,14 @@ def make_suite(
             return parts[level]
         if level == "medium-replay":
             rows = {k: v[:medium_step].copy() for k, v in trained.replay.items()}
-            dataset = _as_dataset(rows, meta(level, f"SAC replay buffer steps [0, {medium_step}) incl. {c.warmup} random warm-up", policy_step=medium_step))
+            dataset = _as_dataset(
+                rows,
+                meta(
+                    level,
+                    f"SAC replay buffer steps [0, {medium_step}) incl. {c.warmup} random warm-up",
+                    policy_step=medium_step,
+                ),
+            )
         else:
             seed = c.seed * 100 + {"random": 1, "medium": 2, "expert": 3}[level]
             with _progress(console) as progress:
@@ -495,7 +555,13 @@ def make_suite(
 
                 if level == "random":
                     rng = np.random.default_rng(seed)
-                    rows = rollout(env_id, c.transitions, seed, lambda obs, row: rng.uniform(-1, 1, runner.act_dim), on_step)
+                    rows = rollout(
+                        env_id,
+                        c.transitions,
+                        seed,
+                        lambda obs, row: rng.uniform(-1, 1, runner.act_dim),
+                        on_step,
+                    )
                     dataset = _as_dataset(rows, meta(level, "uniform random actions in [-1, 1]"))
                 else:
                     step = medium_step if level == "medium" else best_step
@@ -504,11 +570,21 @@ def make_suite(
                     keys = iter(jax.random.split(jax.random.PRNGKey(seed), c.transitions))
 
                     def act(observation: np.ndarray, row: int) -> np.ndarray:
-                        return np.asarray(runner.sample(state, jax.numpy.asarray(observation, jax.numpy.float32), next(keys)))
+                        return np.asarray(
+                            runner.sample(
+                                state, jax.numpy.asarray(observation, jax.numpy.float32), next(keys)
+                            )
+                        )
 
                     rows = rollout(env_id, c.transitions, seed, act, on_step)
                     dataset = _as_dataset(
-                        rows, meta(level, f"SAC checkpoint at step {step}, sampled actions", policy_step=step, policy_eval_return=value)
+                        rows,
+                        meta(
+                            level,
+                            f"SAC checkpoint at step {step}, sampled actions",
+                            policy_step=step,
+                            policy_eval_return=value,
+                        ),
                     )
                 progress.update(task, completed=c.transitions)
         parts[level] = dataset
@@ -522,11 +598,17 @@ def make_suite(
         if level == "medium-expert":
             dataset = concatenate(
                 [policy_rollout("medium"), policy_rollout("expert")],
-                metadata=meta(level, f"medium (step {medium_step}) then expert (step {best_step}) rollouts"),
+                metadata=meta(
+                    level, f"medium (step {medium_step}) then expert (step {best_step}) rollouts"
+                ),
             )
         else:
             dataset = policy_rollout(level)
-        metadata = {**dataset.metadata, "n_transitions": dataset.size, "n_episodes": dataset.num_episodes}
+        metadata = {
+            **dataset.metadata,
+            "n_transitions": dataset.size,
+            "n_episodes": dataset.num_episodes,
+        }
         written[level] = write_hdf5(dataset.replace(metadata=metadata), target)
         if console:
             returns = dataset.episode_returns()
@@ -535,8 +617,10 @@ def make_suite(
                 f"mean return {returns.mean() if returns.size else float('nan'):.1f})"
             )
     if console:
-        console.print(f"{short}: best step {best_step} ({best_return:.1f}), medium step {medium_step} "
-                      f"({medium_return:.1f}), total {time.perf_counter() - wall_start:.0f}s")
+        console.print(
+            f"{short}: best step {best_step} ({best_return:.1f}), medium step {medium_step} "
+            f"({medium_return:.1f}), total {time.perf_counter() - wall_start:.0f}s"
+        )
     return written
 
 
@@ -554,5 +638,11 @@ def make_lite(
     if short not in LITE_ENVS or not name.lower().removesuffix("-v0").endswith("-lite"):
         raise ConfigError(f"cannot make {name!r}: expected <{'|'.join(LITE_ENVS)}>-<level>-lite")
     out_dir = Path(out_dir) if out_dir is not None else data_dir()
-    work_dir = Path(work_dir) if work_dir is not None else out_dir / ".work" / f"{short}-lite-seed{config.seed}-steps{config.train_steps}"
-    return make_suite(short, LITE_ENVS[short], config, out_dir, work_dir, force=force, console=console)
+    work_dir = (
+        Path(work_dir)
+        if work_dir is not None
+        else out_dir / ".work" / f"{short}-lite-seed{config.seed}-steps{config.train_steps}"
+    )
+    return make_suite(
+        short, LITE_ENVS[short], config, out_dir, work_dir, force=force, console=console
+    )
