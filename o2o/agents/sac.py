@@ -7,12 +7,14 @@ the temperature towards the target entropy, then Polyak-averaged target critics.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 
-from o2o.core.agent import bellman_target, ensemble_mse
+from o2o.core.agent import ensemble_mse
+from o2o.core.hooks import NO_HOOKS, ActorInputs, Hooks, TargetInputs, target_with_hooks
 from o2o.core.networks import Temperature, TanhGaussianPolicy, critic_ensemble
 from o2o.core.train_state import TrainState, adam, copy_tree, polyak
 from o2o.core.types import Transition
@@ -41,8 +43,8 @@ class SACConfig:
         check(self.num_critics >= 1, f"num_critics must be >= 1, got {self.num_critics}")
         check(all(h > 0 for h in self.hidden_dims), f"hidden_dims must be positive, got {self.hidden_dims}")
 
-    def create(self) -> SAC:
-        return SAC(self)
+    def create(self, hooks: Hooks = NO_HOOKS) -> SAC:
+        return SAC(self, hooks)
 
 
 @struct.dataclass
@@ -53,11 +55,13 @@ class SACState:
     temperature: TrainState
     target_entropy: jax.Array
     step: jax.Array
+    extras: Any = None  # fine-tuning method state, read by the hooks
 
 
 @dataclass(frozen=True)
 class SAC:
     config: SACConfig = field(default_factory=SACConfig)
+    hooks: Hooks = NO_HOOKS
 
     def init(self, key: jax.Array, obs_dim: int, act_dim: int) -> SACState:
         c = self.config
@@ -81,18 +85,24 @@ class SAC:
     def critic_loss(self, state: SACState, batch: Transition, key: jax.Array, critic_params) -> tuple[jax.Array, dict]:
         c = self.config
         next_actions, next_log_probs = state.actor(batch.next_observations).sample_and_log_prob(key)
-        next_q = state.critic(batch.next_observations, next_actions, params=state.target_critic_params).min(axis=0)
-        if c.backup_entropy:
-            next_q = next_q - state.temperature() * next_log_probs
-        target = bellman_target(batch, next_q, c.discount)
+
+        def value_with(params):
+            next_q = state.critic(batch.next_observations, next_actions, params=params).min(axis=0)
+            return next_q - state.temperature() * next_log_probs if c.backup_entropy else next_q
+
+        inputs = TargetInputs(batch, value_with(state.target_critic_params), value_with, next_actions, next_log_probs)
+        target = target_with_hooks(self.hooks, state.extras, inputs, c.discount)
         q = state.critic(batch.observations, batch.actions, params=critic_params)
-        return ensemble_mse(q, target), {"critic_loss": ensemble_mse(q, target), "q_mean": q.mean()}
+        td_loss = ensemble_mse(q, target)
+        penalty, metrics = self.hooks.critic_penalty(state.extras, batch, critic_params)
+        return td_loss + penalty, {"critic_loss": td_loss, "q_mean": q.mean(), **metrics}
 
     def actor_loss(self, state: SACState, batch: Transition, key: jax.Array, actor_params) -> tuple[jax.Array, dict]:
         actions, log_probs = state.actor(batch.observations, params=actor_params).sample_and_log_prob(key)
         q = state.critic(batch.observations, actions).min(axis=0)
         loss = jnp.mean(state.temperature() * log_probs - q)
-        return loss, {"actor_loss": loss, "entropy": -log_probs.mean()}
+        penalty, metrics = self.hooks.actor_penalty(state.extras, ActorInputs(batch, actions, log_probs, actor_params))
+        return loss + penalty, {"actor_loss": loss, "entropy": -log_probs.mean(), **metrics}
 
     def temperature_loss(self, state: SACState, entropy: jax.Array, temperature_params) -> tuple[jax.Array, dict]:
         log_temperature = jnp.log(state.temperature(params=temperature_params))

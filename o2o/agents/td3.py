@@ -4,12 +4,14 @@ delayed actor and target updates."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 
-from o2o.core.agent import bellman_target, ensemble_mse
+from o2o.core.agent import ensemble_mse
+from o2o.core.hooks import NO_HOOKS, ActorInputs, Hooks, TargetInputs, target_with_hooks
 from o2o.core.networks import DeterministicPolicy, critic_ensemble
 from o2o.core.train_state import TrainState, adam, copy_tree, polyak
 from o2o.core.types import Transition
@@ -40,8 +42,8 @@ class TD3Config:
         check(self.policy_delay >= 1, f"policy_delay must be >= 1, got {self.policy_delay}")
         check(self.num_critics >= 1, f"num_critics must be >= 1, got {self.num_critics}")
 
-    def create(self) -> TD3:
-        return TD3(self)
+    def create(self, hooks: Hooks = NO_HOOKS) -> TD3:
+        return TD3(self, hooks)
 
 
 @struct.dataclass
@@ -51,11 +53,13 @@ class TD3State:
     target_actor_params: dict
     target_critic_params: dict
     step: jax.Array
+    extras: Any = None  # fine-tuning method state, read by the hooks
 
 
 @dataclass(frozen=True)
 class TD3:
     config: TD3Config = field(default_factory=TD3Config)
+    hooks: Hooks = NO_HOOKS
 
     def init(self, key: jax.Array, obs_dim: int, act_dim: int) -> TD3State:
         c = self.config
@@ -75,16 +79,22 @@ class TD3:
 
     def critic_loss(self, state: TD3State, batch: Transition, key: jax.Array, critic_params) -> tuple[jax.Array, dict]:
         next_actions = self.smoothed_target_actions(state, batch.next_observations, key)
-        next_q = state.critic(batch.next_observations, next_actions, params=state.target_critic_params).min(axis=0)
-        target = bellman_target(batch, next_q, self.config.discount)
+
+        def value_with(params):
+            return state.critic(batch.next_observations, next_actions, params=params).min(axis=0)
+
+        inputs = TargetInputs(batch, value_with(state.target_critic_params), value_with, next_actions)
+        target = target_with_hooks(self.hooks, state.extras, inputs, self.config.discount)
         q = state.critic(batch.observations, batch.actions, params=critic_params)
-        loss = ensemble_mse(q, target)
-        return loss, {"critic_loss": loss, "q_mean": q.mean()}
+        td_loss = ensemble_mse(q, target)
+        penalty, metrics = self.hooks.critic_penalty(state.extras, batch, critic_params)
+        return td_loss + penalty, {"critic_loss": td_loss, "q_mean": q.mean(), **metrics}
 
     def actor_loss(self, state: TD3State, batch: Transition, actor_params) -> tuple[jax.Array, dict]:
         actions = state.actor(batch.observations, params=actor_params)
         loss = -state.critic(batch.observations, actions)[0].mean()
-        return loss, {"actor_loss": loss}
+        penalty, _ = self.hooks.actor_penalty(state.extras, ActorInputs(batch, actions, None, actor_params))
+        return loss + penalty, {"actor_loss": loss}
 
     def update(self, state: TD3State, batch: Transition, key: jax.Array) -> tuple[TD3State, dict]:
         c = self.config

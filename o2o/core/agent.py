@@ -20,11 +20,6 @@ class Agent(Protocol):
     def act(self, state: Any, observations: jax.Array, key: jax.Array, deterministic: bool) -> jax.Array: ...
 
 
-def bellman_target(batch: Transition, next_value: jax.Array, discount: float) -> jax.Array:
-    """r + gamma (1 - terminal) V(s'), with no gradient into the target."""
-    return jax.lax.stop_gradient(batch.rewards + discount * (1.0 - batch.terminals) * next_value)
-
-
 def ensemble_mse(q_values: jax.Array, target: jax.Array) -> jax.Array:
     """Sum over ensemble members of each member's mean squared error (CORL's convention)."""
     return jnp.sum(jnp.mean((q_values - target[None]) ** 2, axis=-1))
