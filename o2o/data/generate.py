@@ -288,9 +288,10 @@ def train_sac(
         carry = load_checkpoint(checkpoint_path, carry)
         carry["state"] = jax.tree.map(jnp.asarray, carry["state"])
     step, episode = int(carry["step"]), int(carry["episode"])
-    replay = carry["replay"]
+    # Restored arrays are read-only views of the checkpoint bytes; the run writes into them.
+    replay = {key: np.array(column) for key, column in carry["replay"].items()}
     state, explore_key, update_key = carry["state"], carry["explore_key"], carry["update_key"]
-    eval_returns = np.asarray(carry["eval_returns"], np.float64)
+    eval_returns = np.array(carry["eval_returns"], np.float64)
     # The device buffer is a copy of the host replay rows, so it is rebuilt, not stored.
     from o2o.core.types import Transition
 
