@@ -203,3 +203,20 @@ def test_old_d4rl_file_without_next_observations(tmp_path):
     np.testing.assert_array_equal(dataset.observations[4], columns["observations"][5])
     assert dataset.timeouts[3] and dataset.timeouts[-1]
     assert json.dumps(dataset.metadata["next_observations_derived"]) == "true"
+
+
+def test_inferred_goal_conditioned_env_is_not_checked(tmp_path):
+    """PointMaze_UMaze-v3 has Dict observations: inferred, it cannot be compared, so the data
+    loads unchecked; given explicitly, the mismatch is an error."""
+    columns = good_columns()
+    columns["observations"] = columns["observations"][:, :4]
+    columns["next_observations"] = columns["next_observations"][:, :4]
+    columns["actions"] = columns["actions"][:, :2]
+    path = write_file(tmp_path / "maze.hdf5", columns, env_id="PointMaze_UMaze-v3")
+    pytest.importorskip("gymnasium_robotics")
+    import gymnasium as gym
+    import gymnasium_robotics
+
+    gym.register_envs(gymnasium_robotics)
+    assert load(path).metadata["env_checked"] is False
+    assert_one_line_error(path, "non-array observation space", env="PointMaze_UMaze-v3")

@@ -99,6 +99,10 @@ def load(name_or_path: str | os.PathLike, env: Any = None, *, check_env: bool = 
             env_name = env_id
         except Exception:  # the env is not installed here: the data is still usable
             return dataset.replace(metadata={**metadata, "env_checked": False})
+        if getattr(observation_space, "shape", None) is None:
+            # A goal-conditioned env (Dict observations, e.g. gymnasium-robotics' AntMaze for
+            # D4RL AntMaze data) has no flat shape to compare with; only an explicit env is checked.
+            return dataset.replace(metadata={**metadata, "env_checked": False})
     else:
         return dataset
     check_against_spaces(
