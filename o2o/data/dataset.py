@@ -38,6 +38,12 @@ class Dataset:
     infos: Mapping[str, np.ndarray] = field(default_factory=dict)
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        return (
+            f"Dataset({self.name!r}, transitions={self.size}, episodes={self.num_episodes}, "
+            f"obs_dim={self.obs_dim}, act_dim={self.act_dim}, env_id={self.env_id!r})"
+        )
+
     # --- shape -----------------------------------------------------------------------------
     @property
     def size(self) -> int:
