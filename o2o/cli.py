@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from o2o.errors import ConfigError, O2OError
@@ -55,10 +56,24 @@ def parse_overrides(pairs: list[str], config_cls: type) -> dict[str, Any]:
 
 
 def _train_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="o2o train", description="Train an agent online on a Gymnasium env (offline-to-online arrives with datasets).")
-    p.add_argument("--env", default="Pendulum-v1", help="Gymnasium env id with continuous actions")
-    p.add_argument("--algo", default="sac", help="algorithm: sac, td3")
-    p.add_argument("--steps", type=int, default=15_000, help="environment steps per seed")
+    p = _Parser(
+        prog="o2o train",
+        description="Offline pre-training then online fine-tuning on --dataset, or online training from scratch on --env.",
+    )
+    p.add_argument("--dataset", default=None, help="offline dataset: registered name, .hdf5 file or Minari directory")
+    p.add_argument("--offline-steps", type=int, default=100_000, help="offline gradient steps (with --dataset)")
+    p.add_argument("--online-steps", type=int, default=50_000, help="online env steps (with --dataset)")
+    p.add_argument("--data-policy", default=None, choices=["union", "mixed", "online"], help="online data: offline∪online, a fixed mix, or online only (default: the algorithm's CORL choice)")
+    p.add_argument("--offline-fraction", type=float, default=0.5, help="offline share of each batch under --data-policy mixed")
+    p.add_argument("--reward-convention", default="auto", help="auto, none, iql_locomotion, antmaze_minus_one, antmaze_cql")
+    p.add_argument("--no-normalize-states", action="store_true")
+    p.add_argument("--domain", default=None, choices=["locomotion", "maze"], help="hyperparameter preset (default: from the dataset)")
+    p.add_argument("--from", dest="from_run", type=Path, default=None, help="fine-tune the offline checkpoint of this run directory (or offline.msgpack file) instead of pre-training; use with --offline-steps 0")
+    p.add_argument("--offline-eval-every", type=int, default=25_000)
+    p.add_argument("--online-eval-every", type=int, default=10_000)
+    p.add_argument("--env", default="Pendulum-v1", help="Gymnasium env id with continuous actions (without --dataset)")
+    p.add_argument("--algo", default="sac", help="algorithm (o2o train --algo list to see them)")
+    p.add_argument("--steps", type=int, default=15_000, help="environment steps per seed (without --dataset)")
     p.add_argument("--seeds", type=int, default=1, help="independent seeds, trained together on a vmapped axis")
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument("--utd", type=int, default=1, help="gradient updates per environment step")
@@ -81,6 +96,11 @@ def cmd_train(argv: list[str]) -> int:
     from o2o.experiment.runs import RunDir, default_run_name
 
     args = _train_parser().parse_args(argv)
+    if args.algo == "list":
+        print(", ".join(sorted(CONFIGS)))
+        return 0
+    if args.dataset is not None or (args.resume and args.name and _is_pipeline_run(args.runs_dir / args.name)):
+        return cmd_train_dataset(args)
     if args.resume:
         if args.name is None:
             raise ConfigError("--resume needs --name of the run to continue")
@@ -118,6 +138,93 @@ def cmd_train(argv: list[str]) -> int:
     final = result.rows[-1]
     run.write_summary({"algo": algo, "env": online.env, "final": final})
     print(f"{algo} on {online.env}: final return {final['return']:.1f} ± {final['return_std']:.1f} over {online.seeds} seed(s); run saved to {run.path}")
+    return 0
+
+
+def _is_pipeline_run(path: Path) -> bool:
+    config = path / "config.yaml"
+    return config.exists() and "pipeline" in (yaml.safe_load(config.read_text()) or {})
+
+
+def _agent_config(algo: str, overrides: list[str], domain: str | None):
+    from o2o.agents import CONFIGS
+
+    algo = algo.lower()
+    if algo not in CONFIGS:
+        raise ConfigError(f"unknown algorithm '{algo}'; choose from {', '.join(sorted(CONFIGS))}")
+    config_cls = CONFIGS[algo]
+    base = config_cls.for_domain(domain) if domain and hasattr(config_cls, "for_domain") else config_cls()
+    return dataclasses.replace(base, **parse_overrides(overrides, config_cls))
+
+
+def cmd_train_dataset(args: argparse.Namespace) -> int:
+    """Offline pre-training and online fine-tuning on a dataset."""
+    import jax
+
+    from o2o import data as datasets
+    from o2o.agents import CONFIGS
+    from o2o.experiment.checkpoint import load_checkpoint
+    from o2o.experiment.pipeline import OFFLINE_CHECKPOINT, Pipeline, PipelineConfig, is_sparse_maze, pipeline_config_dict
+    from o2o.experiment.runs import RunDir, default_run_name
+
+    if args.resume:
+        if args.name is None:
+            raise ConfigError("--resume needs --name of the run to continue")
+        run = RunDir.create(args.runs_dir / args.name, {}, resume=True)
+        stored = run.config()
+        algo = stored["algo"]
+        agent_config = CONFIGS[algo](**_tuples(stored["agent"]))
+        config = PipelineConfig(**stored["pipeline"])
+        dataset = datasets.load(config.dataset)
+    else:
+        dataset = datasets.load(args.dataset)
+        domain = args.domain or ("maze" if is_sparse_maze(dataset) else "locomotion")
+        algo = args.algo.lower()
+        agent_config = _agent_config(algo, args.overrides, domain)
+        config = PipelineConfig(
+            dataset=args.dataset,
+            offline_steps=args.offline_steps,
+            online_steps=args.online_steps,
+            data_policy=args.data_policy,
+            offline_fraction=args.offline_fraction,
+            batch_size=args.batch_size,
+            utd=args.utd,
+            update_every=args.update_every,
+            offline_eval_every=args.offline_eval_every,
+            online_eval_every=args.online_eval_every,
+            eval_episodes=args.eval_episodes,
+            normalize_states=not args.no_normalize_states,
+            reward_convention=args.reward_convention,
+            seed=args.seed,
+            seeds=args.seeds,
+        )
+        if args.from_run is not None and config.offline_steps != 0:
+            raise ConfigError("--from fine-tunes an existing offline checkpoint: pass --offline-steps 0 with it")
+        name = args.name or default_run_name(algo, Path(str(args.dataset)).stem)
+        run = RunDir.create(args.runs_dir / name, pipeline_config_dict(algo, agent_config, config))
+    agent = agent_config.create()
+    pipeline = Pipeline(algo, agent, config, dataset=dataset, agent_config=agent_config)
+    offline_states = None
+    if args.from_run is not None:
+        source = args.from_run / OFFLINE_CHECKPOINT if args.from_run.is_dir() else args.from_run
+        template = jax.vmap(lambda k: agent.init(k, dataset.obs_dim, dataset.act_dim))(
+            jax.random.split(jax.random.PRNGKey(0), config.seeds)
+        )
+        offline_states = jax.tree.map(jax.numpy.asarray, load_checkpoint(source, {"states": template})["states"])
+    info = pipeline.describe()
+    print(f"{algo} on {config.dataset} ({info['dataset_transitions']} transitions, env {info['env_id']}): "
+          f"data policy {info['data_policy']}, reward convention {info['reward_convention']}; "
+          f"normalized score uses {info['score_reference']}")
+    result = pipeline.run(run, resume=args.resume, progress=not args.no_progress, offline_states=offline_states)
+    summary = {"algo": algo, "dataset": config.dataset, **info}
+    for phase in ("offline", "online"):
+        rows = [r for r in result.rows if r.get("phase") == phase]
+        if rows:
+            summary[f"final_{phase}"] = rows[-1]
+            print(f"after {phase}: normalized score {rows[-1]['normalized_score']:.1f} ± "
+                  f"{np.std(rows[-1]['seed_normalized_scores']):.1f} (return {rows[-1]['return']:.1f}) over {config.seeds} seed(s)")
+    run.write_summary(summary)
+    print(f"run saved to {run.path}")
     return 0
 
 

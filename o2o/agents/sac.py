@@ -125,6 +125,10 @@ class SAC:
         )
         return state, {**critic_metrics, **actor_metrics, **temp_metrics}
 
+    def for_online(self) -> SAC:
+        """Online learners: nothing switches at the offline-to-online boundary."""
+        return self
+
     def act(self, state: SACState, observations: jax.Array, key: jax.Array, deterministic: bool) -> jax.Array:
         dist = state.actor(observations)
         if deterministic:

@@ -115,6 +115,10 @@ class TD3:
         state, actor_loss = jax.lax.cond(state.step % c.policy_delay == 0, delayed_actor_update, skip, state)
         return state, {**metrics, "actor_loss": actor_loss}
 
+    def for_online(self) -> TD3:
+        """Online learners: nothing switches at the offline-to-online boundary."""
+        return self
+
     def act(self, state: TD3State, observations: jax.Array, key: jax.Array, deterministic: bool) -> jax.Array:
         actions = state.actor(observations)
         if deterministic:

@@ -74,6 +74,37 @@ class OnlineResult:
 EvalCallback = Callable[[dict], None]
 
 
+@dataclass(frozen=True)
+class Preprocess:
+    """Host-side transforms between the env and the agent: state normalisation with the
+    offline data's statistics, and the reward convention of the algorithm/domain. Returns
+    and scores are always reported on the env's raw rewards."""
+
+    obs_mean: np.ndarray | None = None
+    obs_std: np.ndarray | None = None
+    reward_scale: float = 1.0
+    reward_shift: float = 0.0
+
+    def observations(self, obs: np.ndarray) -> np.ndarray:
+        obs = np.asarray(obs, np.float32)
+        if self.obs_mean is None:
+            return obs
+        return ((obs - self.obs_mean) / self.obs_std).astype(np.float32)
+
+    def rewards(self, rewards: np.ndarray) -> np.ndarray:
+        return (np.asarray(rewards, np.float32) * self.reward_scale + self.reward_shift).astype(np.float32)
+
+
+@dataclass
+class OnlineData:
+    """Where online transitions go and what the updates sample: ``buffers`` by name, the
+    buffer online transitions are appended to, and the sampler over the buffers."""
+
+    buffers: dict[str, buf.ReplayBuffer]  # each with a leading seed axis
+    write_to: str
+    sampler: buf.Sampler
+
+
 def _episode_seed(seed: int, seed_index: int, episode: int) -> int:
     return (seed + seed_index) * 1_000_003 + episode
 
@@ -85,8 +116,22 @@ def _eval_seed(seed: int) -> int:
 class OnlineTrainer:
     """Owns the envs, jitted functions and device data of one online run."""
 
-    def __init__(self, agent: Agent, config: OnlineConfig, score_fn: Callable[[np.ndarray], np.ndarray] | None = None):
+    def __init__(
+        self,
+        agent: Agent,
+        config: OnlineConfig,
+        score_fn: Callable[[np.ndarray], np.ndarray] | None = None,
+        preprocess: Preprocess | None = None,
+        data: OnlineData | None = None,
+        initial_states: Any = None,
+        step_offset: int = 0,
+    ):
+        """``data`` and ``initial_states`` continue from an offline phase (with a leading seed
+        axis); without them the run starts from scratch with one replay buffer. Rows are
+        logged at ``step_offset + env step``."""
         self.agent, self.config, self.score_fn = agent, config, score_fn
+        self.preprocess = preprocess or Preprocess()
+        self.data, self.initial_states, self.step_offset = data, initial_states, step_offset
         c = config
         self.envs = [make_env(c.env, seed=c.seed + i) for i in range(c.seeds)]
         self.obs_dim = int(self.envs[0].observation_space.shape[0])
@@ -107,16 +152,23 @@ class OnlineTrainer:
         self._explore = jax.jit(explore)
         self._greedy = jax.jit(jax.vmap(lambda state, obs: agent.act(state, obs, jax.random.PRNGKey(0), True)))
         self._add = jax.jit(jax.vmap(buf.add), donate_argnums=(0,))
-        sampler = buf.Sampler(c.batch_size, (("replay", 1.0),))
+        sampler = data.sampler if data is not None else buf.Sampler(c.batch_size, (("replay", 1.0),))
+        self.write_to = data.write_to if data is not None else "replay"
         self._fused = compile_fused(agent.update, sampler, c.update_every * c.utd)
 
     def initial(self) -> dict[str, Any]:
         c = self.config
         roots = seed_keys(c.seed, c.seeds)
         split = jax.vmap(lambda k: jax.random.split(k, 3))(roots)
-        states = jax.vmap(lambda k: self.agent.init(k, self.obs_dim, self.act_dim))(split[:, 0])
-        one = buf.create_buffer(self.capacity, self.obs_dim, self.act_dim)
-        buffers = {"replay": jax.tree.map(lambda x: jnp.broadcast_to(x, (c.seeds, *x.shape)).copy(), one)}
+        if self.initial_states is not None:
+            states = jax.tree.map(lambda x: jnp.asarray(x).copy(), self.initial_states)
+        else:
+            states = jax.vmap(lambda k: self.agent.init(k, self.obs_dim, self.act_dim))(split[:, 0])
+        if self.data is not None:
+            buffers = jax.tree.map(lambda x: jnp.asarray(x).copy(), self.data.buffers)
+        else:
+            one = buf.create_buffer(self.capacity, self.obs_dim, self.act_dim)
+            buffers = {"replay": jax.tree.map(lambda x: jnp.broadcast_to(x, (c.seeds, *x.shape)).copy(), one)}
         return {
             "states": states,
             "buffers": buffers,
@@ -128,7 +180,7 @@ class OnlineTrainer:
         }
 
     def evaluate(self, states) -> EvalResult:
-        return evaluate(self.eval_grid, lambda obs: self._greedy(states, jnp.asarray(obs)), seed=[_eval_seed(self.config.seed + s) for s in range(self.config.seeds)])
+        return evaluate(self.eval_grid, lambda obs: self._greedy(states, jnp.asarray(self.preprocess.observations(obs))), seed=[_eval_seed(self.config.seed + s) for s in range(self.config.seeds)])
 
     def close(self) -> None:
         for env in self.envs:
@@ -148,7 +200,7 @@ class OnlineTrainer:
             carry = jax.tree.map(jnp.asarray, load_checkpoint(run.checkpoint_path, carry))
             carry["step"], carry["wall_time"] = int(carry["step"]), float(carry["wall_time"])
             carry["episodes"] = np.asarray(carry["episodes"])
-            run.truncate_after(carry["step"])
+            run.truncate_after(self.step_offset + carry["step"])
         rows = run.rows(METRICS) if run is not None else []
         step = int(carry["step"])
         episodes = np.array(carry["episodes"])
@@ -166,18 +218,20 @@ class OnlineTrainer:
         with bar:
             while step < c.steps:
                 for i in range(c.update_every):
-                    actions, explore_keys = self._explore(states, jnp.asarray(observations), explore_keys, step < c.random_steps)
+                    actions, explore_keys = self._explore(
+                        states, jnp.asarray(self.preprocess.observations(observations)), explore_keys, step < c.random_steps
+                    )
                     actions = np.asarray(actions)
                     for s, env in enumerate(self.envs):
                         next_obs, reward, terminated, truncated, info = env.step(actions[s])
-                        staged.put(s, i, observations[s], actions[s], reward, next_obs, terminated)
+                        staged.put(s, i, observations[s], actions[s], reward, next_obs, terminated)  # raw; transformed per chunk
                         episode_returns[s] += reward
                         success = success_from_info(info)
                         if success is not None:
                             episode_success[s] = max(episode_success[s], success)
                         if terminated or truncated:
                             if run is not None:
-                                row = {"step": step + 1, "seed": c.seed + s, "return": float(episode_returns[s])}
+                                row = {"step": self.step_offset + step + 1, "seed": c.seed + s, "return": float(episode_returns[s])}
                                 if success is not None:
                                     row["success"] = float(episode_success[s])
                                 run.append(EPISODES, row)
@@ -186,14 +240,16 @@ class OnlineTrainer:
                             next_obs = env.reset(seed=_episode_seed(c.seed, s, int(episodes[s])))[0]
                         observations[s] = next_obs
                     step += 1
-                buffers = {**buffers, "replay": self._add(buffers["replay"], staged.as_transition())}
+                chunk = staged.as_transition(self.preprocess)
+                buffers = {**buffers, self.write_to: self._add(buffers[self.write_to], chunk)}
                 if step >= c.update_after:
                     states, update_keys, metrics = self._fused(states, buffers, update_keys)
                     updates += c.update_every * c.utd
                 bar.advance_to(step, updates=updates - updates_done_at_start)
                 if step % c.eval_every == 0 or step >= c.steps:
                     result = self.evaluate(states)
-                    row = self._row(step, time.perf_counter() - start_wall, result, metrics)
+                    row = self._row(self.step_offset + step, time.perf_counter() - start_wall, result, metrics)
+                    row["phase"] = "online"
                     rows.append(row)
                     bar.report(row)
                     if run is not None:
@@ -259,12 +315,13 @@ class _Staging:
         self.obs[s, i], self.act[s, i], self.rew[s, i] = obs, act, rew
         self.next_obs[s, i], self.term[s, i] = next_obs, float(terminated)
 
-    def as_transition(self) -> Transition:
+    def as_transition(self, preprocess: Preprocess) -> Transition:
+        # Online transitions carry no Monte-Carlo return (Cal-QL's convention: 0).
         return Transition(
-            jnp.asarray(self.obs),
+            jnp.asarray(preprocess.observations(self.obs)),
             jnp.asarray(self.act),
-            jnp.asarray(self.rew),
-            jnp.asarray(self.next_obs),
+            jnp.asarray(preprocess.rewards(self.rew)),
+            jnp.asarray(preprocess.observations(self.next_obs)),
             jnp.asarray(self.term),
             jnp.zeros_like(jnp.asarray(self.rew)),
         )

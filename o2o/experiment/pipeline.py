@@ -1,0 +1,308 @@
+"""Offline pre-training, then online fine-tuning, in one resumable run.
+
+    dataset -> preprocess (state normalisation, reward convention) -> offline phase (fused
+    updates on the device-resident dataset, periodic evaluation) -> boundary (the agent's
+    ``for_online()`` switches; buffers per data policy) -> online phase (OnlineTrainer)
+
+Data policies online:
+* ``union``: online transitions are appended to the offline data, sampled uniformly
+  together (CORL's AWAC/CQL/IQL/SPOT);
+* ``mixed``: offline and online data in separate buffers, a fixed offline fraction per batch
+  (CORL's Cal-QL, 50/50);
+* ``online``: online data only (SAMG); the offline data is not kept.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from o2o.core import buffers as buf
+from o2o.core.engine import compile_fused, seed_keys
+from o2o.envs.evaluation import EnvGrid, evaluate
+from o2o.errors import ConfigError, check
+from o2o.experiment.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
+from o2o.experiment.online import OnlineConfig, OnlineData, OnlineTrainer, Preprocess, _eval_seed
+from o2o.experiment.progress import RunProgress
+from o2o.experiment.runs import METRICS, RunDir
+
+DataPolicy = Literal["union", "mixed", "online"]
+RewardConvention = Literal["auto", "none", "iql_locomotion", "antmaze_minus_one", "antmaze_cql"]
+
+OFFLINE_CHECKPOINT = "offline.msgpack"
+PHASE_FILE = "phase.json"
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    dataset: str = "hopper-medium-lite"
+    offline_steps: int = 100_000
+    online_steps: int = 50_000
+    data_policy: DataPolicy | None = None  # None: the algorithm's CORL default
+    offline_fraction: float = 0.5  # share of each batch from offline data under "mixed"
+    online_buffer_capacity: int | None = None  # None: every online step fits
+    batch_size: int = 256
+    utd: int = 1
+    update_every: int = 50  # online env steps between fused update calls
+    offline_chunk: int = 1_000  # offline updates per fused call
+    offline_eval_every: int = 25_000
+    online_eval_every: int = 10_000
+    eval_episodes: int = 10
+    normalize_states: bool = True
+    reward_convention: RewardConvention = "auto"
+    discount_for_mc_returns: float = 0.99
+    seed: int = 0
+    seeds: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "utd", "update_every", "offline_chunk", "offline_eval_every", "online_eval_every", "eval_episodes", "seeds"):
+            check(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)}")
+        for name in ("offline_steps", "online_steps", "seed"):
+            check(getattr(self, name) >= 0, f"{name} must be non-negative, got {getattr(self, name)}")
+        check(self.data_policy in (None, "union", "mixed", "online"), f"data_policy must be union, mixed or online, got {self.data_policy!r}")
+        check(0.0 <= self.offline_fraction <= 1.0, f"offline_fraction must be in [0, 1], got {self.offline_fraction}")
+        check(
+            self.reward_convention in ("auto", "none", "iql_locomotion", "antmaze_minus_one", "antmaze_cql"),
+            f"unknown reward_convention {self.reward_convention!r}",
+        )
+        check(self.offline_eval_every % self.offline_chunk == 0 or self.offline_eval_every < self.offline_chunk,
+              f"offline_eval_every ({self.offline_eval_every}) must be a multiple of offline_chunk ({self.offline_chunk})")
+
+
+# CORL's online data policy and reward convention per algorithm.
+DEFAULT_DATA_POLICY: dict[str, DataPolicy] = {"calql": "mixed"}
+MAZE_REWARD: dict[str, RewardConvention] = {"cql": "antmaze_cql", "calql": "antmaze_cql", "iql": "antmaze_minus_one", "awac": "antmaze_minus_one", "td3bc": "antmaze_minus_one", "spot": "antmaze_minus_one"}
+
+
+def is_sparse_maze(dataset: Any) -> bool:
+    env_id = str(dataset.env_id or "").lower()
+    name = str(dataset.name).lower()
+    return "maze" in env_id or "maze" in name
+
+
+def preprocess_for(algo: str, dataset: Any, config: PipelineConfig) -> tuple[Preprocess, str]:
+    """State statistics and reward transform (r' = scale·r + shift) and a description."""
+    convention = config.reward_convention
+    if convention == "auto":
+        if is_sparse_maze(dataset):
+            convention = MAZE_REWARD.get(algo, "none")
+        else:
+            convention = "iql_locomotion" if algo == "iql" else "none"
+    scale, shift = 1.0, 0.0
+    if convention == "iql_locomotion":
+        returns = dataset.episode_returns(include_incomplete=True)
+        spread = float(returns.max() - returns.min()) if returns.size > 1 else 0.0
+        scale = 1000.0 / spread if spread > 0 else 1.0
+    elif convention == "antmaze_minus_one":
+        shift = -1.0
+    elif convention == "antmaze_cql":
+        scale, shift = 10.0, -5.0
+    mean = std = None
+    if config.normalize_states:
+        mean = dataset.observations.mean(axis=0).astype(np.float32)
+        std = (dataset.observations.std(axis=0) + 1e-3).astype(np.float32)
+    return Preprocess(mean, std, scale, shift), convention
+
+
+def _stack(tree: Any, seeds: int) -> Any:
+    return jax.tree.map(lambda x: jnp.broadcast_to(x, (seeds, *np.shape(x))).copy(), tree)
+
+
+@dataclass
+class PipelineResult:
+    offline_states: Any
+    states: Any
+    rows: list[dict]
+
+    def final(self, phase: str) -> dict:
+        return [r for r in self.rows if r.get("phase") == phase][-1]
+
+
+class Pipeline:
+    def __init__(self, algo: str, agent: Any, config: PipelineConfig, dataset: Any = None, agent_config: Any = None):
+        from o2o import data as datasets
+
+        self.algo, self.agent, self.config = algo, agent, config
+        self.agent_config = agent_config
+        self.dataset = dataset if dataset is not None else datasets.load(config.dataset)
+        self.env_id = datasets.env_id_for(self.dataset)
+        self.score = datasets.score_reference(self.dataset)
+        self.preprocess, self.reward_convention = preprocess_for(algo, self.dataset, config)
+        self.policy = config.data_policy or DEFAULT_DATA_POLICY.get(algo, "union")
+        sparse = -1.0 if self.reward_convention == "antmaze_minus_one" else (-5.0 if self.reward_convention == "antmaze_cql" else None)
+        transitions = self.dataset.to_transition(discount=config.discount_for_mc_returns)
+        # Rewards and MC returns in the agent's convention; states normalised.
+        rewards = self.preprocess.rewards(transitions.rewards)
+        mc = self.dataset.replace(rewards=rewards).mc_returns(config.discount_for_mc_returns, sparse)
+        self.offline = transitions._replace(
+            observations=self.preprocess.observations(transitions.observations),
+            next_observations=self.preprocess.observations(transitions.next_observations),
+            rewards=rewards,
+            mc_returns=mc,
+        )
+        self.obs_dim, self.act_dim = self.dataset.obs_dim, self.dataset.act_dim
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "env_id": self.env_id,
+            "data_policy": self.policy,
+            "reward_convention": self.reward_convention,
+            "score_reference": self.score.describe(),
+            "score_provenance": self.score.provenance,
+            "dataset_transitions": int(self.dataset.size),
+        }
+
+    # --- offline -----------------------------------------------------------------------------
+    def run_offline(self, run: RunDir | None, resume: bool, progress: bool) -> Any:
+        c = self.config
+        roots = seed_keys(c.seed, c.seeds)
+        split = jax.vmap(jax.random.split)(roots)
+        init_keys, train_keys = split[:, 0], split[:, 1]
+        states = jax.vmap(lambda k: self.agent.init(k, self.obs_dim, self.act_dim))(init_keys)
+        carry = {"states": states, "keys": train_keys, "step": np.int64(0)}
+        if run is not None and (run.path / OFFLINE_CHECKPOINT).exists():
+            return jax.tree.map(jnp.asarray, load_checkpoint(run.path / OFFLINE_CHECKPOINT, {"states": states})["states"])
+        if resume and run is not None and _phase(run) == "offline" and run.has_checkpoint():
+            carry = jax.tree.map(jnp.asarray, load_checkpoint(run.checkpoint_path, carry))
+            run.truncate_after(int(carry["step"]))
+        step = int(carry["step"])
+        states, keys = carry["states"], carry["keys"]
+        if c.offline_steps == 0:
+            return states
+        data = {"replay": _stack(buf.buffer_from_transitions(self.offline), c.seeds)}
+        chunk = min(c.offline_chunk, c.offline_steps)
+        fused = compile_fused(self.agent.update, buf.Sampler(c.batch_size), chunk)
+        grid = EnvGrid(self.env_id, c.seeds, c.eval_episodes)
+        greedy = jax.jit(jax.vmap(lambda s, o: self.agent.act(s, o, jax.random.PRNGKey(0), True)))
+        start = time.perf_counter()
+        metrics: dict[str, Any] = {}
+        bar = RunProgress(c.offline_steps, f"offline {self.algo}", enabled=progress)
+        bar.advance_to(step)
+        with bar:
+            while step < c.offline_steps:
+                states, keys, metrics = fused(states, data, keys)
+                step += chunk
+                bar.advance_to(step, updates=step - int(carry["step"]))
+                if step % c.offline_eval_every == 0 or step >= c.offline_steps:
+                    result = evaluate(grid, lambda obs: greedy(states, jnp.asarray(self.preprocess.observations(obs))),
+                                      seed=[_eval_seed(c.seed + s) for s in range(c.seeds)])
+                    row = self._row("offline", step, time.perf_counter() - start, result.mean_return, result.success_rate, metrics)
+                    bar.report(row)
+                    if run is not None:
+                        run.append(METRICS, row)
+                        save_checkpoint(run.checkpoint_path, {"states": states, "keys": keys, "step": np.int64(step)})
+                        _set_phase(run, "offline", step)
+        grid.close()
+        if run is not None:
+            save_checkpoint(run.path / OFFLINE_CHECKPOINT, {"states": states})
+        return states
+
+    # --- online ------------------------------------------------------------------------------
+    def online_data(self, capacity: int) -> OnlineData:
+        c = self.config
+        s = c.seeds
+        if self.policy == "union":
+            buffers = {"replay": _stack(buf.buffer_from_transitions(self.offline, self.dataset.size + capacity), s)}
+            return OnlineData(buffers, "replay", buf.Sampler(c.batch_size))
+        online = _stack(buf.create_buffer(capacity, self.obs_dim, self.act_dim), s)
+        if self.policy == "mixed":
+            offline = _stack(buf.buffer_from_transitions(self.offline), s)
+            sampler = buf.Sampler.from_fractions(c.batch_size, offline=c.offline_fraction, online=1.0 - c.offline_fraction)
+            return OnlineData({"offline": offline, "online": online}, "online", sampler)
+        return OnlineData({"online": online}, "online", buf.Sampler.from_fractions(c.batch_size, online=1.0))
+
+    def online_config(self) -> OnlineConfig:
+        c = self.config
+        return OnlineConfig(
+            env=self.env_id,
+            steps=c.online_steps,
+            random_steps=0,
+            update_after=0,
+            update_every=c.update_every,
+            utd=c.utd,
+            batch_size=c.batch_size,
+            buffer_capacity=c.online_buffer_capacity,
+            eval_every=min(c.online_eval_every, max(c.online_steps, c.update_every)),
+            eval_episodes=c.eval_episodes,
+            seed=c.seed,
+            seeds=c.seeds,
+        )
+
+    def run(self, run: RunDir | None = None, resume: bool = False, progress: bool = True, offline_states: Any = None) -> PipelineResult:
+        """Both phases; ``offline_states`` (seed axis) skips pre-training (``--from``)."""
+        c = self.config
+        if offline_states is None:
+            offline_states = self.run_offline(run, resume, progress)
+        elif run is not None and not (run.path / OFFLINE_CHECKPOINT).exists():
+            save_checkpoint(run.path / OFFLINE_CHECKPOINT, {"states": offline_states})
+        states = offline_states
+        if c.online_steps > 0:
+            online = self.online_config()
+            capacity = c.online_buffer_capacity or c.online_steps
+            trainer = OnlineTrainer(
+                self.agent.for_online(), online, score_fn=self.score.normalize, preprocess=self.preprocess,
+                data=self.online_data(capacity), initial_states=offline_states, step_offset=c.offline_steps,
+            )
+            try:
+                resume_online = resume and run is not None and _phase(run) == "online"
+                if run is not None:
+                    _set_phase(run, "online", c.offline_steps)
+                    if not resume_online and run.has_checkpoint():
+                        run.checkpoint_path.unlink()  # the offline phase's; the online one replaces it
+                states = trainer.run(run, resume=resume_online, progress=progress).states
+            finally:
+                trainer.close()
+        rows = run.rows(METRICS) if run is not None else []
+        return PipelineResult(offline_states, states, rows)
+
+    def _row(self, phase: str, step: int, wall: float, returns: np.ndarray, success: np.ndarray | None, metrics: dict) -> dict:
+        scores = self.score.normalize(returns)
+        row: dict[str, Any] = {
+            "phase": phase,
+            "step": int(step),
+            "wall_time": round(wall, 3),
+            "return": float(np.mean(returns)),
+            "return_std": float(np.std(returns)),
+            "seed_returns": [float(x) for x in returns],
+            "normalized_score": float(np.mean(scores)),
+            "seed_normalized_scores": [float(x) for x in np.atleast_1d(scores)],
+        }
+        if success is not None:
+            row["success_rate"] = float(np.mean(success))
+        for name, value in metrics.items():
+            row[f"train/{name}"] = float(np.nanmean(np.asarray(value)))
+        return row
+
+
+def _phase(run: RunDir) -> str | None:
+    path = run.path / PHASE_FILE
+    return json.loads(path.read_text())["phase"] if path.exists() else None
+
+
+def _set_phase(run: RunDir, phase: str, step: int) -> None:
+    atomic_write_bytes(run.path / PHASE_FILE, json.dumps({"phase": phase, "step": step}).encode())
+
+
+def pipeline_config_dict(algo: str, agent_config: Any, config: PipelineConfig) -> dict[str, Any]:
+    return {"algo": algo, "agent": _plain(asdict(agent_config)), "pipeline": _plain(asdict(config))}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def with_overrides(config: PipelineConfig, **changes: Any) -> PipelineConfig:
+    try:
+        return replace(config, **changes)
+    except TypeError as error:
+        raise ConfigError(str(error)) from None
