@@ -99,3 +99,10 @@ def train_fused(
     for _ in range(steps // chunk):
         state, key, metrics = run(state, buffers, key)
     return state, metrics
+
+
+def gaussian_log_prob(actions: np.ndarray, mean: np.ndarray, log_std: np.ndarray) -> np.ndarray:
+    """log N(actions; mean, diag(exp(log_std)^2)) summed over the last axis, in float64."""
+    actions, mean, log_std = (np.asarray(x, np.float64) for x in (actions, mean, log_std))
+    z = (actions - mean) / np.exp(log_std)
+    return np.sum(-0.5 * z**2 - log_std - 0.5 * np.log(2 * np.pi), axis=-1)

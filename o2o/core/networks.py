@@ -149,3 +149,48 @@ class Temperature(nn.Module):
     def __call__(self) -> jnp.ndarray:
         log_value = self.param("log_value", lambda _: jnp.log(jnp.asarray(self.initial_value, jnp.float32)))
         return jnp.exp(log_value)
+
+
+class Gaussian:
+    """A diagonal Gaussian with no squashing (CORL's IQL and AWAC policies): log-densities of
+    dataset actions are exact, so AWR-style losses need no arctanh of actions at the bounds."""
+
+    def __init__(self, mean: jnp.ndarray, log_std: jnp.ndarray):
+        self.mean = mean
+        self.log_std = log_std
+
+    def sample(self, key: jax.Array) -> jnp.ndarray:
+        """A reparameterised sample: gradients flow to the mean and log-std."""
+        return self.mean + jnp.exp(self.log_std) * jax.random.normal(key, self.mean.shape)
+
+    def log_prob(self, actions: jnp.ndarray) -> jnp.ndarray:
+        z = (actions - self.mean) / jnp.exp(self.log_std)
+        return jnp.sum(-0.5 * z**2 - self.log_std - 0.5 * jnp.log(2 * jnp.pi), axis=-1)
+
+    def sample_and_log_prob(self, key: jax.Array) -> tuple[jnp.ndarray, jnp.ndarray]:
+        actions = self.sample(key)
+        return actions, self.log_prob(actions)
+
+    def mode(self) -> jnp.ndarray:
+        return self.mean
+
+
+class GaussianPolicy(nn.Module):
+    """pi(a|s) = N(mu(s), diag(sigma^2)) with a state-independent, learned log-std (initialised at
+    0 and clipped), as CORL's IQL ``GaussianPolicy`` (``tanh_mean=True``: mu = tanh(f(s))) and
+    CORL's AWAC ``Actor`` (``tanh_mean=False``). Samples are not squashed; agents clip them."""
+
+    hidden_dims: Sequence[int]
+    action_dim: int
+    tanh_mean: bool = True
+    log_std_min: float = -20.0
+    log_std_max: float = 2.0
+
+    @nn.compact
+    def __call__(self, observations: jnp.ndarray) -> Gaussian:
+        mean = MLP(self.hidden_dims, self.action_dim)(observations)
+        if self.tanh_mean:
+            mean = jnp.tanh(mean)
+        log_std = self.param("log_std", nn.initializers.zeros, (self.action_dim,))
+        log_std = jnp.clip(log_std, self.log_std_min, self.log_std_max)
+        return Gaussian(mean, jnp.broadcast_to(log_std, mean.shape))

@@ -1,0 +1,124 @@
+"""Behaviour cloning: fit the policy to the dataset's actions, no critic.
+
+CORL's ``any_percent_bc.py`` (and ReBRAC's BC) use a deterministic tanh actor trained by mean
+squared error, which is the default here (``policy="deterministic"``). ``policy="gaussian"``
+fits a Gaussian policy with a tanh mean and state-independent log-std by maximum likelihood
+(the actor of CORL's IQL with every AWR weight equal to 1). CORL's "x% BC" keeps only the
+best trajectories of the dataset; that is a data filter for the pipeline, not part of the agent.
+BC has no online mechanism: fine-tuning keeps imitating the (growing) replay data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from o2o.core.hooks import NO_HOOKS, ActorInputs, Hooks
+from o2o.core.losses import mse
+from o2o.core.networks import DeterministicPolicy, GaussianPolicy
+from o2o.core.train_state import TrainState, adam
+from o2o.core.types import Transition
+from o2o.errors import check
+
+POLICIES = ("deterministic", "gaussian")
+
+
+@dataclass(frozen=True)
+class BCConfig:
+    actor_lr: float = 3e-4
+    hidden_dims: tuple[int, ...] = (256, 256)
+    policy: str = "deterministic"  # "deterministic": MSE (CORL); "gaussian": log-likelihood
+    exploration_noise: float = 0.1  # std of the noise on a deterministic actor's online actions
+
+    def __post_init__(self) -> None:
+        check(self.actor_lr > 0, f"actor_lr must be positive, got {self.actor_lr}")
+        check(self.policy in POLICIES, f"policy must be one of {POLICIES}, got '{self.policy}'")
+        check(
+            self.exploration_noise >= 0,
+            f"exploration_noise must be non-negative, got {self.exploration_noise}",
+        )
+        check(
+            all(h > 0 for h in self.hidden_dims),
+            f"hidden_dims must be positive, got {self.hidden_dims}",
+        )
+
+    @classmethod
+    def for_domain(cls, domain: str = "locomotion", **overrides: Any) -> BCConfig:
+        """CORL uses the same BC settings on locomotion and AntMaze."""
+        check(
+            domain in ("locomotion", "maze"),
+            f"domain must be 'locomotion' or 'maze', got '{domain}'",
+        )
+        return cls(**overrides)
+
+    def create(self, hooks: Hooks = NO_HOOKS) -> BC:
+        return BC(self, hooks)
+
+
+@struct.dataclass
+class BCState:
+    actor: TrainState
+    step: jax.Array
+    extras: Any = None  # fine-tuning method state, read by the hooks
+
+
+@dataclass(frozen=True)
+class BC:
+    config: BCConfig = field(default_factory=BCConfig)
+    hooks: Hooks = NO_HOOKS
+
+    @property
+    def stochastic(self) -> bool:
+        return self.config.policy == "gaussian"
+
+    def init(self, key: jax.Array, obs_dim: int, act_dim: int) -> BCState:
+        c = self.config
+        if self.stochastic:
+            module = GaussianPolicy(c.hidden_dims, act_dim)
+        else:
+            module = DeterministicPolicy(c.hidden_dims, act_dim)
+        actor = TrainState.create(module, key, (jnp.zeros((1, obs_dim)),), adam(c.actor_lr))
+        return BCState(actor=actor, step=jnp.int32(0))
+
+    def actor_loss(
+        self, state: BCState, batch: Transition, key: jax.Array, actor_params
+    ) -> tuple[jax.Array, dict]:
+        out = state.actor(batch.observations, params=actor_params)
+        if self.stochastic:
+            loss = -jnp.mean(out.log_prob(batch.actions))
+            actions, log_probs = out.sample_and_log_prob(key)
+            metrics = {"actor_loss": loss, "mse": mse(out.mode(), batch.actions)}
+        else:
+            loss = mse(out, batch.actions)
+            actions, log_probs = out, None
+            metrics = {"actor_loss": loss, "mse": loss}
+        penalty, hook_metrics = self.hooks.actor_penalty(
+            state.extras, ActorInputs(batch, actions, log_probs, actor_params)
+        )
+        return loss + penalty, {**metrics, **hook_metrics}
+
+    def update(self, state: BCState, batch: Transition, key: jax.Array) -> tuple[BCState, dict]:
+        actor, metrics = state.actor.minimize(lambda p: self.actor_loss(state, batch, key, p))
+        return state.replace(actor=actor, step=state.step + 1), metrics
+
+    def act(
+        self, state: BCState, observations: jax.Array, key: jax.Array, deterministic: bool
+    ) -> jax.Array:
+        out = state.actor(observations)
+        if self.stochastic:
+            actions = out.mode() if deterministic else out.sample(key)
+        else:
+            actions = out
+            if not deterministic:
+                actions = actions + self.config.exploration_noise * jax.random.normal(
+                    key, actions.shape
+                )
+        return jnp.clip(actions, -1.0, 1.0)
+
+    def for_online(self) -> BC:
+        """BC changes nothing at the offline-to-online boundary."""
+        return self

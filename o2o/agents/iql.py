@@ -1,0 +1,240 @@
+"""Implicit Q-Learning (Kostrikov et al. 2021), following CORL's ``finetune/iql.py``.
+
+One update, every loss computed from the state at the start of the step (CORL's order):
+  1. V by expectile regression on the target critic at the dataset's actions:
+     L_V = E[|tau - 1(u<0)| u^2], u = min_i Qbar_i(s, a) - V(s);
+  2. twin Q by MSE to y = r + gamma (1 - d) V(s') (through the hooks: ``value_with(v_params)``
+     recomputes V(s') with other value parameters, e.g. SAMG's frozen offline V);
+  3. the actor by advantage-weighted regression on the dataset's actions:
+     L_pi = -E[min(exp(beta A), 100) log pi(a|s)], A = min_i Qbar_i(s, a) - V(s);
+  4. Polyak-averaged target critic.
+CORL bootstraps and weights with V *before* this step's V update; Kostrikov's reference code (and
+FamO2O) use the updated V: ``use_updated_value=True``.
+
+The actor's learning rate follows CORL's ``CosineAnnealingLR(T_max=offline_steps)``, stepped on
+every actor update *including the online ones*: PyTorch's schedule is periodic past T_max, so
+with CORL's 1M offline + 1M online steps the rate decays to 0 offline and climbs back to its
+initial value online. Set ``offline_steps`` to the run's number of offline updates.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import struct
+
+from o2o.core.agent import ensemble_mse
+from o2o.core.hooks import NO_HOOKS, ActorInputs, Hooks, TargetInputs, target_with_hooks
+from o2o.core.losses import awr_weights, expectile_loss
+from o2o.core.networks import DeterministicPolicy, GaussianPolicy, StateValue, critic_ensemble
+from o2o.core.train_state import TrainState, adam, copy_tree, polyak
+from o2o.core.types import Transition
+from o2o.errors import check
+
+LR_SCHEDULES = ("cosine", "constant")
+
+
+def periodic_cosine(learning_rate: float, period: int) -> optax.Schedule:
+    """lr * (1 + cos(pi t / period)) / 2 for every t: PyTorch's ``CosineAnnealingLR`` (which
+    falls to 0 at t = period and rises again), not optax's cosine decay (which stays at 0)."""
+
+    def schedule(count: jax.Array) -> jax.Array:
+        return learning_rate * 0.5 * (1.0 + jnp.cos(jnp.pi * count / period))
+
+    return schedule
+
+
+@dataclass(frozen=True)
+class IQLConfig:
+    actor_lr: float = 3e-4
+    critic_lr: float = 3e-4
+    value_lr: float = 3e-4
+    hidden_dims: tuple[int, ...] = (256, 256)  # actor, each critic and V
+    num_critics: int = 2
+    discount: float = 0.99
+    tau: float = 0.005
+    expectile: float = 0.7  # CORL's iql_tau
+    beta: float = 3.0  # inverse temperature of the AWR weights
+    max_weight: float = 100.0  # clip of exp(beta * A) (CORL's EXP_ADV_MAX)
+    actor_lr_schedule: str = "cosine"  # "cosine" (CORL) or "constant"
+    offline_steps: int = 1_000_000  # the cosine schedule's half-period
+    use_updated_value: bool = False  # True: V after this step's update (Kostrikov, FamO2O)
+    deterministic_actor: bool = (
+        False  # CORL's iql_deterministic: AWR-weighted MSE instead of log-lik
+    )
+    exploration_noise: float = 0.03  # deterministic actor only: online noise std ...
+    noise_clip: float = 0.5  # ... and its clip
+
+    def __post_init__(self) -> None:
+        for name in ("actor_lr", "critic_lr", "value_lr", "beta", "max_weight", "offline_steps"):
+            check(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)}")
+        check(0 < self.expectile < 1, f"expectile must be in (0, 1), got {self.expectile}")
+        check(0 <= self.discount <= 1, f"discount must be in [0, 1], got {self.discount}")
+        check(0 < self.tau <= 1, f"tau must be in (0, 1], got {self.tau}")
+        check(self.num_critics >= 1, f"num_critics must be >= 1, got {self.num_critics}")
+        check(
+            self.actor_lr_schedule in LR_SCHEDULES,
+            f"actor_lr_schedule must be one of {LR_SCHEDULES}, got '{self.actor_lr_schedule}'",
+        )
+        for name in ("exploration_noise", "noise_clip"):
+            check(
+                getattr(self, name) >= 0, f"{name} must be non-negative, got {getattr(self, name)}"
+            )
+        check(
+            all(h > 0 for h in self.hidden_dims),
+            f"hidden_dims must be positive, got {self.hidden_dims}",
+        )
+
+    @classmethod
+    def for_domain(cls, domain: str = "locomotion", **overrides: Any) -> IQLConfig:
+        """CORL: locomotion beta 3, expectile 0.7; AntMaze beta 10, expectile 0.9 (the r - 1
+        reward shift and state normalisation are the pipeline's)."""
+        check(
+            domain in ("locomotion", "maze"),
+            f"domain must be 'locomotion' or 'maze', got '{domain}'",
+        )
+        preset = {"beta": 10.0, "expectile": 0.9} if domain == "maze" else {}
+        return cls(**{**preset, **overrides})
+
+    def create(self, hooks: Hooks = NO_HOOKS) -> IQL:
+        return IQL(self, hooks)
+
+
+@struct.dataclass
+class IQLState:
+    actor: TrainState
+    critic: TrainState
+    target_critic_params: dict
+    value: TrainState
+    step: jax.Array
+    extras: Any = None  # fine-tuning method state, read by the hooks
+
+
+@dataclass(frozen=True)
+class IQL:
+    config: IQLConfig = field(default_factory=IQLConfig)
+    hooks: Hooks = NO_HOOKS
+
+    def init(self, key: jax.Array, obs_dim: int, act_dim: int) -> IQLState:
+        c = self.config
+        actor_key, critic_key, value_key = jax.random.split(key, 3)
+        obs, act = jnp.zeros((1, obs_dim)), jnp.zeros((1, act_dim))
+        if c.deterministic_actor:
+            policy = DeterministicPolicy(c.hidden_dims, act_dim)
+        else:
+            policy = GaussianPolicy(c.hidden_dims, act_dim, tanh_mean=True)
+        actor_lr = (
+            periodic_cosine(c.actor_lr, c.offline_steps)
+            if c.actor_lr_schedule == "cosine"
+            else c.actor_lr
+        )
+        actor = TrainState.create(policy, actor_key, (obs,), adam(actor_lr))
+        critic = TrainState.create(
+            critic_ensemble(c.hidden_dims, c.num_critics), critic_key, (obs, act), adam(c.critic_lr)
+        )
+        value = TrainState.create(StateValue(c.hidden_dims), value_key, (obs,), adam(c.value_lr))
+        return IQLState(
+            actor=actor,
+            critic=critic,
+            target_critic_params=copy_tree(critic.params),
+            value=value,
+            step=jnp.int32(0),
+        )
+
+    def advantages(
+        self, state: IQLState, batch: Transition, value_params=None
+    ) -> tuple[jax.Array, jax.Array]:
+        """(A, V(s)) with A = min_i Qbar_i(s, a) - V(s) at the dataset's actions."""
+        q = state.critic(batch.observations, batch.actions, params=state.target_critic_params).min(
+            axis=0
+        )
+        v = state.value(batch.observations, params=value_params)
+        return q - v, v
+
+    def value_loss(
+        self, state: IQLState, batch: Transition, value_params
+    ) -> tuple[jax.Array, dict]:
+        diff, v = self.advantages(state, batch, value_params)
+        loss = expectile_loss(diff, self.config.expectile)
+        return loss, {"value_loss": loss, "v_mean": v.mean()}
+
+    def critic_loss(
+        self, state: IQLState, batch: Transition, critic_params
+    ) -> tuple[jax.Array, dict]:
+        def value_with(value_params):
+            return state.value(batch.next_observations, params=value_params)
+
+        inputs = TargetInputs(batch, value_with(state.value.params), value_with)
+        target = target_with_hooks(self.hooks, state.extras, inputs, self.config.discount)
+        q = state.critic(batch.observations, batch.actions, params=critic_params)
+        td_loss = ensemble_mse(q, target)
+        penalty, metrics = self.hooks.critic_penalty(state.extras, batch, critic_params)
+        return td_loss + penalty, {"critic_loss": td_loss, "q_mean": q.mean(), **metrics}
+
+    def actor_loss(
+        self, state: IQLState, batch: Transition, key: jax.Array, actor_params
+    ) -> tuple[jax.Array, dict]:
+        c = self.config
+        adv, _ = self.advantages(state, batch)
+        weights = awr_weights(adv, c.beta, c.max_weight)
+        out = state.actor(batch.observations, params=actor_params)
+        if c.deterministic_actor:
+            bc_losses = jnp.sum((out - batch.actions) ** 2, axis=-1)
+            actions, log_probs = out, None
+        else:
+            bc_losses = -out.log_prob(batch.actions)
+            actions, log_probs = out.sample_and_log_prob(key)
+        loss = jnp.mean(weights * bc_losses)
+        penalty, metrics = self.hooks.actor_penalty(
+            state.extras, ActorInputs(batch, actions, log_probs, actor_params)
+        )
+        return loss + penalty, {
+            "actor_loss": loss,
+            "adv_mean": adv.mean(),
+            "awr_weight_mean": weights.mean(),
+            "awr_weight_max": weights.max(),
+            **metrics,
+        }
+
+    def update(self, state: IQLState, batch: Transition, key: jax.Array) -> tuple[IQLState, dict]:
+        c = self.config
+        value, value_metrics = state.value.minimize(lambda p: self.value_loss(state, batch, p))
+        # The critic target and the advantages use V before this step's update (CORL) or after.
+        v_state = state.replace(value=value) if c.use_updated_value else state
+        critic, critic_metrics = state.critic.minimize(
+            lambda p: self.critic_loss(v_state, batch, p)
+        )
+        actor, actor_metrics = state.actor.minimize(
+            lambda p: self.actor_loss(v_state, batch, key, p)
+        )
+        state = state.replace(
+            actor=actor,
+            critic=critic,
+            value=value,
+            target_critic_params=polyak(state.target_critic_params, critic.params, c.tau),
+            step=state.step + 1,
+        )
+        return state, {**value_metrics, **critic_metrics, **actor_metrics}
+
+    def act(
+        self, state: IQLState, observations: jax.Array, key: jax.Array, deterministic: bool
+    ) -> jax.Array:
+        c = self.config
+        out = state.actor(observations)
+        if c.deterministic_actor:
+            actions = out
+            if not deterministic:
+                noise = c.exploration_noise * jax.random.normal(key, actions.shape)
+                actions = actions + jnp.clip(noise, -c.noise_clip, c.noise_clip)
+        else:
+            actions = out.mode() if deterministic else out.sample(key)
+        return jnp.clip(actions, -1.0, 1.0)
+
+    def for_online(self) -> IQL:
+        """CORL's IQL fine-tunes with the offline settings unchanged (the actor's cosine
+        schedule simply continues: see the module docstring)."""
+        return self
