@@ -264,6 +264,9 @@ def main(argv: list[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         return _fail(f"unknown command '{command}'; choose from {', '.join(COMMANDS)}")
+    from o2o.core import compile_cache
+
+    compile_cache.enable()
     try:
         return COMMANDS[command](rest)
     except O2OError as error:

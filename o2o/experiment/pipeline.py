@@ -159,7 +159,7 @@ class Pipeline:
         }
 
     # --- offline -----------------------------------------------------------------------------
-    def run_offline(self, run: RunDir | None, resume: bool, progress: bool) -> Any:
+    def run_offline(self, run: RunDir | None, resume: bool, progress: bool, on_eval: Any = None) -> Any:
         c = self.config
         roots = seed_keys(c.seed, c.seeds)
         split = jax.vmap(jax.random.split)(roots)
@@ -198,6 +198,8 @@ class Pipeline:
                         run.append(METRICS, row)
                         save_checkpoint(run.checkpoint_path, {"states": states, "keys": keys, "step": np.int64(step)})
                         _set_phase(run, "offline", step)
+                    if on_eval is not None:
+                        on_eval(row)
         grid.close()
         if run is not None:
             save_checkpoint(run.path / OFFLINE_CHECKPOINT, {"states": states})
@@ -234,11 +236,14 @@ class Pipeline:
             seeds=c.seeds,
         )
 
-    def run(self, run: RunDir | None = None, resume: bool = False, progress: bool = True, offline_states: Any = None) -> PipelineResult:
-        """Both phases; ``offline_states`` (seed axis) skips pre-training (``--from``)."""
+    def run(
+        self, run: RunDir | None = None, resume: bool = False, progress: bool = True, offline_states: Any = None, on_eval: Any = None
+    ) -> PipelineResult:
+        """Both phases; ``offline_states`` (seed axis) skips pre-training (``--from``).
+        ``on_eval(row)`` is called after every evaluation (and its checkpoint)."""
         c = self.config
         if offline_states is None:
-            offline_states = self.run_offline(run, resume, progress)
+            offline_states = self.run_offline(run, resume, progress, on_eval)
         elif run is not None and not (run.path / OFFLINE_CHECKPOINT).exists():
             save_checkpoint(run.path / OFFLINE_CHECKPOINT, {"states": offline_states})
         states = offline_states
@@ -255,7 +260,7 @@ class Pipeline:
                     _set_phase(run, "online", c.offline_steps)
                     if not resume_online and run.has_checkpoint():
                         run.checkpoint_path.unlink()  # the offline phase's; the online one replaces it
-                states = trainer.run(run, resume=resume_online, progress=progress).states
+                states = trainer.run(run, resume=resume_online, progress=progress, on_eval=on_eval).states
             finally:
                 trainer.close()
         rows = run.rows(METRICS) if run is not None else []
