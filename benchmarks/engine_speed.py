@@ -63,7 +63,9 @@ class Contender:
         self.state = agent.init(jax.random.PRNGKey(0), OBS_DIM, ACT_DIM)
         self.key = jax.random.PRNGKey(1)
         self.fn = compile_fused(agent.update, buf.Sampler(BATCH), fused, seed_axis=False)
-        one_step = jax.jit(compile_fused(agent.update, buf.Sampler(BATCH), 1, seed_axis=False).__wrapped__)
+        one_step = jax.jit(
+            compile_fused(agent.update, buf.Sampler(BATCH), 1, seed_axis=False).__wrapped__
+        )
         cost = one_step.lower(self.state, data, self.key).compile().cost_analysis()
         cost = cost[0] if isinstance(cost, list) else cost
         self.flops_per_update = float(cost["flops"])
@@ -115,8 +117,14 @@ def main() -> None:
             }
         )
     result = {
-        "command": "python benchmarks/engine_speed.py " + " ".join(f"--{k} {v}" for k, v in vars(args).items() if k != "out"),
-        "machine": {"processor": platform.processor() or platform.machine(), "cpus": jax.local_device_count(), "backend": jax.default_backend(), "jax": jax.__version__},
+        "command": "python benchmarks/engine_speed.py "
+        + " ".join(f"--{k} {v}" for k, v in vars(args).items() if k != "out"),
+        "machine": {
+            "processor": platform.processor() or platform.machine(),
+            "cpus": jax.local_device_count(),
+            "backend": jax.default_backend(),
+            "jax": jax.__version__,
+        },
         "batch_size": BATCH,
         "hidden_dims": [256, 256],
         "obs_dim": OBS_DIM,

@@ -42,7 +42,9 @@ def parse_overrides(pairs: list[str], config_cls: type) -> dict[str, Any]:
         if not sep:
             raise ConfigError(f"--set expects NAME=VALUE, got '{pair}'")
         if name not in fields:
-            raise ConfigError(f"{config_cls.__name__} has no option '{name}'; options: {', '.join(sorted(fields))}")
+            raise ConfigError(
+                f"{config_cls.__name__} has no option '{name}'; options: {', '.join(sorted(fields))}"
+            )
         value = yaml.safe_load(text)
         default = fields[name].default
         if isinstance(default, tuple) and isinstance(value, list):
@@ -60,32 +62,86 @@ def _train_parser() -> argparse.ArgumentParser:
         prog="o2o train",
         description="Offline pre-training then online fine-tuning on --dataset, or online training from scratch on --env.",
     )
-    p.add_argument("--dataset", default=None, help="offline dataset: registered name, .hdf5 file or Minari directory")
-    p.add_argument("--offline-steps", type=int, default=100_000, help="offline gradient steps (with --dataset)")
-    p.add_argument("--online-steps", type=int, default=50_000, help="online env steps (with --dataset)")
-    p.add_argument("--data-policy", default=None, choices=["union", "mixed", "online"], help="online data: offline∪online, a fixed mix, or online only (default: the algorithm's CORL choice)")
-    p.add_argument("--offline-fraction", type=float, default=0.5, help="offline share of each batch under --data-policy mixed")
-    p.add_argument("--reward-convention", default="auto", help="auto, none, iql_locomotion, antmaze_minus_one, antmaze_cql")
+    p.add_argument(
+        "--dataset",
+        default=None,
+        help="offline dataset: registered name, .hdf5 file or Minari directory",
+    )
+    p.add_argument(
+        "--offline-steps", type=int, default=100_000, help="offline gradient steps (with --dataset)"
+    )
+    p.add_argument(
+        "--online-steps", type=int, default=50_000, help="online env steps (with --dataset)"
+    )
+    p.add_argument(
+        "--data-policy",
+        default=None,
+        choices=["union", "mixed", "online"],
+        help="online data: offline∪online, a fixed mix, or online only (default: the algorithm's CORL choice)",
+    )
+    p.add_argument(
+        "--offline-fraction",
+        type=float,
+        default=0.5,
+        help="offline share of each batch under --data-policy mixed",
+    )
+    p.add_argument(
+        "--reward-convention",
+        default="auto",
+        help="auto, none, iql_locomotion, antmaze_minus_one, antmaze_cql",
+    )
     p.add_argument("--no-normalize-states", action="store_true")
-    p.add_argument("--domain", default=None, choices=["locomotion", "maze"], help="hyperparameter preset (default: from the dataset)")
-    p.add_argument("--from", dest="from_run", type=Path, default=None, help="fine-tune the offline checkpoint of this run directory (or offline.msgpack file) instead of pre-training; use with --offline-steps 0")
+    p.add_argument(
+        "--domain",
+        default=None,
+        choices=["locomotion", "maze"],
+        help="hyperparameter preset (default: from the dataset)",
+    )
+    p.add_argument(
+        "--from",
+        dest="from_run",
+        type=Path,
+        default=None,
+        help="fine-tune the offline checkpoint of this run directory (or offline.msgpack file) instead of pre-training; use with --offline-steps 0",
+    )
     p.add_argument("--offline-eval-every", type=int, default=25_000)
     p.add_argument("--online-eval-every", type=int, default=10_000)
-    p.add_argument("--env", default="Pendulum-v1", help="Gymnasium env id with continuous actions (without --dataset)")
+    p.add_argument(
+        "--env",
+        default="Pendulum-v1",
+        help="Gymnasium env id with continuous actions (without --dataset)",
+    )
     p.add_argument("--algo", default="sac", help="algorithm (o2o train --algo list to see them)")
-    p.add_argument("--steps", type=int, default=15_000, help="environment steps per seed (without --dataset)")
-    p.add_argument("--seeds", type=int, default=1, help="independent seeds, trained together on a vmapped axis")
+    p.add_argument(
+        "--steps", type=int, default=15_000, help="environment steps per seed (without --dataset)"
+    )
+    p.add_argument(
+        "--seeds", type=int, default=1, help="independent seeds, trained together on a vmapped axis"
+    )
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument("--utd", type=int, default=1, help="gradient updates per environment step")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--update-every", type=int, default=50, help="env steps between fused update calls")
-    p.add_argument("--random-steps", type=int, default=1_000, help="uniform random actions at the start")
+    p.add_argument(
+        "--update-every", type=int, default=50, help="env steps between fused update calls"
+    )
+    p.add_argument(
+        "--random-steps", type=int, default=1_000, help="uniform random actions at the start"
+    )
     p.add_argument("--eval-every", type=int, default=5_000)
     p.add_argument("--eval-episodes", type=int, default=10)
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE", help="agent config override, e.g. --set actor_lr=1e-4 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="agent config override, e.g. --set actor_lr=1e-4 (repeatable)",
+    )
     p.add_argument("--runs-dir", type=Path, default=Path("runs"))
     p.add_argument("--name", default=None, help="run name (default: algo-env-timestamp)")
-    p.add_argument("--resume", action="store_true", help="continue the run --name from its last checkpoint")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run --name from its last checkpoint"
+    )
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -99,7 +155,9 @@ def cmd_train(argv: list[str]) -> int:
     if args.algo == "list":
         print(", ".join(sorted(CONFIGS)))
         return 0
-    if args.dataset is not None or (args.resume and args.name and _is_pipeline_run(args.runs_dir / args.name)):
+    if args.dataset is not None or (
+        args.resume and args.name and _is_pipeline_run(args.runs_dir / args.name)
+    ):
         return cmd_train_dataset(args)
     if args.resume:
         if args.name is None:
@@ -112,7 +170,9 @@ def cmd_train(argv: list[str]) -> int:
     else:
         algo = args.algo.lower()
         if algo not in CONFIGS:
-            raise ConfigError(f"unknown algorithm '{args.algo}'; choose from {', '.join(sorted(CONFIGS))}")
+            raise ConfigError(
+                f"unknown algorithm '{args.algo}'; choose from {', '.join(sorted(CONFIGS))}"
+            )
         agent_config = CONFIGS[algo](**parse_overrides(args.overrides, CONFIGS[algo]))
         online = OnlineConfig(
             env=args.env,
@@ -137,7 +197,9 @@ def cmd_train(argv: list[str]) -> int:
         trainer.close()
     final = result.rows[-1]
     run.write_summary({"algo": algo, "env": online.env, "final": final})
-    print(f"{algo} on {online.env}: final return {final['return']:.1f} ± {final['return_std']:.1f} over {online.seeds} seed(s); run saved to {run.path}")
+    print(
+        f"{algo} on {online.env}: final return {final['return']:.1f} ± {final['return_std']:.1f} over {online.seeds} seed(s); run saved to {run.path}"
+    )
     return 0
 
 
@@ -153,7 +215,11 @@ def _agent_config(algo: str, overrides: list[str], domain: str | None):
     if algo not in CONFIGS:
         raise ConfigError(f"unknown algorithm '{algo}'; choose from {', '.join(sorted(CONFIGS))}")
     config_cls = CONFIGS[algo]
-    base = config_cls.for_domain(domain) if domain and hasattr(config_cls, "for_domain") else config_cls()
+    base = (
+        config_cls.for_domain(domain)
+        if domain and hasattr(config_cls, "for_domain")
+        else config_cls()
+    )
     return dataclasses.replace(base, **parse_overrides(overrides, config_cls))
 
 
@@ -164,7 +230,13 @@ def cmd_train_dataset(args: argparse.Namespace) -> int:
     from o2o import data as datasets
     from o2o.agents import CONFIGS
     from o2o.experiment.checkpoint import load_checkpoint
-    from o2o.experiment.pipeline import OFFLINE_CHECKPOINT, Pipeline, PipelineConfig, is_sparse_maze, pipeline_config_dict
+    from o2o.experiment.pipeline import (
+        OFFLINE_CHECKPOINT,
+        Pipeline,
+        PipelineConfig,
+        is_sparse_maze,
+        pipeline_config_dict,
+    )
     from o2o.experiment.runs import RunDir, default_run_name
 
     if args.resume:
@@ -199,7 +271,9 @@ def cmd_train_dataset(args: argparse.Namespace) -> int:
             seeds=args.seeds,
         )
         if args.from_run is not None and config.offline_steps != 0:
-            raise ConfigError("--from fine-tunes an existing offline checkpoint: pass --offline-steps 0 with it")
+            raise ConfigError(
+                "--from fine-tunes an existing offline checkpoint: pass --offline-steps 0 with it"
+            )
         name = args.name or default_run_name(algo, Path(str(args.dataset)).stem)
         run = RunDir.create(args.runs_dir / name, pipeline_config_dict(algo, agent_config, config))
     agent = agent_config.create()
@@ -210,19 +284,27 @@ def cmd_train_dataset(args: argparse.Namespace) -> int:
         template = jax.vmap(lambda k: agent.init(k, dataset.obs_dim, dataset.act_dim))(
             jax.random.split(jax.random.PRNGKey(0), config.seeds)
         )
-        offline_states = jax.tree.map(jax.numpy.asarray, load_checkpoint(source, {"states": template})["states"])
+        offline_states = jax.tree.map(
+            jax.numpy.asarray, load_checkpoint(source, {"states": template})["states"]
+        )
     info = pipeline.describe()
-    print(f"{algo} on {config.dataset} ({info['dataset_transitions']} transitions, env {info['env_id']}): "
-          f"data policy {info['data_policy']}, reward convention {info['reward_convention']}; "
-          f"normalized score uses {info['score_reference']}")
-    result = pipeline.run(run, resume=args.resume, progress=not args.no_progress, offline_states=offline_states)
+    print(
+        f"{algo} on {config.dataset} ({info['dataset_transitions']} transitions, env {info['env_id']}): "
+        f"data policy {info['data_policy']}, reward convention {info['reward_convention']}; "
+        f"normalized score uses {info['score_reference']}"
+    )
+    result = pipeline.run(
+        run, resume=args.resume, progress=not args.no_progress, offline_states=offline_states
+    )
     summary = {"algo": algo, "dataset": config.dataset, **info}
     for phase in ("offline", "online"):
         rows = [r for r in result.rows if r.get("phase") == phase]
         if rows:
             summary[f"final_{phase}"] = rows[-1]
-            print(f"after {phase}: normalized score {rows[-1]['normalized_score']:.1f} ± "
-                  f"{np.std(rows[-1]['seed_normalized_scores']):.1f} (return {rows[-1]['return']:.1f}) over {config.seeds} seed(s)")
+            print(
+                f"after {phase}: normalized score {rows[-1]['normalized_score']:.1f} ± "
+                f"{np.std(rows[-1]['seed_normalized_scores']):.1f} (return {rows[-1]['return']:.1f}) over {config.seeds} seed(s)"
+            )
     run.write_summary(summary)
     print(f"run saved to {run.path}")
     return 0
@@ -256,10 +338,12 @@ COMMANDS = {"train": cmd_train, "demo": cmd_demo, "datasets": cmd_datasets}
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: o2o {" + ",".join(COMMANDS) + "} ...\n\n"
-              "  train     train an agent (o2o train --help)\n"
-              "  demo      the quick end-to-end demo\n"
-              "  datasets  list, inspect and make offline datasets")
+        print(
+            "usage: o2o {" + ",".join(COMMANDS) + "} ...\n\n"
+            "  train     train an agent (o2o train --help)\n"
+            "  demo      the quick end-to-end demo\n"
+            "  datasets  list, inspect and make offline datasets"
+        )
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:

@@ -25,13 +25,19 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
     args = parser.parse_args(argv)
     console = Console()
-    table = Table(title=f"o2o demo: online training on Pendulum-v1 ({args.steps} env steps, {args.seeds} seeds, CPU)")
+    table = Table(
+        title=f"o2o demo: online training on Pendulum-v1 ({args.steps} env steps, {args.seeds} seeds, CPU)"
+    )
     for column in ("algorithm", "final return (mean ± std)", "per seed", "wall time"):
         table.add_column(column)
     for algo in ("sac", "td3"):
-        online = OnlineConfig(env="Pendulum-v1", steps=args.steps, eval_every=args.steps // 2, seeds=args.seeds)
+        online = OnlineConfig(
+            env="Pendulum-v1", steps=args.steps, eval_every=args.steps // 2, seeds=args.seeds
+        )
         agent_config = CONFIGS[algo]()
-        run = RunDir.create(args.runs_dir / default_run_name("demo", algo), config_dict(algo, agent_config, online))
+        run = RunDir.create(
+            args.runs_dir / default_run_name("demo", algo), config_dict(algo, agent_config, online)
+        )
         console.print(f"[bold]{algo.upper()}[/bold] -> {run.path}")
         trainer = OnlineTrainer(agent_config.create(), online)
         start = time.perf_counter()

@@ -10,7 +10,9 @@ from o2o.experiment.online import OnlineConfig, OnlineTrainer
 @pytest.mark.slow
 @pytest.mark.parametrize("agent_config", [SACConfig(), TD3Config()], ids=["sac", "td3"])
 def test_solves_pendulum_within_15k_steps(agent_config):
-    online = OnlineConfig(env="Pendulum-v1", steps=15_000, eval_every=5_000, eval_episodes=10, seeds=2)
+    online = OnlineConfig(
+        env="Pendulum-v1", steps=15_000, eval_every=5_000, eval_episodes=10, seeds=2
+    )
     trainer = OnlineTrainer(agent_config.create(), online)
     result = trainer.run(progress=False)
     trainer.close()

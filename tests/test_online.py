@@ -18,7 +18,15 @@ SMALL = SACConfig(hidden_dims=(32, 32))
 
 
 def small_online(**kw) -> OnlineConfig:
-    base = dict(env="Pendulum-v1", steps=400, random_steps=100, update_after=100, update_every=50, eval_every=200, eval_episodes=2)
+    base = dict(
+        env="Pendulum-v1",
+        steps=400,
+        random_steps=100,
+        update_after=100,
+        update_every=50,
+        eval_every=200,
+        eval_episodes=2,
+    )
     return OnlineConfig(**{**base, **kw})
 
 
@@ -40,7 +48,9 @@ def test_same_seed_gives_identical_parameters():
     for x, y in zip(leaves(a.states), leaves(b.states), strict=True):
         np.testing.assert_array_equal(x, y)
     c = run_trainer(SMALL, small_online(steps=200, seed=1))
-    assert not all(np.array_equal(x, y) for x, y in zip(leaves(a.states), leaves(c.states), strict=True))
+    assert not all(
+        np.array_equal(x, y) for x, y in zip(leaves(a.states), leaves(c.states), strict=True)
+    )
 
 
 def test_vmapped_seeds_equal_separate_runs():
@@ -49,7 +59,9 @@ def test_vmapped_seeds_equal_separate_runs():
     for i, single in enumerate(alone):
         for x, y in zip(leaves(together.states), leaves(single.states), strict=True):
             np.testing.assert_allclose(x[i], y[0], rtol=2e-4, atol=2e-5)
-        np.testing.assert_allclose(together.rows[-1]["seed_returns"][i], single.rows[-1]["seed_returns"][0], rtol=1e-3)
+        np.testing.assert_allclose(
+            together.rows[-1]["seed_returns"][i], single.rows[-1]["seed_returns"][0], rtol=1e-3
+        )
 
 
 def test_fused_scan_equals_sequential_updates():
@@ -57,7 +69,9 @@ def test_fused_scan_equals_sequential_updates():
     state = agent.init(jax.random.PRNGKey(0), 3, 2)
     data = {"replay": buf.buffer_from_transitions(tiny_batch(np.random.default_rng(0), 64, 3, 2))}
     sampler = buf.Sampler(16)
-    fused, _, _ = compile_fused(agent.update, sampler, 4, seed_axis=False)(jax.tree.map(lambda x: x.copy(), state), data, jax.random.PRNGKey(1))
+    fused, _, _ = compile_fused(agent.update, sampler, 4, seed_axis=False)(
+        jax.tree.map(lambda x: x.copy(), state), data, jax.random.PRNGKey(1)
+    )
     one = jax.jit(fused_update(agent.update, sampler, 1))
     seq, key = state, jax.random.PRNGKey(1)
     for _ in range(4):
@@ -85,7 +99,9 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path):
     with pytest.raises(Crash):
         run_trainer(SMALL, online, crashed, on_eval=crash_at_400)
     assert [r["step"] for r in crashed.rows()] == [200, 400]
-    resumed = run_trainer(SMALL, online, RunDir.create(tmp_path / "crashed", {}, resume=True), resume=True)
+    resumed = run_trainer(
+        SMALL, online, RunDir.create(tmp_path / "crashed", {}, resume=True), resume=True
+    )
 
     for x, y in zip(leaves(full.states), leaves(resumed.states), strict=True):
         np.testing.assert_array_equal(x, y)
@@ -155,7 +171,10 @@ def test_metrics_rows_are_jsonl_with_step_and_return(tmp_path):
     lines = (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
     rows = [json.loads(line) for line in lines]
     assert [r["step"] for r in rows] == [200, 400]
-    assert all({"step", "wall_time", "return", "seed_returns", "train/critic_loss"} <= set(r) for r in rows[1:])
+    assert all(
+        {"step", "wall_time", "return", "seed_returns", "train/critic_loss"} <= set(r)
+        for r in rows[1:]
+    )
     assert (tmp_path / "r" / "episodes.jsonl").exists()
 
 

@@ -22,8 +22,15 @@ def small_hopper():
 
 def config(**kw) -> PipelineConfig:
     base = dict(
-        dataset="hopper-medium-lite", offline_steps=400, online_steps=200, offline_chunk=100, offline_eval_every=200,
-        online_eval_every=100, update_every=50, eval_episodes=2, batch_size=64,
+        dataset="hopper-medium-lite",
+        offline_steps=400,
+        online_steps=200,
+        offline_chunk=100,
+        offline_eval_every=200,
+        online_eval_every=100,
+        update_every=50,
+        eval_episodes=2,
+        batch_size=64,
     )
     return PipelineConfig(**{**base, **kw})
 
@@ -42,21 +49,32 @@ def test_reward_conventions_and_state_normalisation(small_hopper):
     assert preprocess_for("cql", small_hopper, config())[1] == "none"
     pre, name = preprocess_for("cql", small_hopper, config(reward_convention="antmaze_cql"))
     assert name == "antmaze_cql" and pre.rewards(np.array([0.0, 1.0])).tolist() == [-5.0, 5.0]
-    pre, _ = preprocess_for("cql", small_hopper, config(reward_convention="antmaze_minus_one", normalize_states=False))
+    pre, _ = preprocess_for(
+        "cql", small_hopper, config(reward_convention="antmaze_minus_one", normalize_states=False)
+    )
     assert pre.rewards(np.array([1.0])).tolist() == [0.0] and pre.obs_mean is None
 
 
 @pytest.mark.parametrize("policy", ["union", "mixed", "online"])
 def test_online_data_policies(small_hopper, policy):
-    p = Pipeline("td3", AGENT.create(), config(data_policy=policy, offline_fraction=0.25), dataset=small_hopper)
+    p = Pipeline(
+        "td3",
+        AGENT.create(),
+        config(data_policy=policy, offline_fraction=0.25),
+        dataset=small_hopper,
+    )
     data = p.online_data(capacity=500)
     n = small_hopper.size
     if policy == "union":
         assert set(data.buffers) == {"replay"} and data.write_to == "replay"
-        assert data.buffers["replay"].capacity == n + 500 and int(data.buffers["replay"].size[0]) == n
+        assert (
+            data.buffers["replay"].capacity == n + 500 and int(data.buffers["replay"].size[0]) == n
+        )
     elif policy == "mixed":
         assert data.sampler.rows_per_source == {"offline": 16, "online": 48}
-        assert int(data.buffers["offline"].size[0]) == n and int(data.buffers["online"].size[0]) == 0
+        assert (
+            int(data.buffers["offline"].size[0]) == n and int(data.buffers["online"].size[0]) == 0
+        )
     else:
         # Nothing of the offline data is kept for fine-tuning.
         assert set(data.buffers) == {"online"} and data.buffers["online"].capacity == 500
@@ -77,7 +95,9 @@ def test_pipeline_logs_both_phases_with_scores(tmp_path, small_hopper):
     row = result.rows[-1]
     assert len(row["seed_normalized_scores"]) == 2
     ref = datasets.score_reference(small_hopper)
-    assert row["normalized_score"] == pytest.approx(float(np.mean(ref.normalize(np.array(row["seed_returns"])))))
+    assert row["normalized_score"] == pytest.approx(
+        float(np.mean(ref.normalize(np.array(row["seed_returns"]))))
+    )
     assert (run.path / "offline.msgpack").exists()
     # Online training episodes are logged (for regret), at global steps after the offline phase.
     episodes = run.rows("episodes.jsonl")
@@ -101,8 +121,12 @@ def test_pipeline_resume_equals_uninterrupted(tmp_path, small_hopper, crash_phas
             raise Crash
 
     with pytest.raises(Crash):
-        Pipeline("td3", AGENT.create(), cfg, dataset=small_hopper).run(run, progress=False, on_eval=crash)
-    resumed = Pipeline("td3", AGENT.create(), cfg, dataset=small_hopper).run(run, resume=True, progress=False)
+        Pipeline("td3", AGENT.create(), cfg, dataset=small_hopper).run(
+            run, progress=False, on_eval=crash
+        )
+    resumed = Pipeline("td3", AGENT.create(), cfg, dataset=small_hopper).run(
+        run, resume=True, progress=False
+    )
     for x, y in zip(leaves(full.states), leaves(resumed.states), strict=True):
         np.testing.assert_array_equal(x, y)
     strip = lambda rows: [{k: v for k, v in r.items() if k != "wall_time"} for r in rows]  # noqa: E731
@@ -116,9 +140,13 @@ def test_fine_tune_from_an_offline_checkpoint(tmp_path, small_hopper):
     )
     from o2o.experiment.checkpoint import load_checkpoint
 
-    loaded = load_checkpoint(tmp_path / "a" / "offline.msgpack", {"states": first.offline_states})["states"]
+    loaded = load_checkpoint(tmp_path / "a" / "offline.msgpack", {"states": first.offline_states})[
+        "states"
+    ]
     second = Pipeline("td3", AGENT.create(), config(offline_steps=0), dataset=small_hopper).run(
-        RunDir.create(tmp_path / "b", {}), progress=False, offline_states=jax.tree.map(np.asarray, loaded)
+        RunDir.create(tmp_path / "b", {}),
+        progress=False,
+        offline_states=jax.tree.map(np.asarray, loaded),
     )
     # Same offline start and same seeds: the fine-tuned results coincide.
     for x, y in zip(leaves(first.states), leaves(second.states), strict=True):
@@ -137,10 +165,40 @@ def test_invalid_pipeline_values():
 def test_cli_train_on_dataset_and_bad_inputs(tmp_path, capsys):
     from o2o.cli import main
 
-    common = ["--runs-dir", str(tmp_path), "--no-progress", "--offline-eval-every", "100", "--online-eval-every", "50",
-              "--eval-episodes", "1", "--batch-size", "32", "--set", "hidden_dims=[16]"]
-    assert main(["train", "--dataset", "hopper-medium-lite", "--algo", "td3", "--offline-steps", "100",
-                 "--online-steps", "50", "--name", "ok", *common]) == 0
+    common = [
+        "--runs-dir",
+        str(tmp_path),
+        "--no-progress",
+        "--offline-eval-every",
+        "100",
+        "--online-eval-every",
+        "50",
+        "--eval-episodes",
+        "1",
+        "--batch-size",
+        "32",
+        "--set",
+        "hidden_dims=[16]",
+    ]
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "hopper-medium-lite",
+                "--algo",
+                "td3",
+                "--offline-steps",
+                "100",
+                "--online-steps",
+                "50",
+                "--name",
+                "ok",
+                *common,
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "after offline: normalized score" in out and "after online" in out
     assert (tmp_path / "ok" / "summary.json").exists()
@@ -154,7 +212,15 @@ def test_cli_train_on_dataset_and_bad_inputs(tmp_path, capsys):
         ["train", "--dataset", "hopper-medium-lite", "--set", "critic_lr=-1", "--name", "x4"],
         ["train", "--dataset", "hopper-medium-lite", "--batch-size", "0", "--name", "x5"],
         ["train", "--dataset", "hopper-medium-lite", "--name", "ok"],  # would overwrite
-        ["train", "--dataset", "hopper-medium-lite", "--from", str(tmp_path / "ok"), "--name", "x6"],  # needs --offline-steps 0
+        [
+            "train",
+            "--dataset",
+            "hopper-medium-lite",
+            "--from",
+            str(tmp_path / "ok"),
+            "--name",
+            "x6",
+        ],  # needs --offline-steps 0
     ]
     for argv in cases:
         assert main([*argv, "--runs-dir", str(tmp_path)]) == 2, argv

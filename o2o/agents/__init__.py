@@ -21,7 +21,9 @@ def make_agent(name: str, **overrides: Any):
     try:
         config_cls = CONFIGS[name.lower()]
     except KeyError:
-        raise ConfigError(f"unknown algorithm '{name}'; choose from {', '.join(sorted(CONFIGS))}") from None
+        raise ConfigError(
+            f"unknown algorithm '{name}'; choose from {', '.join(sorted(CONFIGS))}"
+        ) from None
     return config_cls(**overrides).create()
 
 

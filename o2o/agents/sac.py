@@ -15,7 +15,7 @@ from flax import struct
 
 from o2o.core.agent import ensemble_mse
 from o2o.core.hooks import NO_HOOKS, ActorInputs, Hooks, TargetInputs, target_with_hooks
-from o2o.core.networks import Temperature, TanhGaussianPolicy, critic_ensemble
+from o2o.core.networks import TanhGaussianPolicy, Temperature, critic_ensemble
 from o2o.core.train_state import TrainState, adam, copy_tree, polyak
 from o2o.core.types import Transition
 from o2o.errors import check
@@ -41,7 +41,10 @@ class SACConfig:
         check(0 <= self.discount <= 1, f"discount must be in [0, 1], got {self.discount}")
         check(0 < self.tau <= 1, f"tau must be in (0, 1], got {self.tau}")
         check(self.num_critics >= 1, f"num_critics must be >= 1, got {self.num_critics}")
-        check(all(h > 0 for h in self.hidden_dims), f"hidden_dims must be positive, got {self.hidden_dims}")
+        check(
+            all(h > 0 for h in self.hidden_dims),
+            f"hidden_dims must be positive, got {self.hidden_dims}",
+        )
 
     def create(self, hooks: Hooks = NO_HOOKS) -> SAC:
         return SAC(self, hooks)
@@ -67,11 +70,18 @@ class SAC:
         c = self.config
         actor_key, critic_key, temp_key = jax.random.split(key, 3)
         obs, act = jnp.zeros((1, obs_dim)), jnp.zeros((1, act_dim))
-        actor = TrainState.create(TanhGaussianPolicy(c.hidden_dims, act_dim), actor_key, (obs,), adam(c.actor_lr))
-        critic = TrainState.create(
-            critic_ensemble(c.hidden_dims, c.num_critics, c.critic_layer_norm), critic_key, (obs, act), adam(c.critic_lr)
+        actor = TrainState.create(
+            TanhGaussianPolicy(c.hidden_dims, act_dim), actor_key, (obs,), adam(c.actor_lr)
         )
-        temperature = TrainState.create(Temperature(c.init_temperature), temp_key, (), adam(c.temperature_lr))
+        critic = TrainState.create(
+            critic_ensemble(c.hidden_dims, c.num_critics, c.critic_layer_norm),
+            critic_key,
+            (obs, act),
+            adam(c.critic_lr),
+        )
+        temperature = TrainState.create(
+            Temperature(c.init_temperature), temp_key, (), adam(c.temperature_lr)
+        )
         target_entropy = -float(act_dim) if c.target_entropy is None else c.target_entropy
         return SACState(
             actor=actor,
@@ -82,7 +92,9 @@ class SAC:
             step=jnp.int32(0),
         )
 
-    def critic_loss(self, state: SACState, batch: Transition, key: jax.Array, critic_params) -> tuple[jax.Array, dict]:
+    def critic_loss(
+        self, state: SACState, batch: Transition, key: jax.Array, critic_params
+    ) -> tuple[jax.Array, dict]:
         c = self.config
         next_actions, next_log_probs = state.actor(batch.next_observations).sample_and_log_prob(key)
 
@@ -90,30 +102,44 @@ class SAC:
             next_q = state.critic(batch.next_observations, next_actions, params=params).min(axis=0)
             return next_q - state.temperature() * next_log_probs if c.backup_entropy else next_q
 
-        inputs = TargetInputs(batch, value_with(state.target_critic_params), value_with, next_actions, next_log_probs)
+        inputs = TargetInputs(
+            batch, value_with(state.target_critic_params), value_with, next_actions, next_log_probs
+        )
         target = target_with_hooks(self.hooks, state.extras, inputs, c.discount)
         q = state.critic(batch.observations, batch.actions, params=critic_params)
         td_loss = ensemble_mse(q, target)
         penalty, metrics = self.hooks.critic_penalty(state.extras, batch, critic_params)
         return td_loss + penalty, {"critic_loss": td_loss, "q_mean": q.mean(), **metrics}
 
-    def actor_loss(self, state: SACState, batch: Transition, key: jax.Array, actor_params) -> tuple[jax.Array, dict]:
-        actions, log_probs = state.actor(batch.observations, params=actor_params).sample_and_log_prob(key)
+    def actor_loss(
+        self, state: SACState, batch: Transition, key: jax.Array, actor_params
+    ) -> tuple[jax.Array, dict]:
+        actions, log_probs = state.actor(
+            batch.observations, params=actor_params
+        ).sample_and_log_prob(key)
         q = state.critic(batch.observations, actions).min(axis=0)
         loss = jnp.mean(state.temperature() * log_probs - q)
-        penalty, metrics = self.hooks.actor_penalty(state.extras, ActorInputs(batch, actions, log_probs, actor_params))
+        penalty, metrics = self.hooks.actor_penalty(
+            state.extras, ActorInputs(batch, actions, log_probs, actor_params)
+        )
         return loss + penalty, {"actor_loss": loss, "entropy": -log_probs.mean(), **metrics}
 
-    def temperature_loss(self, state: SACState, entropy: jax.Array, temperature_params) -> tuple[jax.Array, dict]:
+    def temperature_loss(
+        self, state: SACState, entropy: jax.Array, temperature_params
+    ) -> tuple[jax.Array, dict]:
         log_temperature = jnp.log(state.temperature(params=temperature_params))
         loss = log_temperature * jax.lax.stop_gradient(entropy - state.target_entropy)
         return loss, {"temperature": jnp.exp(log_temperature), "temperature_loss": loss}
 
     def update(self, state: SACState, batch: Transition, key: jax.Array) -> tuple[SACState, dict]:
         critic_key, actor_key = jax.random.split(key)
-        critic, critic_metrics = state.critic.minimize(lambda p: self.critic_loss(state, batch, critic_key, p))
+        critic, critic_metrics = state.critic.minimize(
+            lambda p: self.critic_loss(state, batch, critic_key, p)
+        )
         state = state.replace(critic=critic)
-        actor, actor_metrics = state.actor.minimize(lambda p: self.actor_loss(state, batch, actor_key, p))
+        actor, actor_metrics = state.actor.minimize(
+            lambda p: self.actor_loss(state, batch, actor_key, p)
+        )
         state = state.replace(actor=actor)
         temperature, temp_metrics = state.temperature.minimize(
             lambda p: self.temperature_loss(state, actor_metrics["entropy"], p)
@@ -129,10 +155,10 @@ class SAC:
         """Online learners: nothing switches at the offline-to-online boundary."""
         return self
 
-    def act(self, state: SACState, observations: jax.Array, key: jax.Array, deterministic: bool) -> jax.Array:
+    def act(
+        self, state: SACState, observations: jax.Array, key: jax.Array, deterministic: bool
+    ) -> jax.Array:
         dist = state.actor(observations)
         if deterministic:
             return dist.mode()
         return dist.sample_and_log_prob(key)[0]
-
-

@@ -36,7 +36,9 @@ class TD3Config:
         for name in ("actor_lr", "critic_lr"):
             check(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)}")
         for name in ("policy_noise", "noise_clip", "exploration_noise"):
-            check(getattr(self, name) >= 0, f"{name} must be non-negative, got {getattr(self, name)}")
+            check(
+                getattr(self, name) >= 0, f"{name} must be non-negative, got {getattr(self, name)}"
+            )
         check(0 <= self.discount <= 1, f"discount must be in [0, 1], got {self.discount}")
         check(0 < self.tau <= 1, f"tau must be in (0, 1], got {self.tau}")
         check(self.policy_delay >= 1, f"policy_delay must be >= 1, got {self.policy_delay}")
@@ -65,35 +67,54 @@ class TD3:
         c = self.config
         actor_key, critic_key = jax.random.split(key)
         obs, act = jnp.zeros((1, obs_dim)), jnp.zeros((1, act_dim))
-        actor = TrainState.create(DeterministicPolicy(c.hidden_dims, act_dim), actor_key, (obs,), adam(c.actor_lr))
-        critic = TrainState.create(
-            critic_ensemble(c.hidden_dims, c.num_critics, c.critic_layer_norm), critic_key, (obs, act), adam(c.critic_lr)
+        actor = TrainState.create(
+            DeterministicPolicy(c.hidden_dims, act_dim), actor_key, (obs,), adam(c.actor_lr)
         )
-        return TD3State(actor, critic, copy_tree(actor.params), copy_tree(critic.params), jnp.int32(0))
+        critic = TrainState.create(
+            critic_ensemble(c.hidden_dims, c.num_critics, c.critic_layer_norm),
+            critic_key,
+            (obs, act),
+            adam(c.critic_lr),
+        )
+        return TD3State(
+            actor, critic, copy_tree(actor.params), copy_tree(critic.params), jnp.int32(0)
+        )
 
-    def smoothed_target_actions(self, state: TD3State, observations: jax.Array, key: jax.Array) -> jax.Array:
+    def smoothed_target_actions(
+        self, state: TD3State, observations: jax.Array, key: jax.Array
+    ) -> jax.Array:
         c = self.config
         actions = state.actor(observations, params=state.target_actor_params)
-        noise = jnp.clip(c.policy_noise * jax.random.normal(key, actions.shape), -c.noise_clip, c.noise_clip)
+        noise = jnp.clip(
+            c.policy_noise * jax.random.normal(key, actions.shape), -c.noise_clip, c.noise_clip
+        )
         return jnp.clip(actions + noise, -1.0, 1.0)
 
-    def critic_loss(self, state: TD3State, batch: Transition, key: jax.Array, critic_params) -> tuple[jax.Array, dict]:
+    def critic_loss(
+        self, state: TD3State, batch: Transition, key: jax.Array, critic_params
+    ) -> tuple[jax.Array, dict]:
         next_actions = self.smoothed_target_actions(state, batch.next_observations, key)
 
         def value_with(params):
             return state.critic(batch.next_observations, next_actions, params=params).min(axis=0)
 
-        inputs = TargetInputs(batch, value_with(state.target_critic_params), value_with, next_actions)
+        inputs = TargetInputs(
+            batch, value_with(state.target_critic_params), value_with, next_actions
+        )
         target = target_with_hooks(self.hooks, state.extras, inputs, self.config.discount)
         q = state.critic(batch.observations, batch.actions, params=critic_params)
         td_loss = ensemble_mse(q, target)
         penalty, metrics = self.hooks.critic_penalty(state.extras, batch, critic_params)
         return td_loss + penalty, {"critic_loss": td_loss, "q_mean": q.mean(), **metrics}
 
-    def actor_loss(self, state: TD3State, batch: Transition, actor_params) -> tuple[jax.Array, dict]:
+    def actor_loss(
+        self, state: TD3State, batch: Transition, actor_params
+    ) -> tuple[jax.Array, dict]:
         actions = state.actor(batch.observations, params=actor_params)
         loss = -state.critic(batch.observations, actions)[0].mean()
-        penalty, _ = self.hooks.actor_penalty(state.extras, ActorInputs(batch, actions, None, actor_params))
+        penalty, _ = self.hooks.actor_penalty(
+            state.extras, ActorInputs(batch, actions, None, actor_params)
+        )
         return loss + penalty, {"actor_loss": loss}
 
     def update(self, state: TD3State, batch: Transition, key: jax.Array) -> tuple[TD3State, dict]:
@@ -112,14 +133,18 @@ class TD3:
         def skip(state: TD3State) -> tuple[TD3State, jax.Array]:
             return state, jnp.float32(jnp.nan)
 
-        state, actor_loss = jax.lax.cond(state.step % c.policy_delay == 0, delayed_actor_update, skip, state)
+        state, actor_loss = jax.lax.cond(
+            state.step % c.policy_delay == 0, delayed_actor_update, skip, state
+        )
         return state, {**metrics, "actor_loss": actor_loss}
 
     def for_online(self) -> TD3:
         """Online learners: nothing switches at the offline-to-online boundary."""
         return self
 
-    def act(self, state: TD3State, observations: jax.Array, key: jax.Array, deterministic: bool) -> jax.Array:
+    def act(
+        self, state: TD3State, observations: jax.Array, key: jax.Array, deterministic: bool
+    ) -> jax.Array:
         actions = state.actor(observations)
         if deterministic:
             return actions

@@ -17,7 +17,9 @@ class Agent(Protocol):
 
     def update(self, state: Any, batch: Transition, key: jax.Array) -> tuple[Any, dict]: ...
 
-    def act(self, state: Any, observations: jax.Array, key: jax.Array, deterministic: bool) -> jax.Array: ...
+    def act(
+        self, state: Any, observations: jax.Array, key: jax.Array, deterministic: bool
+    ) -> jax.Array: ...
 
 
 def ensemble_mse(q_values: jax.Array, target: jax.Array) -> jax.Array:

@@ -70,7 +70,9 @@ class Hooks:
         """Per-sample weights of a conservative (CQL-style) term; None = unweighted."""
         return None
 
-    def critic_penalty(self, extras: Any, batch: Transition, critic_params: Any) -> tuple[Array, dict]:
+    def critic_penalty(
+        self, extras: Any, batch: Transition, critic_params: Any
+    ) -> tuple[Array, dict]:
         return 0.0, {}
 
     def actor_penalty(self, extras: Any, inputs: ActorInputs) -> tuple[Array, dict]:

@@ -107,7 +107,9 @@ class TanhGaussian:
 
     def _log_prob_pre_tanh(self, pre_tanh: jnp.ndarray) -> jnp.ndarray:
         std = jnp.exp(self.log_std)
-        gaussian = -0.5 * (((pre_tanh - self.mean) / std) ** 2 + 2 * self.log_std + jnp.log(2 * jnp.pi))
+        gaussian = -0.5 * (
+            ((pre_tanh - self.mean) / std) ** 2 + 2 * self.log_std + jnp.log(2 * jnp.pi)
+        )
         # log|d tanh(u)/du| = 2 (log 2 - u - softplus(-2u)), numerically stable for large |u|.
         log_det = 2.0 * (_LOG2 - pre_tanh - jax.nn.softplus(-2.0 * pre_tanh))
         return jnp.sum(gaussian - log_det, axis=-1)
@@ -147,7 +149,9 @@ class Temperature(nn.Module):
 
     @nn.compact
     def __call__(self) -> jnp.ndarray:
-        log_value = self.param("log_value", lambda _: jnp.log(jnp.asarray(self.initial_value, jnp.float32)))
+        log_value = self.param(
+            "log_value", lambda _: jnp.log(jnp.asarray(self.initial_value, jnp.float32))
+        )
         return jnp.exp(log_value)
 
 

@@ -57,7 +57,9 @@ def polyak(target_params: Any, online_params: Any, tau: float) -> Any:
     return jax.tree.map(lambda t, o: (1.0 - tau) * t + tau * o, target_params, online_params)
 
 
-def adam(learning_rate: float | optax.Schedule, grad_clip: float | None = None) -> optax.GradientTransformation:
+def adam(
+    learning_rate: float | optax.Schedule, grad_clip: float | None = None
+) -> optax.GradientTransformation:
     if grad_clip is None:
         return optax.adam(learning_rate)
     return optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(learning_rate))

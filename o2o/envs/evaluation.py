@@ -44,7 +44,9 @@ class EnvGrid:
                 env.close()
 
 
-def evaluate(grid: EnvGrid, policy: PolicyFn, seed: int | Sequence[int], max_steps: int | None = None) -> EvalResult:
+def evaluate(
+    grid: EnvGrid, policy: PolicyFn, seed: int | Sequence[int], max_steps: int | None = None
+) -> EvalResult:
     """Run one episode in every env of the grid. ``policy`` maps observations of shape
     (seeds, episodes, obs_dim) to actions (seeds, episodes, act_dim) deterministically.
     ``seed`` is one base per grid row (or one int for all rows); episode e of row s starts

@@ -31,10 +31,17 @@ def make_env(env_id: str, seed: int | None = None) -> gym.Env:
         raise ConfigError(f"environment '{env_id}' needs a missing package: {error}") from None
     if not isinstance(env.action_space, gym.spaces.Box):
         env.close()
-        raise ConfigError(f"environment '{env_id}' has a {type(env.action_space).__name__} action space; o2o needs continuous (Box) actions")
-    if not isinstance(env.observation_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
+        raise ConfigError(
+            f"environment '{env_id}' has a {type(env.action_space).__name__} action space; o2o needs continuous (Box) actions"
+        )
+    if (
+        not isinstance(env.observation_space, gym.spaces.Box)
+        or len(env.observation_space.shape) != 1
+    ):
         env.close()
-        raise ConfigError(f"environment '{env_id}' must have flat Box observations, has {env.observation_space}")
+        raise ConfigError(
+            f"environment '{env_id}' must have flat Box observations, has {env.observation_space}"
+        )
     low, high = env.action_space.low, env.action_space.high
     if not (np.allclose(low, -1.0) and np.allclose(high, 1.0)):
         unit = np.ones(env.action_space.shape, np.float32)

@@ -33,7 +33,9 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
 
 def save_checkpoint(path: Path, tree: Any) -> None:
     host_tree = jax.tree.map(np.asarray, tree)
-    atomic_write_bytes(path, serialization.msgpack_serialize(serialization.to_state_dict(host_tree)))
+    atomic_write_bytes(
+        path, serialization.msgpack_serialize(serialization.to_state_dict(host_tree))
+    )
 
 
 def load_checkpoint(path: Path, template: Any) -> Any:
@@ -45,8 +47,14 @@ def load_checkpoint(path: Path, template: Any) -> Any:
     except FileNotFoundError:
         raise O2OError(f"{path}: checkpoint not found") from None
     except Exception as error:  # msgpack and flax raise many types for corrupt input
-        raise O2OError(f"{path}: corrupt or incompatible checkpoint ({type(error).__name__}: {error})") from None
+        raise O2OError(
+            f"{path}: corrupt or incompatible checkpoint ({type(error).__name__}: {error})"
+        ) from None
     for got, want in zip(jax.tree.leaves(restored), jax.tree.leaves(template), strict=True):
         if np.shape(got) != np.shape(want):
-            raise O2OError(f"{path}: checkpoint shapes {np.shape(got)} do not match the run's {np.shape(want)}")
-    return jax.tree.map(lambda got, want: np.asarray(got, dtype=np.asarray(want).dtype), restored, template)
+            raise O2OError(
+                f"{path}: checkpoint shapes {np.shape(got)} do not match the run's {np.shape(want)}"
+            )
+    return jax.tree.map(
+        lambda got, want: np.asarray(got, dtype=np.asarray(want).dtype), restored, template
+    )

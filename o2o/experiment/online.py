@@ -50,15 +50,28 @@ class OnlineConfig:
     seeds: int = 1  # independent seeds trained together on a vmapped axis
 
     def __post_init__(self) -> None:
-        for name in ("steps", "update_every", "utd", "batch_size", "eval_every", "eval_episodes", "seeds"):
+        for name in (
+            "steps",
+            "update_every",
+            "utd",
+            "batch_size",
+            "eval_every",
+            "eval_episodes",
+            "seeds",
+        ):
             check(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)}")
         for name in ("random_steps", "update_after", "seed"):
-            check(getattr(self, name) >= 0, f"{name} must be non-negative, got {getattr(self, name)}")
+            check(
+                getattr(self, name) >= 0, f"{name} must be non-negative, got {getattr(self, name)}"
+            )
         check(
             self.eval_every % self.update_every == 0,
             f"eval_every ({self.eval_every}) must be a multiple of update_every ({self.update_every})",
         )
-        check(self.buffer_capacity is None or self.buffer_capacity > 0, "buffer_capacity must be positive")
+        check(
+            self.buffer_capacity is None or self.buffer_capacity > 0,
+            "buffer_capacity must be positive",
+        )
 
 
 @dataclass
@@ -92,7 +105,9 @@ class Preprocess:
         return ((obs - self.obs_mean) / self.obs_std).astype(np.float32)
 
     def rewards(self, rewards: np.ndarray) -> np.ndarray:
-        return (np.asarray(rewards, np.float32) * self.reward_scale + self.reward_shift).astype(np.float32)
+        return (np.asarray(rewards, np.float32) * self.reward_scale + self.reward_shift).astype(
+            np.float32
+        )
 
 
 @dataclass
@@ -144,15 +159,21 @@ class OnlineTrainer:
             def one(state, obs, key):
                 key, act_key, random_key = jax.random.split(key, 3)
                 policy_action = agent.act(state, obs[None], act_key, False)[0]
-                random_action = jax.random.uniform(random_key, policy_action.shape, minval=-1.0, maxval=1.0)
+                random_action = jax.random.uniform(
+                    random_key, policy_action.shape, minval=-1.0, maxval=1.0
+                )
                 return jnp.where(uniform, random_action, policy_action), key
 
             return jax.vmap(one)(states, observations, keys)
 
         self._explore = jax.jit(explore)
-        self._greedy = jax.jit(jax.vmap(lambda state, obs: agent.act(state, obs, jax.random.PRNGKey(0), True)))
+        self._greedy = jax.jit(
+            jax.vmap(lambda state, obs: agent.act(state, obs, jax.random.PRNGKey(0), True))
+        )
         self._add = jax.jit(jax.vmap(buf.add), donate_argnums=(0,))
-        sampler = data.sampler if data is not None else buf.Sampler(c.batch_size, (("replay", 1.0),))
+        sampler = (
+            data.sampler if data is not None else buf.Sampler(c.batch_size, (("replay", 1.0),))
+        )
         self.write_to = data.write_to if data is not None else "replay"
         self._fused = compile_fused(agent.update, sampler, c.update_every * c.utd)
 
@@ -168,7 +189,11 @@ class OnlineTrainer:
             buffers = jax.tree.map(lambda x: jnp.asarray(x).copy(), self.data.buffers)
         else:
             one = buf.create_buffer(self.capacity, self.obs_dim, self.act_dim)
-            buffers = {"replay": jax.tree.map(lambda x: jnp.broadcast_to(x, (c.seeds, *x.shape)).copy(), one)}
+            buffers = {
+                "replay": jax.tree.map(
+                    lambda x: jnp.broadcast_to(x, (c.seeds, *x.shape)).copy(), one
+                )
+            }
         return {
             "states": states,
             "buffers": buffers,
@@ -180,7 +205,11 @@ class OnlineTrainer:
         }
 
     def evaluate(self, states) -> EvalResult:
-        return evaluate(self.eval_grid, lambda obs: self._greedy(states, jnp.asarray(self.preprocess.observations(obs))), seed=[_eval_seed(self.config.seed + s) for s in range(self.config.seeds)])
+        return evaluate(
+            self.eval_grid,
+            lambda obs: self._greedy(states, jnp.asarray(self.preprocess.observations(obs))),
+            seed=[_eval_seed(self.config.seed + s) for s in range(self.config.seeds)],
+        )
 
     def close(self) -> None:
         for env in self.envs:
@@ -219,19 +248,28 @@ class OnlineTrainer:
             while step < c.steps:
                 for i in range(c.update_every):
                     actions, explore_keys = self._explore(
-                        states, jnp.asarray(self.preprocess.observations(observations)), explore_keys, step < c.random_steps
+                        states,
+                        jnp.asarray(self.preprocess.observations(observations)),
+                        explore_keys,
+                        step < c.random_steps,
                     )
                     actions = np.asarray(actions)
                     for s, env in enumerate(self.envs):
                         next_obs, reward, terminated, truncated, info = env.step(actions[s])
-                        staged.put(s, i, observations[s], actions[s], reward, next_obs, terminated)  # raw; transformed per chunk
+                        staged.put(
+                            s, i, observations[s], actions[s], reward, next_obs, terminated
+                        )  # raw; transformed per chunk
                         episode_returns[s] += reward
                         success = success_from_info(info)
                         if success is not None:
                             episode_success[s] = max(episode_success[s], success)
                         if terminated or truncated:
                             if run is not None:
-                                row = {"step": self.step_offset + step + 1, "seed": c.seed + s, "return": float(episode_returns[s])}
+                                row = {
+                                    "step": self.step_offset + step + 1,
+                                    "seed": c.seed + s,
+                                    "return": float(episode_returns[s]),
+                                }
                                 if success is not None:
                                     row["success"] = float(episode_success[s])
                                 run.append(EPISODES, row)
@@ -248,7 +286,9 @@ class OnlineTrainer:
                 bar.advance_to(step, updates=updates - updates_done_at_start)
                 if step % c.eval_every == 0 or step >= c.steps:
                     result = self.evaluate(states)
-                    row = self._row(self.step_offset + step, time.perf_counter() - start_wall, result, metrics)
+                    row = self._row(
+                        self.step_offset + step, time.perf_counter() - start_wall, result, metrics
+                    )
                     row["phase"] = "online"
                     rows.append(row)
                     bar.report(row)
@@ -278,7 +318,10 @@ class OnlineTrainer:
 
     def _reset_all(self, episodes: np.ndarray) -> np.ndarray:
         return np.stack(
-            [env.reset(seed=_episode_seed(self.config.seed, s, int(episodes[s])))[0] for s, env in enumerate(self.envs)]
+            [
+                env.reset(seed=_episode_seed(self.config.seed, s, int(episodes[s])))[0]
+                for s, env in enumerate(self.envs)
+            ]
         ).astype(np.float32)
 
     def _row(self, step: int, wall_time: float, result: EvalResult, metrics: dict) -> dict:

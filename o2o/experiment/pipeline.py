@@ -61,23 +61,51 @@ class PipelineConfig:
     seeds: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "utd", "update_every", "offline_chunk", "offline_eval_every", "online_eval_every", "eval_episodes", "seeds"):
+        for name in (
+            "batch_size",
+            "utd",
+            "update_every",
+            "offline_chunk",
+            "offline_eval_every",
+            "online_eval_every",
+            "eval_episodes",
+            "seeds",
+        ):
             check(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)}")
         for name in ("offline_steps", "online_steps", "seed"):
-            check(getattr(self, name) >= 0, f"{name} must be non-negative, got {getattr(self, name)}")
-        check(self.data_policy in (None, "union", "mixed", "online"), f"data_policy must be union, mixed or online, got {self.data_policy!r}")
-        check(0.0 <= self.offline_fraction <= 1.0, f"offline_fraction must be in [0, 1], got {self.offline_fraction}")
+            check(
+                getattr(self, name) >= 0, f"{name} must be non-negative, got {getattr(self, name)}"
+            )
         check(
-            self.reward_convention in ("auto", "none", "iql_locomotion", "antmaze_minus_one", "antmaze_cql"),
+            self.data_policy in (None, "union", "mixed", "online"),
+            f"data_policy must be union, mixed or online, got {self.data_policy!r}",
+        )
+        check(
+            0.0 <= self.offline_fraction <= 1.0,
+            f"offline_fraction must be in [0, 1], got {self.offline_fraction}",
+        )
+        check(
+            self.reward_convention
+            in ("auto", "none", "iql_locomotion", "antmaze_minus_one", "antmaze_cql"),
             f"unknown reward_convention {self.reward_convention!r}",
         )
-        check(self.offline_eval_every % self.offline_chunk == 0 or self.offline_eval_every < self.offline_chunk,
-              f"offline_eval_every ({self.offline_eval_every}) must be a multiple of offline_chunk ({self.offline_chunk})")
+        check(
+            self.offline_eval_every % self.offline_chunk == 0
+            or self.offline_eval_every < self.offline_chunk,
+            f"offline_eval_every ({self.offline_eval_every}) must be a multiple of offline_chunk ({self.offline_chunk})",
+        )
 
 
 # CORL's online data policy and reward convention per algorithm.
 DEFAULT_DATA_POLICY: dict[str, DataPolicy] = {"calql": "mixed"}
-MAZE_REWARD: dict[str, RewardConvention] = {"cql": "antmaze_cql", "calql": "antmaze_cql", "iql": "antmaze_minus_one", "awac": "antmaze_minus_one", "td3bc": "antmaze_minus_one", "spot": "antmaze_minus_one"}
+MAZE_REWARD: dict[str, RewardConvention] = {
+    "cql": "antmaze_cql",
+    "calql": "antmaze_cql",
+    "iql": "antmaze_minus_one",
+    "awac": "antmaze_minus_one",
+    "td3bc": "antmaze_minus_one",
+    "spot": "antmaze_minus_one",
+}
 
 
 def is_sparse_maze(dataset: Any) -> bool:
@@ -125,7 +153,14 @@ class PipelineResult:
 
 
 class Pipeline:
-    def __init__(self, algo: str, agent: Any, config: PipelineConfig, dataset: Any = None, agent_config: Any = None):
+    def __init__(
+        self,
+        algo: str,
+        agent: Any,
+        config: PipelineConfig,
+        dataset: Any = None,
+        agent_config: Any = None,
+    ):
         from o2o import data as datasets
 
         self.algo, self.agent, self.config = algo, agent, config
@@ -135,11 +170,17 @@ class Pipeline:
         self.score = datasets.score_reference(self.dataset)
         self.preprocess, self.reward_convention = preprocess_for(algo, self.dataset, config)
         self.policy = config.data_policy or DEFAULT_DATA_POLICY.get(algo, "union")
-        sparse = -1.0 if self.reward_convention == "antmaze_minus_one" else (-5.0 if self.reward_convention == "antmaze_cql" else None)
+        sparse = (
+            -1.0
+            if self.reward_convention == "antmaze_minus_one"
+            else (-5.0 if self.reward_convention == "antmaze_cql" else None)
+        )
         transitions = self.dataset.to_transition(discount=config.discount_for_mc_returns)
         # Rewards and MC returns in the agent's convention; states normalised.
         rewards = self.preprocess.rewards(transitions.rewards)
-        mc = self.dataset.replace(rewards=rewards).mc_returns(config.discount_for_mc_returns, sparse)
+        mc = self.dataset.replace(rewards=rewards).mc_returns(
+            config.discount_for_mc_returns, sparse
+        )
         self.offline = transitions._replace(
             observations=self.preprocess.observations(transitions.observations),
             next_observations=self.preprocess.observations(transitions.next_observations),
@@ -159,7 +200,9 @@ class Pipeline:
         }
 
     # --- offline -----------------------------------------------------------------------------
-    def run_offline(self, run: RunDir | None, resume: bool, progress: bool, on_eval: Any = None) -> Any:
+    def run_offline(
+        self, run: RunDir | None, resume: bool, progress: bool, on_eval: Any = None
+    ) -> Any:
         c = self.config
         roots = seed_keys(c.seed, c.seeds)
         split = jax.vmap(jax.random.split)(roots)
@@ -167,7 +210,10 @@ class Pipeline:
         states = jax.vmap(lambda k: self.agent.init(k, self.obs_dim, self.act_dim))(init_keys)
         carry = {"states": states, "keys": train_keys, "step": np.int64(0)}
         if run is not None and (run.path / OFFLINE_CHECKPOINT).exists():
-            return jax.tree.map(jnp.asarray, load_checkpoint(run.path / OFFLINE_CHECKPOINT, {"states": states})["states"])
+            return jax.tree.map(
+                jnp.asarray,
+                load_checkpoint(run.path / OFFLINE_CHECKPOINT, {"states": states})["states"],
+            )
         if resume and run is not None and _phase(run) == "offline" and run.has_checkpoint():
             carry = jax.tree.map(jnp.asarray, load_checkpoint(run.checkpoint_path, carry))
             run.truncate_after(int(carry["step"]))
@@ -190,13 +236,28 @@ class Pipeline:
                 step += chunk
                 bar.advance_to(step, updates=step - int(carry["step"]))
                 if step % c.offline_eval_every == 0 or step >= c.offline_steps:
-                    result = evaluate(grid, lambda obs: greedy(states, jnp.asarray(self.preprocess.observations(obs))),
-                                      seed=[_eval_seed(c.seed + s) for s in range(c.seeds)])
-                    row = self._row("offline", step, time.perf_counter() - start, result.mean_return, result.success_rate, metrics)
+                    result = evaluate(
+                        grid,
+                        lambda obs, states=states: greedy(
+                            states, jnp.asarray(self.preprocess.observations(obs))
+                        ),
+                        seed=[_eval_seed(c.seed + s) for s in range(c.seeds)],
+                    )
+                    row = self._row(
+                        "offline",
+                        step,
+                        time.perf_counter() - start,
+                        result.mean_return,
+                        result.success_rate,
+                        metrics,
+                    )
                     bar.report(row)
                     if run is not None:
                         run.append(METRICS, row)
-                        save_checkpoint(run.checkpoint_path, {"states": states, "keys": keys, "step": np.int64(step)})
+                        save_checkpoint(
+                            run.checkpoint_path,
+                            {"states": states, "keys": keys, "step": np.int64(step)},
+                        )
                         _set_phase(run, "offline", step)
                     if on_eval is not None:
                         on_eval(row)
@@ -210,14 +271,22 @@ class Pipeline:
         c = self.config
         s = c.seeds
         if self.policy == "union":
-            buffers = {"replay": _stack(buf.buffer_from_transitions(self.offline, self.dataset.size + capacity), s)}
+            buffers = {
+                "replay": _stack(
+                    buf.buffer_from_transitions(self.offline, self.dataset.size + capacity), s
+                )
+            }
             return OnlineData(buffers, "replay", buf.Sampler(c.batch_size))
         online = _stack(buf.create_buffer(capacity, self.obs_dim, self.act_dim), s)
         if self.policy == "mixed":
             offline = _stack(buf.buffer_from_transitions(self.offline), s)
-            sampler = buf.Sampler.from_fractions(c.batch_size, offline=c.offline_fraction, online=1.0 - c.offline_fraction)
+            sampler = buf.Sampler.from_fractions(
+                c.batch_size, offline=c.offline_fraction, online=1.0 - c.offline_fraction
+            )
             return OnlineData({"offline": offline, "online": online}, "online", sampler)
-        return OnlineData({"online": online}, "online", buf.Sampler.from_fractions(c.batch_size, online=1.0))
+        return OnlineData(
+            {"online": online}, "online", buf.Sampler.from_fractions(c.batch_size, online=1.0)
+        )
 
     def online_config(self) -> OnlineConfig:
         c = self.config
@@ -237,7 +306,12 @@ class Pipeline:
         )
 
     def run(
-        self, run: RunDir | None = None, resume: bool = False, progress: bool = True, offline_states: Any = None, on_eval: Any = None
+        self,
+        run: RunDir | None = None,
+        resume: bool = False,
+        progress: bool = True,
+        offline_states: Any = None,
+        on_eval: Any = None,
     ) -> PipelineResult:
         """Both phases; ``offline_states`` (seed axis) skips pre-training (``--from``).
         ``on_eval(row)`` is called after every evaluation (and its checkpoint)."""
@@ -251,8 +325,13 @@ class Pipeline:
             online = self.online_config()
             capacity = c.online_buffer_capacity or c.online_steps
             trainer = OnlineTrainer(
-                self.agent.for_online(), online, score_fn=self.score.normalize, preprocess=self.preprocess,
-                data=self.online_data(capacity), initial_states=offline_states, step_offset=c.offline_steps,
+                self.agent.for_online(),
+                online,
+                score_fn=self.score.normalize,
+                preprocess=self.preprocess,
+                data=self.online_data(capacity),
+                initial_states=offline_states,
+                step_offset=c.offline_steps,
             )
             try:
                 resume_online = resume and run is not None and _phase(run) == "online"
@@ -260,13 +339,23 @@ class Pipeline:
                     _set_phase(run, "online", c.offline_steps)
                     if not resume_online and run.has_checkpoint():
                         run.checkpoint_path.unlink()  # the offline phase's; the online one replaces it
-                states = trainer.run(run, resume=resume_online, progress=progress, on_eval=on_eval).states
+                states = trainer.run(
+                    run, resume=resume_online, progress=progress, on_eval=on_eval
+                ).states
             finally:
                 trainer.close()
         rows = run.rows(METRICS) if run is not None else []
         return PipelineResult(offline_states, states, rows)
 
-    def _row(self, phase: str, step: int, wall: float, returns: np.ndarray, success: np.ndarray | None, metrics: dict) -> dict:
+    def _row(
+        self,
+        phase: str,
+        step: int,
+        wall: float,
+        returns: np.ndarray,
+        success: np.ndarray | None,
+        metrics: dict,
+    ) -> dict:
         scores = self.score.normalize(returns)
         row: dict[str, Any] = {
             "phase": phase,

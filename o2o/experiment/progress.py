@@ -6,11 +6,20 @@ import time
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 
 class RunProgress:
-    def __init__(self, total: int, description: str, enabled: bool = True, console: Console | None = None):
+    def __init__(
+        self, total: int, description: str, enabled: bool = True, console: Console | None = None
+    ):
         self.enabled = enabled
         self.total = total
         self._last_eval = "eval: -"
@@ -28,7 +37,9 @@ class RunProgress:
             disable=not enabled,
             transient=False,
         )
-        self._task = self._progress.add_task(description, total=total, rate=self._rate, last_eval=self._last_eval)
+        self._task = self._progress.add_task(
+            description, total=total, rate=self._rate, last_eval=self._last_eval
+        )
 
     def __enter__(self) -> RunProgress:
         self._progress.__enter__()

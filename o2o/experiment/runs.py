@@ -34,7 +34,9 @@ class RunDir:
                 raise O2OError(f"cannot resume {run.path}: no {CONFIG} there")
             return run
         if run.path.exists() and any(run.path.iterdir()):
-            raise O2OError(f"run directory {run.path} already exists; pass --resume to continue it or choose another --name")
+            raise O2OError(
+                f"run directory {run.path} already exists; pass --resume to continue it or choose another --name"
+            )
         try:
             run.path.mkdir(parents=True, exist_ok=True)
             probe = run.path / ".write-test"
@@ -79,7 +81,9 @@ class RunDir:
         for filename in (METRICS, EPISODES):
             if (self.path / filename).exists():
                 kept = [r for r in self.rows(filename) if r["step"] <= step]
-                atomic_write_bytes(self.path / filename, "".join(json.dumps(r) + "\n" for r in kept).encode())
+                atomic_write_bytes(
+                    self.path / filename, "".join(json.dumps(r) + "\n" for r in kept).encode()
+                )
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_bytes(self.path / SUMMARY, json.dumps(summary, indent=2).encode())
