@@ -106,3 +106,17 @@ def gaussian_log_prob(actions: np.ndarray, mean: np.ndarray, log_std: np.ndarray
     actions, mean, log_std = (np.asarray(x, np.float64) for x in (actions, mean, log_std))
     z = (actions - mean) / np.exp(log_std)
     return np.sum(-0.5 * z**2 - log_std - 0.5 * np.log(2 * np.pi), axis=-1)
+
+
+def bandit_scores_before_after(agent, steps: int, task: BanditTask | None = None, seed: int = 0):
+    """(score before, score after, last metrics) of ``agent``'s deterministic actions on held-out
+    states of a BanditTask, around ``steps`` fused offline updates on its dataset."""
+    import jax
+
+    task = task or BanditTask()
+    state = agent.init(jax.random.PRNGKey(seed), task.obs_dim, task.act_dim)
+    obs = task.observations(1000, seed=7)
+    key = jax.random.PRNGKey(0)
+    before = task.score(agent.act(state, obs, key, True), obs)
+    state, metrics = train_fused(agent, state, task.dataset(), steps=steps, seed=seed)
+    return before, task.score(agent.act(state, obs, key, True), obs), metrics

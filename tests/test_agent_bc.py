@@ -11,7 +11,7 @@ from o2o.agents import make_agent
 from o2o.agents.bc import BCConfig
 from o2o.core.hooks import Hooks
 from o2o.errors import ConfigError
-from tests.helpers import BanditTask, gaussian_log_prob, mlp_forward, tiny_batch, train_fused
+from tests.helpers import bandit_scores_before_after, gaussian_log_prob, mlp_forward, tiny_batch
 
 OBS, ACT = 3, 2
 
@@ -50,13 +50,8 @@ def test_log_std_is_clipped(batch):
 
 @pytest.mark.parametrize("policy", ["deterministic", "gaussian"])
 def test_bc_improves_over_its_initial_policy(policy):
-    task = BanditTask()
     agent = BCConfig(hidden_dims=(64, 64), actor_lr=1e-3, policy=policy).create()
-    state = agent.init(jax.random.PRNGKey(0), task.obs_dim, task.act_dim)
-    obs = task.observations(1000, seed=7)
-    before = task.score(agent.act(state, obs, jax.random.PRNGKey(0), True), obs)
-    state, metrics = train_fused(agent, state, task.dataset(), steps=300)
-    after = task.score(agent.act(state, obs, jax.random.PRNGKey(0), True), obs)
+    before, after, metrics = bandit_scores_before_after(agent, steps=300)
     # BC imitates the mixture, so it shrinks towards the random half's mean (0): better than its
     # start and the data's average action, not optimal.
     assert after > before + 0.1, (before, after)
