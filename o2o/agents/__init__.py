@@ -6,14 +6,18 @@ from typing import Any
 
 from o2o.agents.awac import AWAC, AWACConfig
 from o2o.agents.bc import BC, BCConfig
+from o2o.agents.calql import CalQL, CalQLConfig
+from o2o.agents.cql import CQL, CQLConfig
 from o2o.agents.iql import IQL, IQLConfig
 from o2o.agents.sac import SAC, SACConfig
+from o2o.agents.spot import SPOT, SPOTConfig
 from o2o.agents.td3 import TD3, TD3Config
 from o2o.agents.td3bc import TD3BC, TD3BCConfig
 from o2o.errors import ConfigError
 
 CONFIGS: dict[str, type] = {"sac": SACConfig, "td3": TD3Config}
 CONFIGS.update({"bc": BCConfig, "td3bc": TD3BCConfig, "awac": AWACConfig, "iql": IQLConfig})
+CONFIGS.update({"cql": CQLConfig, "calql": CalQLConfig, "spot": SPOTConfig})
 
 
 def make_agent(name: str, **overrides: Any):
@@ -29,3 +33,4 @@ def make_agent(name: str, **overrides: Any):
 
 __all__ = ["CONFIGS", "SAC", "SACConfig", "TD3", "TD3Config", "make_agent"]
 __all__ += ["AWAC", "AWACConfig", "BC", "BCConfig", "IQL", "IQLConfig", "TD3BC", "TD3BCConfig"]
+__all__ += ["CQL", "CQLConfig", "CalQL", "CalQLConfig", "SPOT", "SPOTConfig"]

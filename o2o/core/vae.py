@@ -63,6 +63,28 @@ def kl_to_standard_normal(mean: jax.Array, std: jax.Array) -> jax.Array:
     return -0.5 * jnp.mean(1.0 + 2.0 * jnp.log(std) - mean**2 - std**2, axis=-1)
 
 
+def elbo_terms(
+    vae: TrainState,
+    encoder_inputs: jax.Array,
+    conditions: jax.Array,
+    targets: jax.Array,
+    key: jax.Array,
+    num_samples: int = 1,
+    params=None,
+) -> tuple[jax.Array, jax.Array]:
+    """Per-sample reconstruction error and KL, with ``num_samples`` reparameterised latents per
+    input: the error is the mean over samples and output dimensions of (y_hat - y)², the KL is
+    ``kl_to_standard_normal``. Gradients flow to the inputs, so an actor can be penalised
+    through a frozen VAE."""
+    mean, std = vae(encoder_inputs, params=params, method="encode")
+    noise = jax.random.normal(key, (num_samples, *mean.shape), mean.dtype)
+    latents = mean[None] + std[None] * noise
+    conditions = jnp.broadcast_to(conditions[None], (num_samples, *conditions.shape))
+    recon = vae(conditions, latents, params=params, method="decode")
+    recon_error = jnp.mean((recon - targets[None]) ** 2, axis=(0, -1))
+    return recon_error, kl_to_standard_normal(mean, std)
+
+
 def negative_elbo(
     vae: TrainState,
     encoder_inputs: jax.Array,
@@ -73,18 +95,11 @@ def negative_elbo(
     num_samples: int = 1,
     params=None,
 ) -> jax.Array:
-    """Per-sample reconstruction error + beta · KL, with ``num_samples`` reparameterised
-    latents per input: mean over samples and output dimensions of (y_hat - y)², plus beta times
-    ``kl_to_standard_normal``. Up to a positive scale and a shift this is -ELBO under a Gaussian
-    decoder; its batch mean is the VAE's training loss (CORL's ``vae_train`` and ``elbo_loss``).
-    Gradients flow to the inputs, so an actor can be penalised through a frozen VAE."""
-    mean, std = vae(encoder_inputs, params=params, method="encode")
-    noise = jax.random.normal(key, (num_samples, *mean.shape), mean.dtype)
-    latents = mean[None] + std[None] * noise
-    conditions = jnp.broadcast_to(conditions[None], (num_samples, *conditions.shape))
-    recon = vae(conditions, latents, params=params, method="decode")
-    recon_error = jnp.mean((recon - targets[None]) ** 2, axis=(0, -1))
-    return recon_error + beta * kl_to_standard_normal(mean, std)
+    """Per-sample reconstruction error + beta · KL (``elbo_terms``). Up to a positive scale and
+    a shift this is -ELBO under a Gaussian decoder; its batch mean is the VAE's training loss
+    (CORL's SPOT ``vae_train``) and SPOT's density penalty (``elbo_loss``)."""
+    recon_error, kl = elbo_terms(vae, encoder_inputs, conditions, targets, key, num_samples, params)
+    return recon_error + beta * kl
 
 
 def _normal_log_density(x: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
