@@ -80,6 +80,19 @@ def _train_parser() -> argparse.ArgumentParser:
         help="online data: offline∪online, a fixed mix, or online only (default: the algorithm's CORL choice)",
     )
     p.add_argument(
+        "--finetune",
+        default="vanilla",
+        help="fine-tuning method: vanilla, samg, samg-even, samg-random, samg-embedding",
+    )
+    p.add_argument(
+        "--method-set",
+        dest="method_overrides",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="fine-tuning method option, e.g. --method-set threshold=0.4 (repeatable)",
+    )
+    p.add_argument(
         "--offline-fraction",
         type=float,
         default=0.5,
@@ -238,6 +251,7 @@ def cmd_train_dataset(args: argparse.Namespace) -> int:
         pipeline_config_dict,
     )
     from o2o.experiment.runs import RunDir, default_run_name
+    from o2o.finetune import make_method, method_config_class
 
     if args.resume:
         if args.name is None:
@@ -247,6 +261,7 @@ def cmd_train_dataset(args: argparse.Namespace) -> int:
         algo = stored["algo"]
         agent_config = CONFIGS[algo](**_tuples(stored["agent"]))
         config = PipelineConfig(**stored["pipeline"])
+        finetune = stored.get("finetune", {"name": "vanilla", "options": {}})
         dataset = datasets.load(config.dataset)
     else:
         dataset = datasets.load(args.dataset)
@@ -274,14 +289,33 @@ def cmd_train_dataset(args: argparse.Namespace) -> int:
             raise ConfigError(
                 "--from fine-tunes an existing offline checkpoint: pass --offline-steps 0 with it"
             )
-        name = args.name or default_run_name(algo, Path(str(args.dataset)).stem)
-        run = RunDir.create(args.runs_dir / name, pipeline_config_dict(algo, agent_config, config))
-    agent = agent_config.create()
-    pipeline = Pipeline(algo, agent, config, dataset=dataset, agent_config=agent_config)
+        finetune = {"name": args.finetune, "options": {}}
+        config_cls = method_config_class(args.finetune)
+        if config_cls is not None:
+            finetune["options"] = parse_overrides(args.method_overrides, config_cls)
+        elif args.method_overrides:
+            raise ConfigError(
+                f"--method-set needs a fine-tuning method with options, not '{args.finetune}'"
+            )
+        make_method(
+            finetune["name"], finetune["options"], dataset.obs_dim, dataset.act_dim
+        )  # validate
+        name = args.name or default_run_name(algo, args.finetune, Path(str(args.dataset)).stem)
+        run = RunDir.create(
+            args.runs_dir / name,
+            {**pipeline_config_dict(algo, agent_config, config), "finetune": _plain(finetune)},
+        )
+    method = make_method(
+        finetune["name"], _tuples(finetune["options"]), dataset.obs_dim, dataset.act_dim
+    )
+    agent = agent_config.create(hooks=method.hooks(algo))
+    pipeline = Pipeline(
+        algo, agent, config, dataset=dataset, agent_config=agent_config, method=method
+    )
     offline_states = None
     if args.from_run is not None:
         source = args.from_run / OFFLINE_CHECKPOINT if args.from_run.is_dir() else args.from_run
-        template = jax.vmap(lambda k: agent.init(k, dataset.obs_dim, dataset.act_dim))(
+        template = jax.vmap(lambda k: agent.init(k, pipeline.obs_dim, pipeline.act_dim))(
             jax.random.split(jax.random.PRNGKey(0), config.seeds)
         )
         offline_states = jax.tree.map(
@@ -293,6 +327,7 @@ def cmd_train_dataset(args: argparse.Namespace) -> int:
         f"data policy {info['data_policy']}, reward convention {info['reward_convention']}; "
         f"normalized score uses {info['score_reference']}"
     )
+    del dataset  # SAMG keeps no offline data in memory once fine-tuning starts
     result = pipeline.run(
         run, resume=args.resume, progress=not args.no_progress, offline_states=offline_states
     )
@@ -308,6 +343,14 @@ def cmd_train_dataset(args: argparse.Namespace) -> int:
     run.write_summary(summary)
     print(f"run saved to {run.path}")
     return 0
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _tuples(config: dict[str, Any]) -> dict[str, Any]:

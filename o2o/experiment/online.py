@@ -31,7 +31,7 @@ from o2o.envs.factory import make_env, success_from_info
 from o2o.errors import check
 from o2o.experiment.checkpoint import load_checkpoint, save_checkpoint
 from o2o.experiment.progress import RunProgress
-from o2o.experiment.runs import EPISODES, METRICS, RunDir
+from o2o.experiment.runs import EPISODES, FINETUNE, METRICS, RunDir
 
 
 @dataclass(frozen=True)
@@ -140,6 +140,7 @@ class OnlineTrainer:
         data: OnlineData | None = None,
         initial_states: Any = None,
         step_offset: int = 0,
+        on_chunk: Callable[[int, Any, dict], tuple[Any, list[dict]]] | None = None,
     ):
         """``data`` and ``initial_states`` continue from an offline phase (with a leading seed
         axis); without them the run starts from scratch with one replay buffer. Rows are
@@ -147,6 +148,8 @@ class OnlineTrainer:
         self.agent, self.config, self.score_fn = agent, config, score_fn
         self.preprocess = preprocess or Preprocess()
         self.data, self.initial_states, self.step_offset = data, initial_states, step_offset
+        # Periodic events of a fine-tuning method: (env step, states, buffers) -> (states, rows).
+        self.on_chunk = on_chunk
         c = config
         self.envs = [make_env(c.env, seed=c.seed + i) for i in range(c.seeds)]
         self.obs_dim = int(self.envs[0].observation_space.shape[0])
@@ -283,6 +286,11 @@ class OnlineTrainer:
                 if step >= c.update_after:
                     states, update_keys, metrics = self._fused(states, buffers, update_keys)
                     updates += c.update_every * c.utd
+                if self.on_chunk is not None:
+                    states, event_rows = self.on_chunk(step, states, buffers)
+                    if run is not None:
+                        for event in event_rows:
+                            run.append(FINETUNE, {**event, "step": self.step_offset + step})
                 bar.advance_to(step, updates=updates - updates_done_at_start)
                 if step % c.eval_every == 0 or step >= c.steps:
                     result = self.evaluate(states)

@@ -30,12 +30,14 @@ from o2o.errors import ConfigError, check
 from o2o.experiment.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from o2o.experiment.online import OnlineConfig, OnlineData, OnlineTrainer, Preprocess, _eval_seed
 from o2o.experiment.progress import RunProgress
-from o2o.experiment.runs import METRICS, RunDir
+from o2o.experiment.runs import FINETUNE, METRICS, RunDir
+from o2o.finetune.base import FinetuneMethod, Vanilla
 
 DataPolicy = Literal["union", "mixed", "online"]
 RewardConvention = Literal["auto", "none", "iql_locomotion", "antmaze_minus_one", "antmaze_cql"]
 
 OFFLINE_CHECKPOINT = "offline.msgpack"
+PREPARED_CHECKPOINT = "finetune_start.msgpack"  # offline states + the method's extras
 PHASE_FILE = "phase.json"
 
 
@@ -160,16 +162,23 @@ class Pipeline:
         config: PipelineConfig,
         dataset: Any = None,
         agent_config: Any = None,
+        method: FinetuneMethod | None = None,
     ):
+        """``agent`` must have been created with ``method.hooks(algo)`` when a method is on."""
         from o2o import data as datasets
 
         self.algo, self.agent, self.config = algo, agent, config
         self.agent_config = agent_config
+        self.method = method or Vanilla()
         self.dataset = dataset if dataset is not None else datasets.load(config.dataset)
         self.env_id = datasets.env_id_for(self.dataset)
         self.score = datasets.score_reference(self.dataset)
         self.preprocess, self.reward_convention = preprocess_for(algo, self.dataset, config)
-        self.policy = config.data_policy or DEFAULT_DATA_POLICY.get(algo, "union")
+        self.policy = (
+            config.data_policy
+            or self.method.data_policy()
+            or DEFAULT_DATA_POLICY.get(algo, "union")
+        )
         sparse = (
             -1.0
             if self.reward_convention == "antmaze_minus_one"
@@ -192,6 +201,7 @@ class Pipeline:
     def describe(self) -> dict[str, Any]:
         return {
             "env_id": self.env_id,
+            "finetune": self.method.name,
             "data_policy": self.policy,
             "reward_convention": self.reward_convention,
             "score_reference": self.score.describe(),
@@ -290,7 +300,8 @@ class Pipeline:
 
     def online_config(self) -> OnlineConfig:
         c = self.config
-        return OnlineConfig(
+        overrides = self.method.online_overrides()
+        config = OnlineConfig(
             env=self.env_id,
             steps=c.online_steps,
             random_steps=0,
@@ -304,6 +315,37 @@ class Pipeline:
             seed=c.seed,
             seeds=c.seeds,
         )
+        return replace(config, **overrides)
+
+    def prepare_finetuning(self, offline_states: Any, run: RunDir | None, progress: bool) -> Any:
+        """The method's step between the phases, cached in the run directory (``prepared``)."""
+        if type(self.method) is Vanilla:
+            return offline_states
+        template = None
+        path = run.path / PREPARED_CHECKPOINT if run is not None else None
+        prepared = (
+            self.method.prepare(
+                self.agent,
+                offline_states,
+                self.offline,
+                self.preprocess,
+                self.config.seed,
+                progress,
+            )
+            if path is None or not path.exists()
+            else None
+        )
+        if prepared is not None:
+            if run is not None:
+                for row in prepared.diagnostics:
+                    run.append(FINETUNE, {**row, "step": self.config.offline_steps})
+                save_checkpoint(path, {"states": prepared.states})
+            return prepared.states
+        # Resuming: rebuild the structure (cheaply, with zero C-VAE steps) and load the saved states.
+        template = self.method.prepare_template(
+            self.agent, offline_states, self.offline, self.preprocess, self.config.seed
+        )
+        return jax.tree.map(jnp.asarray, load_checkpoint(path, {"states": template})["states"])
 
     def run(
         self,
@@ -322,16 +364,29 @@ class Pipeline:
             save_checkpoint(run.path / OFFLINE_CHECKPOINT, {"states": offline_states})
         states = offline_states
         if c.online_steps > 0:
+            start_states = self.prepare_finetuning(offline_states, run, progress)
             online = self.online_config()
-            capacity = c.online_buffer_capacity or c.online_steps
+            capacity = online.buffer_capacity or c.online_steps
+            data = self.online_data(capacity)
+            if self.policy == "online":
+                # Nothing of the offline data stays in memory once fine-tuning starts.
+                self.offline = None
+                self.dataset = None
+            online_agent = self.agent.for_online()
+            method = self.method
+
+            def on_chunk(step: int, states: Any, buffers: dict) -> tuple[Any, list[dict]]:
+                return method.on_chunk(online_agent, step, states, buffers, c.seed)
+
             trainer = OnlineTrainer(
-                self.agent.for_online(),
+                online_agent,
                 online,
                 score_fn=self.score.normalize,
                 preprocess=self.preprocess,
-                data=self.online_data(capacity),
-                initial_states=offline_states,
+                data=data,
+                initial_states=start_states,
                 step_offset=c.offline_steps,
+                on_chunk=None if type(method) is Vanilla else on_chunk,
             )
             try:
                 resume_online = resume and run is not None and _phase(run) == "online"

@@ -16,6 +16,7 @@ from o2o.experiment.checkpoint import atomic_write_bytes
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
 EPISODES = "episodes.jsonl"
+FINETUNE = "finetune.jsonl"  # a fine-tuning method's diagnostics (e.g. SAMG's p, C-VAE KL)
 CHECKPOINT = "checkpoint.msgpack"
 SUMMARY = "summary.json"
 
@@ -78,9 +79,9 @@ class RunDir:
 
     def truncate_after(self, step: int) -> None:
         """Drop rows logged after the checkpoint a resumed run continues from."""
-        for filename in (METRICS, EPISODES):
+        for filename in (METRICS, EPISODES, FINETUNE):
             if (self.path / filename).exists():
-                kept = [r for r in self.rows(filename) if r["step"] <= step]
+                kept = [r for r in self.rows(filename) if r.get("step", 0) <= step]
                 atomic_write_bytes(
                     self.path / filename, "".join(json.dumps(r) + "\n" for r in kept).encode()
                 )
