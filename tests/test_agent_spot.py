@@ -181,7 +181,7 @@ def test_custom_target_replaces_the_bootstrap_value(batch):
 
 def test_online_phase_records_its_start_cools_lambda_and_restarts_adam(batch):
     offline = SPOTConfig(
-        **SMALL, policy_freq=1, lambd=0.4, lambd_cool=True, lambd_end=0.2, lambd_cool_steps=4
+        **SMALL, policy_delay=1, lambd=0.4, lambd_cool=True, lambd_end=0.2, lambd_cool_steps=4
     ).create()
     state = offline.init(jax.random.PRNGKey(0), OBS, ACT)
     offline_update = jax.jit(offline.update)
@@ -271,7 +271,7 @@ def test_registry_and_locomotion_defaults():
         {"beta": -1.0},
         {"online_discount": 1.2},
         {"num_samples": 0},
-        {"policy_freq": 0},
+        {"policy_delay": 0},
         {"vae_latent_dim": 0},
         {"actor_head_init": -1e-3},
     ],

@@ -11,7 +11,7 @@ conditional VAE of the behaviour policy. Two phases:
    It trains only the VAE (encoder q(z|s,a), decoder p(a|z,s), 750-750, latent 2|A|) on
    recon + β·KL (β = 0.5); ``update`` never changes the VAE.
 1. **Actor-critic** — ``update``: twin critic on the TD3 target (target-policy smoothing,
-   clipped double Q) through the hooks; every ``policy_freq`` updates the actor on
+   clipped double Q) through the hooks; every ``policy_delay`` updates the actor on
        −Q_1(s, π(s)) / mean|Q_1| + λ · E[−ELBO(s, π(s))]
    (the VAE frozen, the gradient flowing through it into π; ``iwae``: an importance-weighted
    −log-likelihood instead) and Polyak targets for actor and critics.
@@ -33,8 +33,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from o2o.core.agent import ensemble_mse
-from o2o.core.hooks import NO_HOOKS, ActorInputs, Hooks, TargetInputs, target_with_hooks
+from o2o.agents.td3 import TD3, TD3Config
+from o2o.core.hooks import NO_HOOKS, ActorInputs, Hooks
 from o2o.core.networks import DeterministicPolicy, critic_ensemble
 from o2o.core.train_state import TrainState, adam, copy_tree, polyak
 from o2o.core.types import Transition
@@ -47,17 +47,12 @@ MAZE_LAMBDA = {"umaze": 0.25, "medium": 0.05, "large": 0.025}
 
 
 @dataclass(frozen=True)
-class SPOTConfig:
+class SPOTConfig(TD3Config):
+    """TD3's fields (``policy_delay`` is CORL's ``policy_freq``; ``noise_clip`` also clips the
+    exploration noise, as CORL does) with CORL's SPOT learning rates, plus SPOT's own."""
+
     actor_lr: float = 1e-4
     critic_lr: float = 3e-4
-    hidden_dims: tuple[int, ...] = (256, 256)  # actor and each critic
-    num_critics: int = 2
-    discount: float = 0.99
-    tau: float = 5e-3
-    policy_noise: float = 0.2
-    noise_clip: float = 0.5  # clips both the target-policy and the exploration noise (CORL)
-    policy_freq: int = 2
-    exploration_noise: float = 0.1
     actor_head_init: float | None = None  # output layer ~ U(-w, w) (CORL's actor_init_w)
     critic_head_init: float | None = None  # (CORL's critic_init_w)
     # Behaviour VAE
@@ -79,34 +74,17 @@ class SPOTConfig:
     online_phase: bool = False  # set by for_online()
 
     def __post_init__(self) -> None:
-        for name in (
-            "actor_lr",
-            "critic_lr",
-            "vae_lr",
-            "lambd_cool_steps",
-            "num_samples",
-            "policy_freq",
-        ):
+        super().__post_init__()
+        for name in ("vae_lr", "lambd_cool_steps", "num_samples"):
             check(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)}")
-        for name in (
-            "policy_noise",
-            "noise_clip",
-            "exploration_noise",
-            "beta",
-            "lambd",
-            "lambd_end",
-            "vae_steps",
-        ):
+        for name in ("beta", "lambd", "lambd_end", "vae_steps"):
             check(
                 getattr(self, name) >= 0, f"{name} must be non-negative, got {getattr(self, name)}"
             )
-        for name in ("discount", "online_discount"):
-            check(
-                0 <= getattr(self, name) <= 1,
-                f"{name} must be in [0, 1], got {getattr(self, name)}",
-            )
-        check(0 < self.tau <= 1, f"tau must be in (0, 1], got {self.tau}")
-        check(self.num_critics >= 1, f"num_critics must be >= 1, got {self.num_critics}")
+        check(
+            0 <= self.online_discount <= 1,
+            f"online_discount must be in [0, 1], got {self.online_discount}",
+        )
         check(
             self.vae_latent_dim is None or self.vae_latent_dim > 0,
             f"vae_latent_dim must be positive, got {self.vae_latent_dim}",
@@ -187,7 +165,9 @@ def restart_optimizer(train_state: TrainState, restart: jax.Array) -> TrainState
 
 
 @dataclass(frozen=True)
-class SPOT:
+class SPOT(TD3):
+    """TD3 (its critic loss and target-policy smoothing are inherited) with SPOT's actor."""
+
     config: SPOTConfig = field(default_factory=SPOTConfig)
     hooks: Hooks = NO_HOOKS
 
@@ -199,7 +179,10 @@ class SPOT:
             DeterministicPolicy(c.hidden_dims, act_dim), actor_key, (obs,), adam(c.actor_lr)
         )
         critic = TrainState.create(
-            critic_ensemble(c.hidden_dims, c.num_critics), critic_key, (obs, act), adam(c.critic_lr)
+            critic_ensemble(c.hidden_dims, c.num_critics, c.critic_layer_norm),
+            critic_key,
+            (obs, act),
+            adam(c.critic_lr),
         )
         if c.actor_head_init is not None:
             actor = actor.replace(
@@ -277,33 +260,6 @@ class SPOT:
         online_updates = (state.step - state.online_start_step + 1).astype(jnp.float32)
         return c.lambd * jnp.maximum(c.lambd_end, 1.0 - online_updates / c.lambd_cool_steps)
 
-    def smoothed_target_actions(
-        self, state: SPOTState, observations: jax.Array, key: jax.Array
-    ) -> jax.Array:
-        c = self.config
-        actions = state.actor(observations, params=state.target_actor_params)
-        noise = jnp.clip(
-            c.policy_noise * jax.random.normal(key, actions.shape), -c.noise_clip, c.noise_clip
-        )
-        return jnp.clip(actions + noise, -1.0, 1.0)
-
-    def critic_loss(
-        self, state: SPOTState, batch: Transition, key: jax.Array, critic_params
-    ) -> tuple[jax.Array, dict]:
-        next_actions = self.smoothed_target_actions(state, batch.next_observations, key)
-
-        def value_with(params):
-            return state.critic(batch.next_observations, next_actions, params=params).min(axis=0)
-
-        inputs = TargetInputs(
-            batch, value_with(state.target_critic_params), value_with, next_actions
-        )
-        target = target_with_hooks(self.hooks, state.extras, inputs, self.config.discount)
-        q = state.critic(batch.observations, batch.actions, params=critic_params)
-        td_loss = ensemble_mse(q, target)
-        penalty, metrics = self.hooks.critic_penalty(state.extras, batch, critic_params)
-        return td_loss + penalty, {"critic_loss": td_loss, "q_mean": q.mean(), **metrics}
-
     def actor_loss(
         self, state: SPOTState, batch: Transition, key: jax.Array, lambd: jax.Array, actor_params
     ) -> tuple[jax.Array, dict]:
@@ -357,7 +313,7 @@ class SPOT:
             return state, jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), shapes)
 
         state, actor_metrics = jax.lax.cond(
-            state.step % c.policy_freq == 0, delayed_actor_update, skip, state
+            state.step % c.policy_delay == 0, delayed_actor_update, skip, state
         )
         return state, {**metrics, **actor_metrics}
 
