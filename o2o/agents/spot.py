@@ -35,7 +35,6 @@ from flax import struct
 
 from o2o.agents.td3 import TD3, TD3Config
 from o2o.core.hooks import NO_HOOKS, ActorInputs, Hooks
-from o2o.core.networks import DeterministicPolicy, critic_ensemble
 from o2o.core.train_state import TrainState, adam, copy_tree, polyak
 from o2o.core.types import Transition
 from o2o.core.vae import ConditionalVAE, elbo_terms, iwae_log_likelihood
@@ -173,17 +172,9 @@ class SPOT(TD3):
 
     def init(self, key: jax.Array, obs_dim: int, act_dim: int) -> SPOTState:
         c = self.config
-        actor_key, critic_key, vae_key, actor_head_key, critic_head_key = jax.random.split(key, 5)
-        obs, act = jnp.zeros((1, obs_dim)), jnp.zeros((1, act_dim))
-        actor = TrainState.create(
-            DeterministicPolicy(c.hidden_dims, act_dim), actor_key, (obs,), adam(c.actor_lr)
-        )
-        critic = TrainState.create(
-            critic_ensemble(c.hidden_dims, c.num_critics, c.critic_layer_norm),
-            critic_key,
-            (obs, act),
-            adam(c.critic_lr),
-        )
+        td3_key, vae_key, actor_head_key, critic_head_key = jax.random.split(key, 4)
+        td3 = super().init(td3_key, obs_dim, act_dim)  # TD3's actor and twin critic
+        actor, critic = td3.actor, td3.critic
         if c.actor_head_init is not None:
             actor = actor.replace(
                 params=uniform_output_layer(actor.params, actor_head_key, c.actor_head_init)
@@ -197,7 +188,10 @@ class SPOT(TD3):
             act_dim, latent_dim, c.vae_hidden_dims, c.vae_hidden_dims, squash_output=True
         )
         vae = TrainState.create(
-            vae_module, vae_key, (jnp.zeros((1, obs_dim + act_dim)), obs), adam(c.vae_lr)
+            vae_module,
+            vae_key,
+            (jnp.zeros((1, obs_dim + act_dim)), jnp.zeros((1, obs_dim))),
+            adam(c.vae_lr),
         )
         return SPOTState(
             actor=actor,
