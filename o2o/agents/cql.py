@@ -94,7 +94,8 @@ class CQLConfig:
         for name in ("actor_hidden_dims", "critic_hidden_dims"):
             dims = getattr(self, name)
             check(
-                len(dims) > 0 and all(h > 0 for h in dims), f"{name} must be positive, got {dims}"
+                len(dims) > 0 and all(isinstance(h, int) and h > 0 for h in dims),
+                f"{name} must be positive, got {dims}",
             )
 
     @classmethod

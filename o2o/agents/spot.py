@@ -94,7 +94,8 @@ class SPOTConfig(TD3Config):
         for name in ("hidden_dims", "vae_hidden_dims"):
             dims = getattr(self, name)
             check(
-                len(dims) > 0 and all(h > 0 for h in dims), f"{name} must be positive, got {dims}"
+                len(dims) > 0 and all(isinstance(h, int) and h > 0 for h in dims),
+                f"{name} must be positive, got {dims}",
             )
 
     @classmethod
