@@ -247,6 +247,7 @@ def cmd_train_dataset(args: argparse.Namespace) -> int:
         OFFLINE_CHECKPOINT,
         Pipeline,
         PipelineConfig,
+        fit_to_budget,
         is_sparse_maze,
         pipeline_config_dict,
     )
@@ -284,6 +285,12 @@ def cmd_train_dataset(args: argparse.Namespace) -> int:
             reward_convention=args.reward_convention,
             seed=args.seed,
             seeds=args.seeds,
+        )
+        agent_config = fit_to_budget(
+            agent_config,
+            config.offline_steps,
+            config.online_steps * config.utd,
+            keep=tuple(parse_overrides(args.overrides, type(agent_config))),
         )
         if args.from_run is not None and config.offline_steps != 0:
             raise ConfigError(

@@ -22,7 +22,7 @@ from o2o import data as datasets
 from o2o.agents import IQLConfig
 from o2o.analysis.curves import plot_learning_curves
 from o2o.errors import DatasetError
-from o2o.experiment.pipeline import Pipeline, PipelineConfig, pipeline_config_dict
+from o2o.experiment.pipeline import Pipeline, PipelineConfig, fit_to_budget, pipeline_config_dict
 from o2o.experiment.runs import RunDir, default_run_name
 from o2o.finetune import SAMG, SAMGConfig
 
@@ -72,7 +72,9 @@ def main(argv: list[str]) -> int:
         eval_episodes=5,
         seeds=args.seeds,
     )
-    agent_config = IQLConfig.for_domain("locomotion")
+    agent_config = fit_to_budget(
+        IQLConfig.for_domain("locomotion"), args.offline_steps, args.online_steps
+    )
     samg = SAMG(
         SAMGConfig(cvae_steps=2_000, encoder_hidden_dims=(256, 256), decoder_hidden_dims=(256,)),
         dataset.obs_dim,

@@ -110,6 +110,23 @@ MAZE_REWARD: dict[str, RewardConvention] = {
 }
 
 
+# Agent config fields that are schedules over the run's budget (IQL's cosine actor lr over the
+# offline steps, SPOT's λ cooling over the online updates).
+BUDGET_FIELDS = {"offline_steps": "offline", "lambd_cool_steps": "online"}
+
+
+def fit_to_budget(
+    agent_config: Any, offline_steps: int, online_updates: int, keep: tuple[str, ...] = ()
+) -> Any:
+    """``agent_config`` with its budget-dependent schedules set to this run's budget (fields
+    named in ``keep`` were set by the user and stay)."""
+    changes = {}
+    for name, phase in BUDGET_FIELDS.items():
+        if hasattr(agent_config, name) and name not in keep:
+            changes[name] = max(1, offline_steps if phase == "offline" else online_updates)
+    return replace(agent_config, **changes) if changes else agent_config
+
+
 def is_sparse_maze(dataset: Any) -> bool:
     env_id = str(dataset.env_id or "").lower()
     name = str(dataset.name).lower()
@@ -233,6 +250,8 @@ class Pipeline:
             return states
         data = {"replay": _stack(buf.buffer_from_transitions(self.offline), c.seeds)}
         chunk = min(c.offline_chunk, c.offline_steps)
+        if step == 0 and hasattr(self.agent, "pretrain_update"):
+            states, keys = self._pretrain(states, data, keys, progress)
         fused = compile_fused(self.agent.update, buf.Sampler(c.batch_size), chunk)
         grid = EnvGrid(self.env_id, c.seeds, c.eval_episodes)
         greedy = jax.jit(jax.vmap(lambda s, o: self.agent.act(s, o, jax.random.PRNGKey(0), True)))
@@ -275,6 +294,23 @@ class Pipeline:
         if run is not None:
             save_checkpoint(run.path / OFFLINE_CHECKPOINT, {"states": states})
         return states
+
+    def _pretrain(self, states: Any, data: dict, keys: Any, progress: bool) -> tuple[Any, Any]:
+        """Agents with a model fitted before the actor-critic (SPOT's behaviour VAE) train it
+        here, through the same fused engine. A crash before the first offline checkpoint
+        repeats it (deterministically)."""
+        total = int(self.agent.pretrain_steps)
+        chunk = min(self.config.offline_chunk, total)
+        fused = compile_fused(
+            self.agent.pretrain_update, buf.Sampler(self.config.batch_size), chunk
+        )
+        done = 0
+        with RunProgress(total, f"pretrain {self.algo}", enabled=progress) as bar:
+            while done < total:
+                states, keys, _ = fused(states, data, keys)
+                done += chunk
+                bar.advance_to(done, updates=done)
+        return states, keys
 
     # --- online ------------------------------------------------------------------------------
     def online_data(self, capacity: int) -> OnlineData:
