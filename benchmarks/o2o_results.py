@@ -107,7 +107,7 @@ def run_one(
         source = out / dataset_name / algo / "vanilla" / OFFLINE_CHECKPOINT
         if not source.exists():
             run_one(out, dataset_name, algo, "vanilla", args, samg_options)
-        template = jax.vmap(lambda k: agent.init(k, dataset.obs_dim, dataset.act_dim))(
+        template = jax.vmap(lambda k: agent.init(k, pipeline.obs_dim, pipeline.act_dim))(
             jax.random.split(jax.random.PRNGKey(0), args.seeds)
         )
         offline_states = jax.tree.map(
