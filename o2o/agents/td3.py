@@ -122,21 +122,23 @@ class TD3:
         critic, metrics = state.critic.minimize(lambda p: self.critic_loss(state, batch, key, p))
         state = state.replace(critic=critic, step=state.step + 1)
 
-        def delayed_actor_update(state: TD3State) -> tuple[TD3State, jax.Array]:
+        def delayed_actor_update(state: TD3State) -> tuple[TD3State, dict]:
             actor, actor_metrics = state.actor.minimize(lambda p: self.actor_loss(state, batch, p))
             return state.replace(
                 actor=actor,
                 target_actor_params=polyak(state.target_actor_params, actor.params, c.tau),
                 target_critic_params=polyak(state.target_critic_params, state.critic.params, c.tau),
-            ), actor_metrics["actor_loss"]
+            ), actor_metrics
 
-        def skip(state: TD3State) -> tuple[TD3State, jax.Array]:
-            return state, jnp.float32(jnp.nan)
+        def skip(state: TD3State) -> tuple[TD3State, dict]:
+            # Actor metrics are NaN on critic-only steps; the engine averages with nanmean.
+            shapes = jax.eval_shape(lambda: self.actor_loss(state, batch, state.actor.params)[1])
+            return state, jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), shapes)
 
-        state, actor_loss = jax.lax.cond(
+        state, actor_metrics = jax.lax.cond(
             state.step % c.policy_delay == 0, delayed_actor_update, skip, state
         )
-        return state, {**metrics, "actor_loss": actor_loss}
+        return state, {**metrics, **actor_metrics}
 
     def for_online(self) -> TD3:
         """Online learners: nothing switches at the offline-to-online boundary."""
