@@ -73,3 +73,39 @@ def test_minari_dims_checked_against_given_env(minari_root):
     build("o2otest/pendulum/random-v0", episodes=1)
     with pytest.raises(DatasetError, match="observation dimension 3 does not match env Hopper-v5"):
         load("o2otest/pendulum/random-v0", env="Hopper-v5")
+
+
+@pytest.mark.filterwarnings("ignore:.*AntMaze_UMaze-v4 is out of date")
+def test_minari_antmaze_gets_d4rl_layout_and_o2o_eval_env(minari_root):
+    gymnasium_robotics = pytest.importorskip("gymnasium_robotics")
+    gym.register_envs(gymnasium_robotics)
+    env = minari.DataCollector(gym.make("AntMaze_UMaze-v4", max_episode_steps=15))
+    for seed in range(2):
+        env.reset(seed=seed)
+        env.action_space.seed(seed)
+        while True:
+            _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+            if terminated or truncated:
+                break
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        source = env.create_dataset(dataset_id="o2otest/antmaze/umaze-v0", algorithm_name="random")
+    first = next(iter(source.iterate_episodes()))
+
+    data = load("o2otest/antmaze/umaze-v0")
+    assert data.obs_dim == 29 and data.act_dim == 8 and data.size == 30
+    np.testing.assert_allclose(
+        data.observations[:15, :2], first.observations["achieved_goal"][:-1], rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        data.observations[:15, 2:], first.observations["observation"][:-1], rtol=1e-6
+    )
+    assert data.metadata["minari_env_id"] == "AntMaze_UMaze-v4"
+    assert env_id_for(data) == "o2o.envs.maze:O2OAntMaze_UMaze-v0"
+    assert data.metadata["env_checked"] is True  # 29 dims and actions in [-1, 1]
+    info = score_reference(data)  # no references in the Minari metadata: D4RL's AntMaze 0 / 1
+    assert info.provenance == "d4rl" and (info.ref_min, info.ref_max) == (0.0, 1.0)
+    evaluation = gym.make(env_id_for(data))
+    observation, _ = evaluation.reset(seed=0)
+    assert observation.shape == (29,) and evaluation.spec.max_episode_steps == 700
+    evaluation.close()

@@ -2,8 +2,9 @@
 
 A Minari dataset directory is ``<root>/<namespace>/<name>-vN/`` with ``data/metadata.json``
 and the episode storage beside it. Either that directory or its ``data/`` folder is
-accepted. Dict observations (goal-conditioned envs such as AntMaze) keep their
-``observation`` entry, D4RL's convention for AntMaze.
+accepted. Dict observations (goal-conditioned envs) keep their ``observation`` entry;
+AntMaze data gets D4RL's layout, the torso's (x, y) (``achieved_goal``) then
+``observation``, and o2o's fixed-goal AntMaze env (``o2o.envs.maze``) for evaluation.
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ import numpy as np
 
 from o2o.data.dataset import Dataset
 from o2o.data.validation import fail, validate_columns
+from o2o.envs.maze import antmaze_env_for, antmaze_observation
+
+ANTMAZE_OBS_CONVENTION = (
+    "AntMaze: torso (x, y) then the 27-dim ant observation (D4RL's 29-dim layout)"
+)
 
 
 def _data_path(path: Path) -> Path:
@@ -44,6 +50,13 @@ def minari_metadata(path: str | os.PathLike) -> dict[str, Any]:
         metadata["env_id"] = env_spec["id"]
         if env_spec.get("kwargs"):
             metadata["env_kwargs"] = env_spec["kwargs"]
+        antmaze_env = antmaze_env_for(env_spec["id"])
+        if antmaze_env is not None:
+            # Evaluate on o2o's fixed-goal AntMaze with D4RL's observation layout.
+            metadata["minari_env_id"] = env_spec["id"]
+            metadata["env_id"] = antmaze_env
+            metadata.pop("env_kwargs", None)
+            metadata["obs_convention"] = ANTMAZE_OBS_CONVENTION
     if "dataset_id" in raw:
         metadata["dataset"] = raw["dataset_id"]
     for key in ("ref_min_score", "ref_max_score"):
@@ -54,8 +67,10 @@ def minari_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return metadata
 
 
-def _observation_array(observations: Any, source: str) -> np.ndarray:
+def _observation_array(observations: Any, source: str, antmaze: bool) -> np.ndarray:
     if isinstance(observations, dict):
+        if antmaze and {"observation", "achieved_goal"} <= set(observations):
+            return antmaze_observation(observations)
         if "observation" not in observations:
             raise fail(
                 source,
@@ -96,7 +111,9 @@ def read_minari(path: str | os.PathLike) -> Dataset:
         )
     }
     for episode in episodes:
-        observations = _observation_array(episode.observations, source)
+        observations = _observation_array(
+            episode.observations, source, metadata.get("obs_convention") == ANTMAZE_OBS_CONVENTION
+        )
         steps = len(episode.rewards)
         if observations.shape[0] != steps + 1:
             raise fail(

@@ -57,10 +57,13 @@ GYMNASIUM_ENV_FOR_FAMILY = {
 def d4rl_family(name: str) -> str | None:
     """'hopper-medium-v2' -> 'hopper', 'maze2d-large-v1' -> 'maze2d-large', 'Hopper-v5' ->
     'hopper'; None when the name belongs to no D4RL family."""
-    name = name.lower().replace("_", "-").split("/")[-1]
-    for family in sorted(D4RL_REFERENCE, key=len, reverse=True):
-        if name == family or name.startswith(family + "-"):
-            return family
+    parts = name.lower().replace("_", "-").split("/")
+    # Minari ids put the env in the path: "D4RL/antmaze/umaze-v1", "mujoco/hopper/medium-v0".
+    candidates = ["-".join(parts[i:]) for i in range(len(parts) - 1, -1, -1)]
+    for candidate in candidates:
+        for family in sorted(D4RL_REFERENCE, key=len, reverse=True):
+            if candidate == family or candidate.startswith(family + "-"):
+                return family
     return None
 
 

@@ -176,57 +176,123 @@ def make_point_maze(maze: str, continuing: bool) -> Any:
 
 
 class SparsePointMaze(gym.Env):
-    """Evaluation env: fixed start cell (with gymnasium-robotics' ±0.25 position noise),
+    """Evaluation env: fixed start cell (with gymnasium-robotics' ±0.25-cell position noise),
     fixed goal at the goal cell's centre, sparse reward, termination on success."""
 
     metadata = {"render_modes": []}
+    eval_start, eval_goal = EVAL_START, EVAL_GOAL
+    obs_dim = 4
 
     def __init__(self, maze: str = "umaze") -> None:
         self.maze = maze
         self.maze_map = MAZE_MAPS[maze]
-        self._env = make_point_maze(maze, continuing=False)
-        self.goal_xy = cell_center(self.maze_map, EVAL_GOAL[maze])
-        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(4,), dtype=np.float64)
+        self._env = self._make_inner(maze)
+        self.goal_xy = np.asarray(
+            self._env.maze.cell_rowcol_to_xy(np.array(self.eval_goal[maze])), np.float64
+        )
+        self.observation_space = gym.spaces.Box(
+            -np.inf, np.inf, shape=(self.obs_dim,), dtype=np.float64
+        )
         self.action_space = self._env.action_space
 
-    def _pin_goal(self) -> None:
-        inner = self._env
-        inner.goal = self.goal_xy.copy()
-        inner.update_target_site_pos()
+    def _make_inner(self, maze: str) -> Any:
+        return make_point_maze(maze, continuing=False)
+
+    def _observation(self, obs: dict) -> np.ndarray:
+        return obs["observation"].copy()
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
-        obs, info = self._env.reset(
+        obs, _ = self._env.reset(
             seed=seed,
             options={
-                "goal_cell": np.array(EVAL_GOAL[self.maze]),
-                "reset_cell": np.array(EVAL_START[self.maze]),
+                "goal_cell": np.array(self.eval_goal[self.maze]),
+                "reset_cell": np.array(self.eval_start[self.maze]),
             },
         )
-        self._pin_goal()
-        return obs["observation"].copy(), {"success": False}
+        # gymnasium-robotics adds noise to the goal too; the task's goal is the cell centre.
+        self._env.goal = self.goal_xy.copy()
+        self._env.update_target_site_pos()
+        return self._observation(obs), {"success": False}
 
     def step(self, action):
-        obs, reward, terminated, truncated, info = self._env.step(action)
+        obs, _, _, truncated, _ = self._env.step(action)
         success = bool(np.linalg.norm(obs["achieved_goal"] - self.goal_xy) <= SUCCESS_RADIUS)
-        return obs["observation"].copy(), float(success), success, truncated, {"success": success}
+        return self._observation(obs), float(success), success, truncated, {"success": success}
 
     def close(self) -> None:
         self._env.close()
+
+
+# AntMaze (gymnasium-robotics, cells 4 m wide) with D4RL's start and goal cells and time
+# limits, for Minari's AntMaze data (recorded in gymnasium-robotics' coordinates). The
+# observation is D4RL's layout: the torso's (x, y) followed by gymnasium-robotics'
+# 27-dimensional ant observation (29 in all), since the goal is fixed and not observed.
+ANTMAZE_EVAL_START = {"umaze": (1, 1), "medium": (1, 1), "large": (1, 1)}
+ANTMAZE_EVAL_GOAL = {"umaze": (3, 1), "medium": (6, 6), "large": (7, 9)}
+ANTMAZE_MAX_EPISODE_STEPS = {"umaze": 700, "medium": 1000, "large": 1000}
+ANT_GYM_NAMES = {
+    "umaze": "O2OAntMaze_UMaze-v0",
+    "medium": "O2OAntMaze_Medium-v0",
+    "large": "O2OAntMaze_Large-v0",
+}
+
+
+def antmaze_env_id(maze: str) -> str:
+    return f"{__name__}:{ANT_GYM_NAMES[maze]}"
+
+
+def antmaze_env_for(env_id: str) -> str | None:
+    """o2o's AntMaze evaluation env for a gymnasium-robotics id ('AntMaze_UMaze-v4' ...)."""
+    name = env_id.split(":")[-1].split("-")[0]
+    sizes = {"AntMaze_UMaze": "umaze", "AntMaze_Medium": "medium", "AntMaze_Large": "large"}
+    return antmaze_env_id(sizes[name]) if name in sizes else None
+
+
+def antmaze_observation(obs: dict) -> np.ndarray:
+    return np.concatenate([obs["achieved_goal"], obs["observation"]], axis=-1)
+
+
+class SparseAntMaze(SparsePointMaze):
+    eval_start, eval_goal = ANTMAZE_EVAL_START, ANTMAZE_EVAL_GOAL
+    obs_dim = 29
+
+    def _make_inner(self, maze: str) -> Any:
+        from gymnasium_robotics.envs.maze.ant_maze_v5 import AntMazeEnv
+
+        # Without contact forces: the 27 + 2 dimensions of D4RL and of Minari's AntMaze data.
+        return AntMazeEnv(
+            maze_map=MAZE_MAPS[maze],
+            reward_type="sparse",
+            continuing_task=False,
+            reset_target=False,
+            include_cfrc_ext_in_observation=False,
+        )
+
+    def _observation(self, obs: dict) -> np.ndarray:
+        return antmaze_observation(obs)
 
 
 def _make_sparse_point_maze(maze: str) -> SparsePointMaze:
     return SparsePointMaze(maze)
 
 
-for _maze, _name in GYM_NAMES.items():
-    if _name not in gym.registry:
-        gym.register(
-            id=_name,
-            entry_point=f"{__name__}:_make_sparse_point_maze",
-            kwargs={"maze": _maze},
-            max_episode_steps=MAX_EPISODE_STEPS[_maze],
-        )
+def _make_sparse_ant_maze(maze: str) -> SparseAntMaze:
+    return SparseAntMaze(maze)
+
+
+for _maze in MAZE_MAPS:
+    for _name, _maker, _limit in (
+        (GYM_NAMES[_maze], "_make_sparse_point_maze", MAX_EPISODE_STEPS[_maze]),
+        (ANT_GYM_NAMES[_maze], "_make_sparse_ant_maze", ANTMAZE_MAX_EPISODE_STEPS[_maze]),
+    ):
+        if _name not in gym.registry:
+            gym.register(
+                id=_name,
+                entry_point=f"{__name__}:{_maker}",
+                kwargs={"maze": _maze},
+                max_episode_steps=_limit,
+            )
 
 
 def success_rate(episode_returns: np.ndarray | Sequence[float]) -> float:
