@@ -88,6 +88,10 @@ def test_reference_dir_wins_over_data_dir(dirs):
     for folder, n in ((data, 10), (reference, 20)):
         save(hopper_like(n, env_id="Hopper-v5"), str(folder / "hopper-random-lite-v0.hdf5"))
     assert load("hopper-random-lite").size == 20
+    assert lookup("hopper-random-lite").find_all() == [
+        reference / "hopper-random-lite-v0.hdf5",
+        data / "hopper-random-lite-v0.hdf5",
+    ]
 
 
 @pytest.mark.skipif(not SHARED.exists(), reason="../shared/datasets not present")

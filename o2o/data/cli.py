@@ -80,12 +80,16 @@ def _list(console: Console) -> int:
     table.add_column("present", no_wrap=True)
     table.add_column("where", overflow="fold")
     for entry, path in entries_with_locations():
+        copies = entry.find_all()
+        where = str(path) if path else ""
+        if len(copies) > 1:  # e.g. a made lite file shadowed by the shared reference file
+            where += " (also: " + ", ".join(str(p) for p in copies[1:]) + ")"
         table.add_row(
             entry.name,
             entry.suite,
             entry.env_id.split(":")[-1],
             "yes" if path else ("no (make)" if entry.makeable else "no"),
-            str(path) if path else "",
+            where,
         )
     console.print(table)
     console.print(f"data dir: {data_dir()}  (set O2O_DATA_DIR to change)")

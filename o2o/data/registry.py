@@ -77,6 +77,10 @@ class Entry:
     def find(self) -> Path | None:
         return next((p for p in self.candidates() if p.exists()), None)
 
+    def find_all(self) -> list[Path]:
+        """Every copy present; the first is what a load gets."""
+        return [p for p in self.candidates() if p.exists()]
+
 
 def _build_registry() -> dict[str, Entry]:
     from o2o.envs.maze import maze_env_id
