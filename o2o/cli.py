@@ -173,12 +173,7 @@ def cmd_train(argv: list[str]) -> int:
     ):
         return cmd_train_dataset(args)
     if args.resume:
-        if args.name is None:
-            raise ConfigError("--resume needs --name of the run to continue")
-        run = RunDir.create(args.runs_dir / args.name, {}, resume=True)
-        stored = run.config()
-        algo = stored["algo"]
-        agent_config = CONFIGS[algo](**_tuples(stored["agent"]))
+        run, algo, agent_config, stored = _resumed_run(args)
         online = OnlineConfig(**stored["online"])
     else:
         algo = args.algo.lower()
@@ -216,6 +211,19 @@ def cmd_train(argv: list[str]) -> int:
     return 0
 
 
+def _resumed_run(args: argparse.Namespace):
+    """(run, algo, agent config, stored config) of the run ``--name`` that ``--resume`` continues."""
+    from o2o.agents import CONFIGS
+    from o2o.experiment.runs import RunDir
+
+    if args.name is None:
+        raise ConfigError("--resume needs --name of the run to continue")
+    run = RunDir.create(args.runs_dir / args.name, {}, resume=True)
+    stored = run.config()
+    algo = stored["algo"]
+    return run, algo, CONFIGS[algo](**_tuples(stored["agent"])), stored
+
+
 def _is_pipeline_run(path: Path) -> bool:
     config = path / "config.yaml"
     return config.exists() and "pipeline" in (yaml.safe_load(config.read_text()) or {})
@@ -241,7 +249,6 @@ def cmd_train_dataset(args: argparse.Namespace) -> int:
     import jax
 
     from o2o import data as datasets
-    from o2o.agents import CONFIGS
     from o2o.experiment.checkpoint import load_checkpoint
     from o2o.experiment.pipeline import (
         OFFLINE_CHECKPOINT,
@@ -255,12 +262,7 @@ def cmd_train_dataset(args: argparse.Namespace) -> int:
     from o2o.finetune import make_method, method_config_class
 
     if args.resume:
-        if args.name is None:
-            raise ConfigError("--resume needs --name of the run to continue")
-        run = RunDir.create(args.runs_dir / args.name, {}, resume=True)
-        stored = run.config()
-        algo = stored["algo"]
-        agent_config = CONFIGS[algo](**_tuples(stored["agent"]))
+        run, algo, agent_config, stored = _resumed_run(args)
         config = PipelineConfig(**stored["pipeline"])
         finetune = stored.get("finetune", {"name": "vanilla", "options": {}})
         dataset = datasets.load(config.dataset)

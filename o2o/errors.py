@@ -16,3 +16,16 @@ class DatasetError(O2OError):
 def check(condition: bool, message: str, error: type[O2OError] = ConfigError) -> None:
     if not condition:
         raise error(message)
+
+
+def check_positive(config: object, *names: str) -> None:
+    """Each named field of ``config`` is > 0."""
+    for name in names:
+        value = getattr(config, name)
+        check(value > 0, f"{name} must be positive, got {value}")
+
+
+def check_non_negative(config: object, *names: str) -> None:
+    for name in names:
+        value = getattr(config, name)
+        check(value >= 0, f"{name} must be non-negative, got {value}")

@@ -18,7 +18,7 @@ from o2o.core.hooks import NO_HOOKS, ActorInputs, Hooks, TargetInputs, target_wi
 from o2o.core.networks import TanhGaussianPolicy, Temperature, critic_ensemble
 from o2o.core.train_state import TrainState, adam, copy_tree, polyak
 from o2o.core.types import Transition
-from o2o.errors import check
+from o2o.errors import check, check_positive
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,7 @@ class SACConfig:
     critic_layer_norm: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("actor_lr", "critic_lr", "temperature_lr", "init_temperature"):
-            check(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)}")
+        check_positive(self, "actor_lr", "critic_lr", "temperature_lr", "init_temperature")
         check(0 <= self.discount <= 1, f"discount must be in [0, 1], got {self.discount}")
         check(0 < self.tau <= 1, f"tau must be in (0, 1], got {self.tau}")
         check(self.num_critics >= 1, f"num_critics must be >= 1, got {self.num_critics}")

@@ -15,7 +15,7 @@ from o2o.core.hooks import NO_HOOKS, ActorInputs, Hooks, TargetInputs, target_wi
 from o2o.core.networks import DeterministicPolicy, critic_ensemble
 from o2o.core.train_state import TrainState, adam, copy_tree, polyak
 from o2o.core.types import Transition
-from o2o.errors import check
+from o2o.errors import check, check_non_negative, check_positive
 
 
 @dataclass(frozen=True)
@@ -33,12 +33,8 @@ class TD3Config:
     critic_layer_norm: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("actor_lr", "critic_lr"):
-            check(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("policy_noise", "noise_clip", "exploration_noise"):
-            check(
-                getattr(self, name) >= 0, f"{name} must be non-negative, got {getattr(self, name)}"
-            )
+        check_positive(self, "actor_lr", "critic_lr")
+        check_non_negative(self, "policy_noise", "noise_clip", "exploration_noise")
         check(0 <= self.discount <= 1, f"discount must be in [0, 1], got {self.discount}")
         check(0 < self.tau <= 1, f"tau must be in (0, 1], got {self.tau}")
         check(self.policy_delay >= 1, f"policy_delay must be >= 1, got {self.policy_delay}")

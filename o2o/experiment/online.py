@@ -28,7 +28,7 @@ from o2o.core.engine import compile_fused, seed_keys
 from o2o.core.types import Transition
 from o2o.envs.evaluation import EnvGrid, EvalResult, evaluate
 from o2o.envs.factory import make_env, success_from_info
-from o2o.errors import check
+from o2o.errors import check, check_non_negative, check_positive
 from o2o.experiment.checkpoint import load_checkpoint, save_checkpoint
 from o2o.experiment.progress import RunProgress
 from o2o.experiment.runs import EPISODES, FINETUNE, METRICS, RunDir
@@ -50,7 +50,8 @@ class OnlineConfig:
     seeds: int = 1  # independent seeds trained together on a vmapped axis
 
     def __post_init__(self) -> None:
-        for name in (
+        check_positive(
+            self,
             "steps",
             "update_every",
             "utd",
@@ -58,12 +59,8 @@ class OnlineConfig:
             "eval_every",
             "eval_episodes",
             "seeds",
-        ):
-            check(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("random_steps", "update_after", "seed"):
-            check(
-                getattr(self, name) >= 0, f"{name} must be non-negative, got {getattr(self, name)}"
-            )
+        )
+        check_non_negative(self, "random_steps", "update_after", "seed")
         check(
             self.eval_every % self.update_every == 0,
             f"eval_every ({self.eval_every}) must be a multiple of update_every ({self.update_every})",

@@ -26,7 +26,7 @@ import numpy as np
 from o2o.core import buffers as buf
 from o2o.core.engine import compile_fused, seed_keys
 from o2o.envs.evaluation import EnvGrid, evaluate
-from o2o.errors import ConfigError, check
+from o2o.errors import ConfigError, check, check_non_negative, check_positive
 from o2o.experiment.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from o2o.experiment.online import OnlineConfig, OnlineData, OnlineTrainer, Preprocess, _eval_seed
 from o2o.experiment.progress import RunProgress
@@ -63,7 +63,8 @@ class PipelineConfig:
     seeds: int = 1
 
     def __post_init__(self) -> None:
-        for name in (
+        check_positive(
+            self,
             "batch_size",
             "utd",
             "update_every",
@@ -72,12 +73,8 @@ class PipelineConfig:
             "online_eval_every",
             "eval_episodes",
             "seeds",
-        ):
-            check(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("offline_steps", "online_steps", "seed"):
-            check(
-                getattr(self, name) >= 0, f"{name} must be non-negative, got {getattr(self, name)}"
-            )
+        )
+        check_non_negative(self, "offline_steps", "online_steps", "seed")
         check(
             self.data_policy in (None, "union", "mixed", "online"),
             f"data_policy must be union, mixed or online, got {self.data_policy!r}",
