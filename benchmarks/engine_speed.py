@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -25,6 +26,17 @@ from o2o.core.engine import compile_fused
 from o2o.core.types import Transition
 
 OBS_DIM, ACT_DIM, DATA_SIZE, BATCH = 11, 3, 100_000, 256  # hopper's dimensions
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def matmul_flops(size: int, reps: int) -> list[float]:
@@ -120,8 +132,8 @@ def main() -> None:
         "command": "python benchmarks/engine_speed.py "
         + " ".join(f"--{k} {v}" for k, v in vars(args).items() if k != "out"),
         "machine": {
-            "processor": platform.processor() or platform.machine(),
-            "cpus": jax.local_device_count(),
+            "processor": _cpu_model(),
+            "cores": os.cpu_count(),
             "backend": jax.default_backend(),
             "jax": jax.__version__,
         },
