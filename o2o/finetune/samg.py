@@ -58,8 +58,12 @@ class SAMGConfig:
     latent_dim: int | None = None  # None: max(2·|A|, 8)
     encoder_hidden_dims: tuple[int, ...] = (750, 750)
     decoder_hidden_dims: tuple[int, ...] = (750, 750)  # the paper's simpler decoder: (750,)
-    kl_weight: float = 1.0
+    # [RECON] The paper anneals β_KL to 1 under its own (unpublished) loss scale; with o2o's
+    # per-dimension means, 1.0 collapses the posterior on the lite locomotion data (KL → 0),
+    # while 0.01 settles near the paper's good regime (KL ≈ 0.03-0.05 on hopper-medium-lite).
+    kl_weight: float = 0.01
     kl_anneal_fraction: float = 0.2
+    kl_reduction: Literal["mean", "sum"] = "mean"  # over latent dims; "mean" is BCQ's/SPOT's scale
     # The embedding weight model (paper Appendix A.2, after Never Give Up).
     embedding_dim: int = 32
     embedding_hidden_dims: tuple[int, ...] = (256, 256)
@@ -94,6 +98,10 @@ class SAMGConfig:
             "seed_transitions and adaptive_every must be >= 0",
         )
         check(0.0 <= self.kl_anneal_fraction <= 1.0, "kl_anneal_fraction must be in [0, 1]")
+        check(
+            self.kl_reduction in ("mean", "sum"),
+            f"kl_reduction must be mean or sum, got {self.kl_reduction!r}",
+        )
         check(
             self.guidance_steps is None or self.guidance_steps >= 0, "guidance_steps must be >= 0"
         )
@@ -228,9 +236,16 @@ def _kl_beta(config: SAMGConfig, step: jax.Array) -> jax.Array:
 
 
 def cvae_losses(
-    vae: ConditionalVAE, params: Any, batch: Transition, key: jax.Array, obs_mean, obs_std
+    vae: ConditionalVAE,
+    params: Any,
+    batch: Transition,
+    key: jax.Array,
+    obs_mean,
+    obs_std,
+    kl_reduction: str = "mean",
 ):
-    """(reconstruction MSE of s', KL summed over latent dims), batch means."""
+    """(reconstruction MSE of s' averaged over its dims, KL averaged or summed over latent
+    dims), batch means."""
     s = batch.observations * obs_std + obs_mean
     s_next = batch.next_observations * obs_std + obs_mean
     x = jnp.concatenate([s, batch.actions], axis=-1)
@@ -238,8 +253,8 @@ def cvae_losses(
     z = mean + std * jax.random.normal(key, mean.shape)
     recon = vae.apply({"params": params}, x, z, method="decode")
     reconstruction = jnp.mean((recon - s_next) ** 2)
-    kl = jnp.mean(kl_to_standard_normal(mean, std)) * mean.shape[-1]
-    return reconstruction, kl
+    kl = jnp.mean(kl_to_standard_normal(mean, std))
+    return reconstruction, kl * mean.shape[-1] if kl_reduction == "sum" else kl
 
 
 def embedding_loss(
@@ -296,7 +311,9 @@ class WeightModel:
         if self.config.weight == "embedding":
             loss = embedding_loss(self.predictor, params, batch, obs_mean, obs_std)
             return loss, {"embedding_loss": loss}
-        reconstruction, kl = cvae_losses(self.vae, params, batch, key, obs_mean, obs_std)
+        reconstruction, kl = cvae_losses(
+            self.vae, params, batch, key, obs_mean, obs_std, self.config.kl_reduction
+        )
         beta = _kl_beta(self.config, step)
         return reconstruction + beta * kl, {
             "reconstruction": reconstruction,
