@@ -48,8 +48,8 @@ def find_or_make_dataset(console: Console, train_steps: int) -> datasets.Dataset
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="o2o demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--offline-steps", type=int, default=10_000)
-    parser.add_argument("--online-steps", type=int, default=10_000)
+    parser.add_argument("--offline-steps", type=int, default=5_000)
+    parser.add_argument("--online-steps", type=int, default=5_000)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument(
         "--dataset-train-steps",
