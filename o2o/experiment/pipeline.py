@@ -186,6 +186,7 @@ class Pipeline:
         self.method = method or Vanilla()
         self.dataset = dataset if dataset is not None else datasets.load(config.dataset)
         self.env_id = datasets.env_id_for(self.dataset)
+        self.dataset_size = int(self.dataset.size)  # kept: SAMG drops the dataset itself
         self.score = datasets.score_reference(self.dataset)
         self.preprocess, self.reward_convention = preprocess_for(algo, self.dataset, config)
         self.policy = (
@@ -220,7 +221,7 @@ class Pipeline:
             "reward_convention": self.reward_convention,
             "score_reference": self.score.describe(),
             "score_provenance": self.score.provenance,
-            "dataset_transitions": int(self.dataset.size),
+            "dataset_transitions": self.dataset_size,
         }
 
     # --- offline -----------------------------------------------------------------------------
