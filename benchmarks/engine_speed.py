@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from o2o.agents import make_agent
+from o2o.agents import CONFIGS, make_agent
 from o2o.core import buffers as buf
 from o2o.core.engine import compile_fused
 from o2o.core.types import Transition
@@ -68,10 +68,19 @@ def synthetic_data() -> dict[str, buf.ReplayBuffer]:
 
 
 class Contender:
-    def __init__(self, algo: str, fused: int, data):
+    def __init__(self, algo: str, fused: int, data, corl_defaults: bool = False):
         self.name = f"{algo} (K={fused})"
         self.algo, self.fused, self.data = algo, fused, data
-        agent = make_agent(algo, hidden_dims=(256, 256))
+        if corl_defaults:
+            config_cls = CONFIGS[algo]
+            config = (
+                config_cls.for_domain("locomotion")
+                if hasattr(config_cls, "for_domain")
+                else config_cls()
+            )
+            agent = config.create()
+        else:
+            agent = make_agent(algo, hidden_dims=(256, 256))
         self.state = agent.init(jax.random.PRNGKey(0), OBS_DIM, ACT_DIM)
         self.key = jax.random.PRNGKey(1)
         self.fn = compile_fused(agent.update, buf.Sampler(BATCH), fused, seed_axis=False)
@@ -102,10 +111,17 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--updates", type=int, default=2000, help="updates per repetition")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/engine_speed.json"))
+    parser.add_argument("--algos", nargs="+", default=["sac", "td3"])
+    parser.add_argument("--fused", type=int, nargs="+", default=[1, 100], help="K values")
+    parser.add_argument(
+        "--corl-defaults",
+        action="store_true",
+        help="each algorithm's own locomotion network sizes instead of 2x256 everywhere",
+    )
     args = parser.parse_args()
 
     data = synthetic_data()
-    contenders = [Contender(a, k, data) for a in ("sac", "td3") for k in (1, 100)]
+    contenders = [Contender(a, k, data, args.corl_defaults) for a in args.algos for k in args.fused]
     rates: dict[str, list[float]] = {c.name: [] for c in contenders}
     matmul: list[float] = []
     for _ in range(args.reps):  # alternate the contenders so drift hits all alike
@@ -138,7 +154,9 @@ def main() -> None:
             "jax": jax.__version__,
         },
         "batch_size": BATCH,
-        "hidden_dims": [256, 256],
+        "hidden_dims": "each algorithm's CORL locomotion sizes"
+        if args.corl_defaults
+        else [256, 256],
         "obs_dim": OBS_DIM,
         "act_dim": ACT_DIM,
         "matmul_2048_flops_per_s_median": peak,
