@@ -258,7 +258,7 @@ def cmd_train_dataset(args: argparse.Namespace) -> int:
         is_sparse_maze,
         pipeline_config_dict,
     )
-    from o2o.experiment.runs import RunDir, default_run_name
+    from o2o.experiment.runs import RunDir, default_run_name, plain_config
     from o2o.finetune import make_method, method_config_class
 
     if args.resume:
@@ -312,7 +312,10 @@ def cmd_train_dataset(args: argparse.Namespace) -> int:
         name = args.name or default_run_name(algo, args.finetune, Path(str(args.dataset)).stem)
         run = RunDir.create(
             args.runs_dir / name,
-            {**pipeline_config_dict(algo, agent_config, config), "finetune": _plain(finetune)},
+            {
+                **pipeline_config_dict(algo, agent_config, config),
+                "finetune": plain_config(finetune),
+            },
         )
     method = make_method(
         finetune["name"], _tuples(finetune["options"]), dataset.obs_dim, dataset.act_dim
@@ -352,14 +355,6 @@ def cmd_train_dataset(args: argparse.Namespace) -> int:
     run.write_summary(summary)
     print(f"run saved to {run.path}")
     return 0
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
-    return value
 
 
 def _tuples(config: dict[str, Any]) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from o2o.envs.factory import make_env, success_from_info
 from o2o.errors import check, check_non_negative, check_positive
 from o2o.experiment.checkpoint import load_checkpoint, save_checkpoint
 from o2o.experiment.progress import RunProgress
-from o2o.experiment.runs import EPISODES, FINETUNE, METRICS, RunDir
+from o2o.experiment.runs import EPISODES, FINETUNE, METRICS, RunDir, plain_config
 
 
 @dataclass(frozen=True)
@@ -376,12 +376,8 @@ class _Staging:
 
 
 def config_dict(algo: str, agent_config: Any, online: OnlineConfig) -> dict[str, Any]:
-    return {"algo": algo, "agent": _plain(asdict(agent_config)), "online": _plain(asdict(online))}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
-    return value
+    return {
+        "algo": algo,
+        "agent": plain_config(asdict(agent_config)),
+        "online": plain_config(asdict(online)),
+    }

@@ -30,7 +30,7 @@ from o2o.errors import ConfigError, check, check_non_negative, check_positive
 from o2o.experiment.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from o2o.experiment.online import OnlineConfig, OnlineData, OnlineTrainer, Preprocess, _eval_seed
 from o2o.experiment.progress import RunProgress
-from o2o.experiment.runs import FINETUNE, METRICS, RunDir
+from o2o.experiment.runs import FINETUNE, METRICS, RunDir, plain_config
 from o2o.finetune.base import FinetuneMethod, Vanilla
 
 DataPolicy = Literal["union", "mixed", "online"]
@@ -473,15 +473,11 @@ def _set_phase(run: RunDir, phase: str, step: int) -> None:
 
 
 def pipeline_config_dict(algo: str, agent_config: Any, config: PipelineConfig) -> dict[str, Any]:
-    return {"algo": algo, "agent": _plain(asdict(agent_config)), "pipeline": _plain(asdict(config))}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
-    return value
+    return {
+        "algo": algo,
+        "agent": plain_config(asdict(agent_config)),
+        "pipeline": plain_config(asdict(config)),
+    }
 
 
 def with_overrides(config: PipelineConfig, **changes: Any) -> PipelineConfig:

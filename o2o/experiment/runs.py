@@ -94,6 +94,15 @@ class RunDir:
         return json.loads(path.read_text()) if path.exists() else None
 
 
+def plain_config(value: Any) -> Any:
+    """Tuples to lists, recursively, so a config dict dumps as plain YAML."""
+    if isinstance(value, dict):
+        return {k: plain_config(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [plain_config(v) for v in value]
+    return value
+
+
 def default_run_name(*parts: str) -> str:
     import time
 
