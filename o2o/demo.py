@@ -67,7 +67,9 @@ def main(argv: list[str]) -> int:
         dataset=DATASET,
         offline_steps=args.offline_steps,
         online_steps=args.online_steps,
-        offline_eval_every=max(args.offline_steps // 2, 1000),
+        offline_eval_every=max(
+            1000, args.offline_steps // 2 // 1000 * 1000
+        ),  # a multiple of the 1000-step chunk
         online_eval_every=max(args.online_steps // 5, 1000),
         eval_episodes=5,
         seeds=args.seeds,
