@@ -177,11 +177,7 @@ def cmd_train(argv: list[str]) -> int:
         online = OnlineConfig(**stored["online"])
     else:
         algo = args.algo.lower()
-        if algo not in CONFIGS:
-            raise ConfigError(
-                f"unknown algorithm '{args.algo}'; choose from {', '.join(sorted(CONFIGS))}"
-            )
-        agent_config = CONFIGS[algo](**parse_overrides(args.overrides, CONFIGS[algo]))
+        agent_config = _agent_config(algo, args.overrides, domain=None)
         online = OnlineConfig(
             env=args.env,
             steps=args.steps,
