@@ -15,6 +15,7 @@ crash. Seeds share one process on the engine's vmapped seed axis.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -24,6 +25,7 @@ import numpy as np
 
 from o2o import data as datasets
 from o2o.agents import CONFIGS
+from o2o.cli import parse_overrides
 from o2o.experiment.checkpoint import load_checkpoint
 from o2o.experiment.pipeline import (
     OFFLINE_CHECKPOINT,
@@ -74,6 +76,9 @@ def run_one(
         CONFIGS[algo].for_domain("locomotion")
         if hasattr(CONFIGS[algo], "for_domain")
         else CONFIGS[algo]()
+    )
+    agent_config = dataclasses.replace(
+        agent_config, **parse_overrides(agent_sets(args, algo), CONFIGS[algo])
     )
     config = PipelineConfig(
         dataset=dataset_name,
@@ -140,6 +145,18 @@ def run_one(
     return summary
 
 
+def agent_sets(args: argparse.Namespace, algo: str) -> list[str]:
+    """``--agent-set cql.cql_n_actions=2`` -> ``["cql_n_actions=2"]`` for algo ``cql``."""
+    chosen = []
+    for item in args.agent_set or []:
+        prefix, _, pair = item.partition(".")
+        if not pair or prefix not in CONFIGS:
+            raise SystemExit(f"error: --agent-set expects ALGO.NAME=VALUE, got '{item}'")
+        if prefix == algo:
+            chosen.append(pair)
+    return chosen
+
+
 def summarize(out: Path) -> str:
     rows = [json.loads(p.read_text()) for p in sorted(out.glob("*/*/*/summary.json"))]
     lines = [
@@ -167,6 +184,12 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=5)
     parser.add_argument("--samg-cvae-steps", type=int, default=3_000)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/o2o"))
+    parser.add_argument(
+        "--agent-set",
+        nargs="*",
+        metavar="ALGO.NAME=VALUE",
+        help="agent config override for one algorithm, e.g. cql.cql_n_actions=2 (stored in config.yaml)",
+    )
     parser.add_argument("--summarize", action="store_true")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
