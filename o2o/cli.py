@@ -1,4 +1,4 @@
-"""The ``o2o`` command: train, demo, datasets.
+"""The ``o2o`` command: train, demo, datasets, bench, report, analyze.
 
 Bad input never produces a traceback: every ``O2OError`` (and argument error) prints one
 line to stderr and exits with status 2.
@@ -22,7 +22,7 @@ from o2o.errors import ConfigError, O2OError
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, status 2, like every other bad input
         raise SystemExit(_fail(f"{self.prog}: {message}"))
 
@@ -34,31 +34,19 @@ def _fail(message: str) -> int:
 
 def parse_overrides(pairs: list[str], config_cls: type) -> dict[str, Any]:
     """``["actor_lr=1e-4", "hidden_dims=[64,64]"]`` -> typed field overrides of ``config_cls``."""
-    fields = {f.name: f for f in dataclasses.fields(config_cls)}
-    overrides: dict[str, Any] = {}
+    from o2o.experiment.overrides import coerce_overrides
+
+    values: dict[str, Any] = {}
     for pair in pairs:
         name, sep, text = pair.partition("=")
-        name = name.strip().replace("-", "_")
         if not sep:
             raise ConfigError(f"--set expects NAME=VALUE, got '{pair}'")
-        if name not in fields:
-            raise ConfigError(
-                f"{config_cls.__name__} has no option '{name}'; options: {', '.join(sorted(fields))}"
-            )
-        value = yaml.safe_load(text)
-        default = fields[name].default
-        if isinstance(default, tuple) and isinstance(value, list):
-            value = tuple(value)
-        elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        elif isinstance(default, float) and isinstance(value, str):
-            raise ConfigError(f"option '{name}' expects a number, got '{text}'")
-        overrides[name] = value
-    return overrides
+        values[name] = yaml.safe_load(text)
+    return coerce_overrides(values, config_cls)
 
 
 def _train_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = OneLineParser(
         prog="o2o train",
         description="Offline pre-training then online fine-tuning on --dataset, or online training from scratch on --env.",
     )
@@ -375,7 +363,32 @@ def cmd_datasets(argv: list[str]) -> int:
     return datasets_main(argv)
 
 
-COMMANDS = {"train": cmd_train, "demo": cmd_demo, "datasets": cmd_datasets}
+def cmd_bench(argv: list[str]) -> int:
+    from o2o.experiment.bench_cli import main as bench_main
+
+    return bench_main(argv)
+
+
+def cmd_report(argv: list[str]) -> int:
+    from o2o.analysis.cli import report_main
+
+    return report_main(argv)
+
+
+def cmd_analyze(argv: list[str]) -> int:
+    from o2o.analysis.cli import analyze_main
+
+    return analyze_main(argv)
+
+
+COMMANDS = {
+    "train": cmd_train,
+    "demo": cmd_demo,
+    "datasets": cmd_datasets,
+    "bench": cmd_bench,
+    "report": cmd_report,
+    "analyze": cmd_analyze,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -385,7 +398,10 @@ def main(argv: list[str] | None = None) -> int:
             "usage: o2o {" + ",".join(COMMANDS) + "} ...\n\n"
             "  train     train an agent (o2o train --help)\n"
             "  demo      the quick end-to-end demo\n"
-            "  datasets  list, inspect and make offline datasets"
+            "  datasets  list, inspect and make offline datasets\n"
+            "  bench     run a suite of runs, resumably, here or on Ray (o2o bench run --help)\n"
+            "  report    tables, statistics and figures of a results directory\n"
+            "  analyze   data-coverage analysis of an environment's datasets"
         )
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]

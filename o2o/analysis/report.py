@@ -1,0 +1,281 @@
+"""``o2o report RESULTS_DIR``: one Markdown (and optionally HTML) document with the score
+tables, rliable aggregate statistics, learning curves, cumulative regret and SAMG
+diagnostics of every run below a results directory.
+
+The report is a list of blocks (headings, paragraphs, tables, images) rendered twice, so the
+Markdown and the HTML always say the same thing.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from o2o.analysis.curves import plot_learning_curves
+from o2o.analysis.diagnostics import plot_samg_diagnostics
+from o2o.analysis.results import RunResult, load_results
+from o2o.analysis.statistics import aggregate_statistics, probability_of_improvement
+from o2o.analysis.tables import Table, average_improvement, regret_table, score_table
+from o2o.experiment.checkpoint import atomic_write_bytes
+
+FIGURES = "figures"
+
+
+@dataclass(frozen=True)
+class Heading:
+    level: int
+    text: str
+
+
+@dataclass(frozen=True)
+class Paragraph:
+    text: str  # Markdown with `code` spans only
+
+
+@dataclass(frozen=True)
+class Image:
+    path: str  # relative to the report
+    alt: str
+
+
+Block = Heading | Paragraph | Table | Image
+
+
+def build_report(
+    results: Sequence[RunResult], out_dir: Path, title: str, reps: int = 2000, seed: int = 0
+) -> list[Block]:
+    """The report's blocks; figures are written under ``out_dir/figures``."""
+    finished = [r for r in results if r.finished]
+    blocks: list[Block] = [Heading(1, title)]
+    budgets = sorted({r.budget for r in finished})
+    references = sorted({str(r.summary.get("score_reference")) for r in finished if r.summary})
+    blocks.append(
+        Paragraph(
+            f"{len(finished)} finished runs ({len(results) - len(finished)} unfinished) over "
+            f"{len({r.dataset for r in finished})} datasets. Budget: {'; '.join(budgets) or 'n/a'}. "
+            "Small CPU budgets: read differences against the seed spread."
+        )
+    )
+    if references:
+        blocks.append(
+            Paragraph(
+                "Normalized score = 100·(R − ref_min)/(ref_max − ref_min) with "
+                + "; ".join(references)
+                + "."
+            )
+        )
+
+    blocks += [Heading(2, "Normalized scores"), score_table(results)]
+    blocks.append(
+        Paragraph(
+            "Score of the last evaluation of each phase, mean ± std over seeds. "
+            "`vs vanilla` = 100·(after online − vanilla's after online)/|vanilla's after online| "
+            "for the same dataset and base algorithm; fine-tuning methods start from the vanilla "
+            "run's offline checkpoint (paired), so their `after offline` is vanilla's."
+        )
+    )
+    averages = average_improvement(results)
+    if averages:
+        blocks.append(
+            Paragraph(
+                "Average improvement over vanilla: "
+                + ", ".join(f"{m} {v:+.1f}%" for m, v in averages.items())
+                + "."
+            )
+        )
+
+    blocks += _statistics_blocks(results, reps, seed)
+    blocks += _curve_blocks(finished, out_dir)
+
+    blocks.append(Heading(2, "Cumulative regret (sparse-reward tasks)"))
+    regret = regret_table(results)
+    if regret is None:
+        blocks.append(Paragraph("No run logged episode success (dense-reward tasks only)."))
+    else:
+        blocks += [
+            regret,
+            Paragraph(
+                "Mean over a seed's online training episodes of (1 − success), mean ± std over seeds."
+            ),
+        ]
+
+    samg_images = []
+    for dataset, runs in _by_dataset(results).items():
+        path = plot_samg_diagnostics(
+            runs, out_dir / FIGURES / f"samg-{_slug(dataset)}.png", f"SAMG diagnostics — {dataset}"
+        )
+        if path is not None:
+            samg_images.append(Image(f"{FIGURES}/{path.name}", f"SAMG diagnostics {dataset}"))
+    if samg_images:
+        blocks.append(Heading(2, "SAMG diagnostics"))
+        blocks.append(
+            Paragraph(
+                "Mean p and the fraction of samples with p > 0 in the online training batches "
+                "(averaged over seeds), and the C-VAE's KL term while it is fitted on the offline "
+                "data (mean ± std over seeds; KL → 0 would be posterior collapse)."
+            )
+        )
+        blocks += samg_images
+
+    unfinished = [r for r in results if not r.finished]
+    if unfinished:
+        blocks.append(Heading(2, "Unfinished runs"))
+        blocks.append(Paragraph(", ".join(f"`{r.dataset}/{r.label}`" for r in unfinished) + "."))
+    return blocks
+
+
+def _statistics_blocks(results: Sequence[RunResult], reps: int, seed: int) -> list[Block]:
+    aggregates = aggregate_statistics(results, reps=reps, seed=seed)
+    if not aggregates:
+        return []
+    blocks: list[Block] = [Heading(2, "Aggregate statistics (rliable)")]
+    blocks.append(
+        Table(
+            ("configuration", "tasks", "runs", "IQM", "mean", "optimality gap"),
+            tuple(
+                (
+                    a.label,
+                    str(len(a.tasks)),
+                    str(a.runs),
+                    a.iqm.text(),
+                    a.mean.text(),
+                    a.optimality_gap.text(),
+                )
+                for a in aggregates
+            ),
+        )
+    )
+    blocks.append(
+        Paragraph(
+            f"After-online normalized scores over tasks (datasets) × runs (seeds); point estimate "
+            f"[95% stratified-bootstrap CI, {reps} resamples]. Optimality gap to a score of 100."
+        )
+    )
+    improvements = probability_of_improvement(results, reps=reps, seed=seed)
+    if improvements:
+        blocks.append(
+            Table(
+                ("algorithm", "method", "tasks", "P(method > vanilla)"),
+                tuple(
+                    (i.algo, i.method, str(len(i.tasks)), i.probability.text(2))
+                    for i in improvements
+                ),
+            )
+        )
+        blocks.append(
+            Paragraph(
+                "Probability that a run of the method scores higher after online fine-tuning than "
+                "a run of vanilla fine-tuning (Mann–Whitney, averaged over the tasks both finished); "
+                "0.5 = no difference."
+            )
+        )
+    return blocks
+
+
+def _curve_blocks(finished: Sequence[RunResult], out_dir: Path) -> list[Block]:
+    blocks: list[Block] = [Heading(2, "Learning curves")]
+    blocks.append(
+        Paragraph(
+            "Normalized score, mean over seeds with the 95% confidence interval of the mean "
+            "(Student t); offline gradient steps, then online environment steps after the dashed line."
+        )
+    )
+    for dataset, runs in _by_dataset(finished).items():
+        boundary = runs[0].pipeline.get("offline_steps")
+        path = plot_learning_curves(
+            {r.label: r.rows for r in runs if r.rows},
+            out_dir / FIGURES / f"curves-{_slug(dataset)}.png",
+            f"{dataset} ({runs[0].budget})",
+            boundary=boundary,
+            band="ci95",
+        )
+        blocks.append(Image(f"{FIGURES}/{path.name}", f"learning curves {dataset}"))
+    return blocks
+
+
+def _by_dataset(results: Sequence[RunResult]) -> dict[str, list[RunResult]]:
+    grouped: dict[str, list[RunResult]] = defaultdict(list)
+    for r in results:
+        grouped[r.dataset].append(r)
+    return dict(grouped)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text)
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+def to_markdown(blocks: Sequence[Block]) -> str:
+    parts = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            parts.append("#" * block.level + " " + block.text)
+        elif isinstance(block, Paragraph):
+            parts.append(block.text)
+        elif isinstance(block, Table):
+            parts.append(block.markdown())
+        else:
+            parts.append(f"![{block.alt}]({block.path})")
+    return "\n\n".join(parts) + "\n"
+
+
+def _inline_html(text: str) -> str:
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text, quote=False))
+
+
+def to_html(blocks: Sequence[Block]) -> str:
+    title = next((b.text for b in blocks if isinstance(b, Heading)), "o2o report")
+    body = []
+    for block in blocks:
+        if isinstance(block, Heading):
+            body.append(f"<h{block.level}>{html.escape(block.text)}</h{block.level}>")
+        elif isinstance(block, Paragraph):
+            body.append(f"<p>{_inline_html(block.text)}</p>")
+        elif isinstance(block, Table):
+            head = "".join(f"<th>{html.escape(h)}</th>" for h in block.headers)
+            rows = "".join(
+                "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>"
+                for row in block.rows
+            )
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+        else:
+            body.append(
+                f'<p><img src="{html.escape(block.path)}" alt="{html.escape(block.alt)}"></p>'
+            )
+    style = (
+        "body{font-family:sans-serif;max-width:70em;margin:2em auto;padding:0 1em}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.25em .6em}"
+        "th{background:#f3f3f3}img{max-width:100%}"
+    )
+    return (
+        f'<!doctype html>\n<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
+    )
+
+
+def write_report(
+    results_dir: Path,
+    out_dir: Path | None = None,
+    html_too: bool = False,
+    reps: int = 2000,
+    seed: int = 0,
+    title: str | None = None,
+) -> list[Path]:
+    """Write ``report.md`` (and ``report.html``) with ``figures/`` into ``out_dir`` (default
+    ``RESULTS_DIR/report``); the paths written."""
+    results_dir = Path(results_dir)
+    out_dir = Path(out_dir) if out_dir is not None else results_dir / "report"
+    results = load_results(results_dir)
+    blocks = build_report(results, out_dir, title or f"o2o report: {results_dir}", reps, seed)
+    written = [out_dir / "report.md"]
+    atomic_write_bytes(written[0], to_markdown(blocks).encode())
+    if html_too:
+        written.append(out_dir / "report.html")
+        atomic_write_bytes(written[1], to_html(blocks).encode())
+    return written

@@ -1,0 +1,116 @@
+"""A results directory read back: every run directory below it with its config, summary,
+evaluation rows, training episodes and fine-tuning diagnostics.
+
+A run directory is any directory holding ``config.yaml`` from the pipeline. Its (dataset,
+algorithm, method) come from ``summary.json`` when it finished, else from the config; the
+method's name is its results-directory label (``samg``, ``samg-even`` ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from o2o.errors import O2OError
+from o2o.experiment.runs import CONFIG, EPISODES, FINETUNE, METRICS, RunDir
+
+
+@dataclass
+class RunResult:
+    path: Path
+    dataset: str
+    algo: str
+    method: str
+    config: dict[str, Any]
+    summary: dict[str, Any] | None
+    rows: list[dict[str, Any]]  # metrics.jsonl: one row per evaluation
+    episodes: list[dict[str, Any]]  # episodes.jsonl: one row per online training episode
+    finetune: list[dict[str, Any]]  # finetune.jsonl: the method's diagnostics
+
+    @property
+    def finished(self) -> bool:
+        return self.summary is not None
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.dataset, self.algo, self.method
+
+    @property
+    def label(self) -> str:
+        return f"{self.algo}/{self.method}"
+
+    @property
+    def pipeline(self) -> dict[str, Any]:
+        return self.config.get("pipeline", {})
+
+    def scores(self, phase: str) -> np.ndarray:
+        """Per-seed normalized score at the last evaluation of ``phase`` (offline / online)."""
+        if self.summary is not None and f"{phase}_scores" in self.summary:
+            return np.asarray(self.summary[f"{phase}_scores"], float)
+        rows = self.phase_rows(phase)
+        return np.asarray(rows[-1]["seed_normalized_scores"], float) if rows else np.array([])
+
+    def phase_rows(self, phase: str) -> list[dict[str, Any]]:
+        return [r for r in self.rows if _phase_of(r) == phase]
+
+    @property
+    def budget(self) -> str:
+        p = self.pipeline
+        return (
+            f"{p.get('offline_steps', '?')} offline + {p.get('online_steps', '?')} online steps, "
+            f"{p.get('seeds', '?')} seeds, {p.get('eval_episodes', '?')} eval episodes"
+        )
+
+
+def _phase_of(row: dict[str, Any]) -> str:
+    return row.get("phase", "online")
+
+
+def load_results(root: Path | str) -> list[RunResult]:
+    """Every run below ``root``, sorted by (dataset, algorithm, method)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise O2OError(f"results directory {root} not found")
+    results = []
+    for config_path in sorted(root.rglob(CONFIG)):
+        try:
+            config = yaml.safe_load(config_path.read_text()) or {}
+        except yaml.YAMLError:
+            continue
+        if "pipeline" not in config:
+            continue  # an online-only run or a suite file, not an offline→online run
+        run = RunDir(config_path.parent)
+        summary = run.summary()
+        finetune = config.get("finetune") or {}
+        info = summary or {}
+        results.append(
+            RunResult(
+                path=run.path,
+                dataset=str(info.get("dataset") or config["pipeline"].get("dataset")),
+                algo=str(info.get("algo") or config.get("algo")),
+                method=str(info.get("method") or _label(run.path, finetune)),
+                config=config,
+                summary=summary,
+                rows=run.rows(METRICS),
+                episodes=run.rows(EPISODES),
+                finetune=run.rows(FINETUNE),
+            )
+        )
+    if not results:
+        raise O2OError(f"no offline→online runs (config.yaml with a pipeline) below {root}")
+    return sorted(results, key=lambda r: (r.dataset, r.algo, method_order(r.method)))
+
+
+def _label(path: Path, finetune: dict[str, Any]) -> str:
+    """An unfinished run's method label: its directory name under the suite layout."""
+    name = finetune.get("name", "vanilla")
+    return path.name if path.name.startswith(name) else name
+
+
+def method_order(method: str) -> tuple[int, str]:
+    """Vanilla first, then the methods by name."""
+    return (0 if method == "vanilla" else 1, method)

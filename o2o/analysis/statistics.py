@@ -1,0 +1,154 @@
+"""Aggregate statistics with ``rliable`` (Agarwal et al., 2021): IQM, mean and optimality
+gap of the after-online normalized scores over tasks (datasets) and runs (seeds), with
+stratified-bootstrap 95% confidence intervals, and the probability that a fine-tuning method
+improves on vanilla fine-tuning of the same base algorithm.
+
+Score matrices are (runs, tasks); a configuration's tasks are the datasets where it finished.
+Configurations with unequal seed counts across tasks keep the first ``min`` seeds.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from o2o.analysis.results import RunResult, method_order
+
+OPTIMALITY_THRESHOLD = 100.0  # normalized score of the reference expert
+
+
+@dataclass(frozen=True)
+class Estimate:
+    point: float
+    low: float
+    high: float
+
+    def text(self, digits: int = 1) -> str:
+        return f"{self.point:.{digits}f} [{self.low:.{digits}f}, {self.high:.{digits}f}]"
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    label: str  # algo/method
+    tasks: tuple[str, ...]
+    runs: int
+    iqm: Estimate
+    mean: Estimate
+    optimality_gap: Estimate
+
+
+@dataclass(frozen=True)
+class Improvement:
+    algo: str
+    method: str
+    tasks: tuple[str, ...]
+    probability: Estimate  # P(method > vanilla)
+
+
+def score_matrices(
+    results: Sequence[RunResult], phase: str = "online"
+) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
+    """label -> (tasks, scores of shape (runs, tasks)) of the finished runs."""
+    by_label: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
+    for r in results:
+        scores = r.scores(phase)
+        if r.finished and scores.size:
+            by_label[r.label][r.dataset] = scores
+    matrices = {}
+    for label, per_task in by_label.items():
+        tasks = tuple(sorted(per_task))
+        runs = min(per_task[t].size for t in tasks)
+        matrices[label] = (tasks, np.stack([per_task[t][:runs] for t in tasks], axis=1))
+    return matrices
+
+
+def _aggregates(scores: np.ndarray) -> np.ndarray:
+    from rliable import metrics
+
+    return np.array(
+        [
+            metrics.aggregate_iqm(scores),
+            metrics.aggregate_mean(scores),
+            metrics.aggregate_optimality_gap(scores, OPTIMALITY_THRESHOLD),
+        ]
+    )
+
+
+def _interval(
+    score_dict: dict, func, reps: int, seed: int
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    from rliable import library as rly
+
+    with warnings.catch_warnings():
+        # arch deprecates the RandomState that rliable passes on; the bootstrap is the same.
+        warnings.simplefilter("ignore", FutureWarning)
+        return rly.get_interval_estimates(
+            score_dict, func, reps=reps, random_state=np.random.RandomState(seed)
+        )
+
+
+def aggregate_statistics(
+    results: Sequence[RunResult], reps: int = 2000, seed: int = 0
+) -> list[Aggregate]:
+    """IQM, mean and optimality gap with stratified-bootstrap 95% CIs, per algo/method."""
+    matrices = score_matrices(results)
+    if not matrices:
+        return []
+    points, intervals = _interval(
+        {label: scores for label, (_, scores) in matrices.items()}, _aggregates, reps, seed
+    )
+    out = []
+    for label in sorted(matrices, key=_label_order):
+        tasks, scores = matrices[label]
+        p, ci = points[label], intervals[label]
+        estimates = [Estimate(float(p[i]), float(ci[0, i]), float(ci[1, i])) for i in range(3)]
+        out.append(Aggregate(label, tasks, scores.shape[0], *estimates))
+    return out
+
+
+def probability_of_improvement(
+    results: Sequence[RunResult], reps: int = 2000, seed: int = 0
+) -> list[Improvement]:
+    """P(method > vanilla) on the datasets both finished, per base algorithm and method."""
+    from rliable import metrics
+
+    finished = [r for r in results if r.finished and r.scores("online").size]
+    vanilla = {(r.dataset, r.algo): r.scores("online") for r in finished if r.method == "vanilla"}
+    pairs: dict[tuple[str, str], dict[str, tuple[np.ndarray, np.ndarray]]] = defaultdict(dict)
+    for r in finished:
+        base = vanilla.get((r.dataset, r.algo))
+        if r.method != "vanilla" and base is not None:
+            pairs[(r.algo, r.method)][r.dataset] = (r.scores("online"), base)
+    if not pairs:
+        return []
+    score_dict, tasks_of = {}, {}
+    for (algo, method), per_task in pairs.items():
+        tasks = tuple(sorted(per_task))
+        runs = min(min(x.size, y.size) for x, y in per_task.values())
+        x = np.stack([per_task[t][0][:runs] for t in tasks], axis=1)
+        y = np.stack([per_task[t][1][:runs] for t in tasks], axis=1)
+        score_dict[f"{algo}/{method}"] = (x, y)
+        tasks_of[f"{algo}/{method}"] = tasks
+    points, intervals = _interval(score_dict, metrics.probability_of_improvement, reps, seed)
+    out = []
+    for key in sorted(score_dict, key=_label_order):
+        algo, method = key.split("/", 1)
+        ci = np.ravel(intervals[key])
+        out.append(
+            Improvement(
+                algo,
+                method,
+                tasks_of[key],
+                Estimate(float(points[key]), float(ci[0]), float(ci[1])),
+            )
+        )
+    return out
+
+
+def _label_order(label: str) -> tuple[str, tuple[int, str]]:
+    algo, method = label.split("/", 1)
+    return algo, method_order(method)
