@@ -11,99 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import time
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
 import numpy as np
+from bench_common import BATCH, machine_info, matmul_flops, o2o_timer, synthetic_transitions
 
-from o2o.agents import CONFIGS, make_agent
 from o2o.core import buffers as buf
-from o2o.core.engine import compile_fused
-from o2o.core.types import Transition
 
-OBS_DIM, ACT_DIM, DATA_SIZE, BATCH = 11, 3, 100_000, 256  # hopper's dimensions
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def matmul_flops(size: int, reps: int) -> list[float]:
-    a = jax.random.normal(jax.random.PRNGKey(0), (size, size), jnp.float32)
-    f = jax.jit(lambda x: x @ x)
-    f(a).block_until_ready()
-    rates = []
-    for _ in range(reps):
-        n = 20
-        t0 = time.perf_counter()
-        for _ in range(n):
-            out = f(a)
-        out.block_until_ready()
-        rates.append(2 * size**3 * n / (time.perf_counter() - t0))
-    return rates
-
-
-def synthetic_data() -> dict[str, buf.ReplayBuffer]:
-    rng = np.random.default_rng(0)
-    t = Transition(
-        rng.normal(size=(DATA_SIZE, OBS_DIM)).astype(np.float32),
-        rng.uniform(-1, 1, (DATA_SIZE, ACT_DIM)).astype(np.float32),
-        rng.normal(size=DATA_SIZE).astype(np.float32),
-        rng.normal(size=(DATA_SIZE, OBS_DIM)).astype(np.float32),
-        np.zeros(DATA_SIZE, np.float32),
-        np.zeros(DATA_SIZE, np.float32),
-    )
-    return {"replay": buf.buffer_from_transitions(t)}
-
-
-class Contender:
-    def __init__(self, algo: str, fused: int, data, corl_defaults: bool = False):
-        self.name = f"{algo} (K={fused})"
-        self.algo, self.fused, self.data = algo, fused, data
-        if corl_defaults:
-            config_cls = CONFIGS[algo]
-            config = (
-                config_cls.for_domain("locomotion")
-                if hasattr(config_cls, "for_domain")
-                else config_cls()
-            )
-            agent = config.create()
-        else:
-            agent = make_agent(algo, hidden_dims=(256, 256))
-        self.state = agent.init(jax.random.PRNGKey(0), OBS_DIM, ACT_DIM)
-        self.key = jax.random.PRNGKey(1)
-        self.fn = compile_fused(agent.update, buf.Sampler(BATCH), fused, seed_axis=False)
-        one_step = jax.jit(
-            compile_fused(agent.update, buf.Sampler(BATCH), 1, seed_axis=False).__wrapped__
-        )
-        cost = one_step.lower(self.state, data, self.key).compile().cost_analysis()
-        cost = cost[0] if isinstance(cost, list) else cost
-        self.flops_per_update = float(cost["flops"])
-        self._step()  # compile and warm up
-
-    def _step(self):
-        self.state, self.key, metrics = self.fn(self.state, self.data, self.key)
-        return metrics
-
-    def rate(self, updates: int) -> float:
-        calls = max(1, updates // self.fused)
-        jax.block_until_ready(self.state)
-        t0 = time.perf_counter()
-        for _ in range(calls):
-            self._step()
-        jax.block_until_ready(self.state)
-        return calls * self.fused / (time.perf_counter() - t0)
+OBS_DIM, ACT_DIM, DATA_SIZE = 11, 3, 100_000  # hopper's dimensions
 
 
 def main() -> None:
@@ -120,22 +35,28 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    data = synthetic_data()
-    contenders = [Contender(a, k, data, args.corl_defaults) for a in args.algos for k in args.fused]
-    rates: dict[str, list[float]] = {c.name: [] for c in contenders}
+    data = {
+        "replay": buf.buffer_from_transitions(synthetic_transitions(DATA_SIZE, OBS_DIM, ACT_DIM))
+    }
+    contenders = {
+        f"{a} (K={k})": o2o_timer(a, OBS_DIM, ACT_DIM, data, k, args.corl_defaults)
+        for a in args.algos
+        for k in args.fused
+    }
+    rates: dict[str, list[float]] = {name: [] for name in contenders}
     matmul: list[float] = []
     for _ in range(args.reps):  # alternate the contenders so drift hits all alike
         matmul += matmul_flops(2048, 1)
-        for c in contenders:
-            rates[c.name].append(c.rate(args.updates))
+        for name, c in contenders.items():
+            rates[name].append(c.rate(max(1, args.updates // c.fused)))
     peak = float(np.median(matmul))
     rows = []
-    for c in contenders:
-        r = np.array(rates[c.name])
+    for name, c in contenders.items():
+        r = np.array(rates[name])
         achieved = float(np.median(r)) * c.flops_per_update
         rows.append(
             {
-                "contender": c.name,
+                "contender": name,
                 "updates_per_s_median": float(np.median(r)),
                 "updates_per_s_min": float(r.min()),
                 "updates_per_s_max": float(r.max()),
@@ -147,12 +68,7 @@ def main() -> None:
     result = {
         "command": "python benchmarks/engine_speed.py "
         + " ".join(f"--{k} {v}" for k, v in vars(args).items() if k != "out"),
-        "machine": {
-            "processor": _cpu_model(),
-            "cores": os.cpu_count(),
-            "backend": jax.default_backend(),
-            "jax": jax.__version__,
-        },
+        "machine": machine_info(),
         "batch_size": BATCH,
         "hidden_dims": "each algorithm's CORL locomotion sizes"
         if args.corl_defaults
