@@ -26,6 +26,13 @@ def coerce_overrides(values: Mapping[str, Any], config_cls: type) -> dict[str, A
         elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         elif isinstance(default, float) and isinstance(value, str):
-            raise ConfigError(f"option '{name}' expects a number, got '{value}'")
+            value = _number(name, value)  # YAML 1.1 reads "1e-4" as a string
         overrides[name] = value
     return overrides
+
+
+def _number(name: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"option '{name}' expects a number, got '{text}'") from None

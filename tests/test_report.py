@@ -1,0 +1,220 @@
+"""`o2o report` on synthetic results directories: the numbers in the tables, rliable's
+statistics, regret, figures, HTML, and errors."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from rliable import metrics
+
+from o2o.analysis.report import write_report
+from o2o.analysis.results import load_results
+from o2o.analysis.statistics import aggregate_statistics, probability_of_improvement
+from o2o.analysis.tables import regret_table, score_rows, score_table
+from o2o.cli import main
+
+OFFLINE, ONLINE = 1000, 1000
+
+
+def write_run(
+    root: Path,
+    dataset: str,
+    algo: str,
+    method: str,
+    offline: list[float],
+    online: list[float],
+    success: list[list[float]] | None = None,
+    samg: bool = False,
+    finished: bool = True,
+) -> Path:
+    """A run directory as the suite runner writes it; the online curve ends at ``online``."""
+    path = root / dataset / algo / method
+    path.mkdir(parents=True)
+    config = {
+        "algo": algo,
+        "agent": {},
+        "pipeline": {
+            "dataset": dataset,
+            "offline_steps": OFFLINE,
+            "online_steps": ONLINE,
+            "seeds": len(offline),
+            "eval_episodes": 2,
+        },
+        "finetune": {
+            "name": method.split("-")[0] if method != "vanilla" else "vanilla",
+            "options": {},
+        },
+    }
+    (path / "config.yaml").write_text(yaml.safe_dump(config))
+    rows = [
+        {
+            "phase": "offline",
+            "step": OFFLINE,
+            "normalized_score": float(np.mean(offline)),
+            "seed_normalized_scores": offline,
+        }
+    ]
+    for fraction in (0.5, 1.0):
+        scores = [o + fraction * (n - o) for o, n in zip(offline, online, strict=True)]
+        row = {
+            "phase": "online",
+            "step": OFFLINE + int(fraction * ONLINE),
+            "normalized_score": float(np.mean(scores)),
+            "seed_normalized_scores": scores,
+        }
+        if samg:
+            row["train/samg/p_mean"] = 0.6 - 0.1 * fraction
+            row["train/samg/p_positive"] = 0.8 - 0.1 * fraction
+        rows.append(row)
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if success is not None:
+        episodes = [
+            {"step": OFFLINE + 10 * i, "seed": seed, "return": 0.0, "success": s}
+            for seed, outcomes in enumerate(success)
+            for i, s in enumerate(outcomes)
+        ]
+        (path / "episodes.jsonl").write_text("".join(json.dumps(e) + "\n" for e in episodes))
+    if samg:
+        fit = [
+            {
+                "phase": "samg_fit",
+                "seed": seed,
+                "cvae_step": step,
+                "kl": kl + 0.01 * seed,
+                "step": OFFLINE,
+            }
+            for seed in range(len(offline))
+            for step, kl in ((1000, 0.3), (2000, 0.05))
+        ]
+        (path / "finetune.jsonl").write_text("".join(json.dumps(r) + "\n" for r in fit))
+    if finished:
+        summary = {
+            "dataset": dataset,
+            "algo": algo,
+            "method": method,
+            "seconds": 1.0,
+            "offline_scores": offline,
+            "online_scores": online,
+            "score_reference": "test reference",
+        }
+        (path / "summary.json").write_text(json.dumps(summary))
+    return path
+
+
+@pytest.fixture()
+def results(tmp_path):
+    root = tmp_path / "results"
+    write_run(root, "hopper-medium-lite", "iql", "vanilla", [40.0, 50.0, 60.0], [50.0, 60.0, 70.0])
+    write_run(
+        root, "hopper-medium-lite", "iql", "samg", [40.0, 50.0, 60.0], [60.0, 75.0, 90.0], samg=True
+    )
+    write_run(
+        root, "halfcheetah-medium-lite", "iql", "vanilla", [30.0, 30.0, 30.0], [40.0, 44.0, 48.0]
+    )
+    write_run(
+        root,
+        "halfcheetah-medium-lite",
+        "iql",
+        "samg",
+        [30.0, 30.0, 30.0],
+        [38.0, 42.0, 46.0],
+        samg=True,
+    )
+    write_run(
+        root,
+        "pointmaze-umaze-play",
+        "cql",
+        "vanilla",
+        [10.0, 20.0],
+        [30.0, 40.0],
+        success=[[0, 0, 1, 1], [0, 1, 1, 1]],
+    )
+    write_run(root, "hopper-medium-lite", "cql", "vanilla", [1.0], [2.0], finished=False)
+    return root
+
+
+def test_score_table_numbers(results):
+    table = score_table(load_results(results))
+    rows = {(r[0], r[1], r[2]): r for r in table.rows}
+    assert len(rows) == 5  # the unfinished run is not in the table
+    vanilla = rows[("hopper-medium-lite", "iql", "vanilla")]
+    # mean ± population std over seeds: 50 ± 8.165, 60 ± 8.165
+    assert vanilla[3:] == ("50.0 ± 8.2", "60.0 ± 8.2", "+10.0", "")
+    samg = rows[("hopper-medium-lite", "iql", "samg")]
+    # 75 vs 60 -> +25%
+    assert samg[3:] == ("50.0 ± 8.2", "75.0 ± 12.2", "+25.0", "+25.0%")
+    cheetah = rows[("halfcheetah-medium-lite", "iql", "samg")]
+    assert cheetah[4:] == ("42.0 ± 3.3", "+12.0", "-4.5%")  # (42 - 44) / 44
+    assert [
+        r.method for r in score_rows(load_results(results)) if r.dataset == "hopper-medium-lite"
+    ] == ["vanilla", "samg"]
+
+
+def test_regret_only_where_success_is_logged(results):
+    table = regret_table(load_results(results))
+    assert table is not None and len(table.rows) == 1
+    # seed 0: 1 - mean(0,0,1,1) = 0.5; seed 1: 0.25 -> 0.375 ± 0.125
+    assert table.rows[0] == ("pointmaze-umaze-play", "cql", "vanilla", "0.375 ± 0.125", "8")
+
+
+def test_rliable_statistics_match_direct_computation(results):
+    loaded = load_results(results)
+    aggregates = {a.label: a for a in aggregate_statistics(loaded, reps=200)}
+    samg = aggregates["iql/samg"]
+    # (runs, tasks): halfcheetah then hopper
+    scores = np.array([[38.0, 60.0], [42.0, 75.0], [46.0, 90.0]])
+    assert samg.tasks == ("halfcheetah-medium-lite", "hopper-medium-lite") and samg.runs == 3
+    assert samg.mean.point == pytest.approx(scores.mean())
+    assert samg.iqm.point == pytest.approx(metrics.aggregate_iqm(scores))
+    assert samg.optimality_gap.point == pytest.approx(100 - scores.mean())
+    assert samg.mean.low <= samg.mean.point <= samg.mean.high
+    assert aggregates["cql/vanilla"].runs == 2  # the unfinished cql run on hopper is left out
+    (improvement,) = probability_of_improvement(loaded, reps=200)
+    vanilla = np.array([[40.0, 50.0], [44.0, 60.0], [48.0, 70.0]])
+    assert (improvement.algo, improvement.method) == ("iql", "samg")
+    assert improvement.probability.point == pytest.approx(
+        metrics.probability_of_improvement(scores, vanilla)
+    )
+    # by hand, P(X > Y) + ½P(X = Y) over all seed pairs: halfcheetah 3/9, hopper 7.5/9
+    assert improvement.probability.point == pytest.approx((3 / 9 + 7.5 / 9) / 2)
+
+
+def test_report_files_markdown_and_html(results, tmp_path):
+    out = tmp_path / "report"
+    assert main(["report", str(results), "--out", str(out), "--html", "--reps", "200"]) == 0
+    text = (out / "report.md").read_text()
+    assert "| hopper-medium-lite | iql | samg | 50.0 ± 8.2 | 75.0 ± 12.2 | +25.0 | +25.0% |" in text
+    assert "Average improvement over vanilla: samg +10.2%." in text  # (25 - 4.545) / 2
+    assert "| pointmaze-umaze-play | cql | vanilla | 0.375 ± 0.125 | 8 |" in text
+    assert "`hopper-medium-lite/cql/vanilla`" in text  # listed as unfinished
+    for name in (
+        "curves-hopper-medium-lite.png",
+        "curves-pointmaze-umaze-play.png",
+        "samg-hopper-medium-lite.png",
+        "samg-halfcheetah-medium-lite.png",
+    ):
+        assert (out / "figures" / name).stat().st_size > 1000
+        assert f"figures/{name}" in text
+    assert not (out / "figures" / "samg-pointmaze-umaze-play.png").exists()
+    page = (out / "report.html").read_text()
+    assert "<td>75.0 ± 12.2</td>" in page and 'src="figures/curves-hopper-medium-lite.png"' in page
+
+
+def test_report_errors_are_one_line(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    assert (
+        capsys.readouterr().err.strip()
+        == f"error: results directory {tmp_path / 'nothing'} not found"
+    )
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "no offline→online runs" in capsys.readouterr().err
+
+
+def test_default_report_directory(results):
+    written = write_report(results, reps=50)
+    assert written == [results / "report" / "report.md"]
+    # a second report re-reads the results and ignores its own report directory
+    assert write_report(results, reps=50) == written

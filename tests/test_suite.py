@@ -1,0 +1,200 @@
+"""Suite files: loading, validation (one-line errors), expansion into configurations, the
+published suites, and the legacy results runner's configurations."""
+
+import argparse
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from o2o.cli import main
+from o2o.errors import ConfigError
+from o2o.experiment.runner import first_difference
+from o2o.experiment.suite import (
+    load_suite,
+    parse_agent_sets,
+    suite_from_dict,
+    with_agent_overrides,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = {
+    "name": "t",
+    "datasets": ["hopper-medium-lite"],
+    "algos": ["iql", "cql"],
+    "methods": ["vanilla", {"samg": {"cvae_steps": 100, "label": "samg-short"}}],
+    "seeds": 2,
+    "offline_steps": 2000,
+    "online_steps": 4000,
+    "eval_episodes": 3,
+    "agent_overrides": {"cql": {"cql_n_actions": 2, "critic_hidden_dims": [64, 64]}},
+}
+
+
+def test_expansion_paths_budgets_and_overrides():
+    suite = suite_from_dict(BASE)
+    configs = suite.configurations()
+    assert [str(c.relpath) for c in configs] == [
+        "hopper-medium-lite/iql/vanilla",
+        "hopper-medium-lite/iql/samg-short",
+        "hopper-medium-lite/cql/vanilla",
+        "hopper-medium-lite/cql/samg-short",
+    ]
+    samg = configs[1]
+    assert samg.paired and samg.vanilla().relpath == configs[0].relpath
+    assert samg.method.options == {"cvae_steps": 100}
+    p = samg.pipeline
+    # Default schedule: one offline evaluation at its end, four online ones.
+    assert (p.offline_eval_every, p.online_eval_every, p.seeds, p.eval_episodes) == (
+        2000,
+        1000,
+        2,
+        3,
+    )
+    cql = configs[2].agent_config()
+    assert cql.cql_n_actions == 2 and cql.critic_hidden_dims == (64, 64)
+    iql = configs[0].agent_config()
+    assert iql.offline_steps == 2000  # budget-fitted cosine schedule
+    stored = configs[3].stored_config()
+    assert stored["finetune"] == {"name": "samg", "options": {"cvae_steps": 100}}
+    assert (
+        stored["agent"]["critic_hidden_dims"] == [64, 64]
+        and stored["pipeline"]["online_steps"] == 4000
+    )
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"algos": ["iql", "nope"]}, "unknown algorithm 'nope'"),
+        ({"methods": ["vanilla", "samg-nope"]}, "unknown fine-tuning method 'samg-nope'"),
+        ({"methods": [{"samg": {"cvae_stepz": 1}}]}, "has no option 'cvae_stepz'"),
+        ({"methods": [{"vanilla": {"x": 1}}]}, "takes no options"),
+        ({"datasets": ["hopper-nope-lite"]}, "unknown dataset"),
+        ({"offline_steps": -5}, "offline_steps must be non-negative"),
+        ({"online_steps": "lots"}, "'online_steps' must be an integer"),
+        ({"seeds": 0}, "seeds must be positive"),
+        ({"offline_eval_every": 1500}, "must be a multiple of offline_chunk"),
+        ({"agent_overrides": {"cql": {"nope": 1}}}, "CQLConfig has no option 'nope'"),
+        ({"agent_overrides": {"dqn": {}}}, "unknown algorithm 'dqn'"),
+        ({"pipeline": {"seeds": 3}}, "at the top of the suite"),
+        ({"pipeline": {"batch_sizes": 3}}, "bad budget or pipeline option"),
+        ({"budget": 3}, "unknown suite field(s) budget"),
+        ({"datasets": []}, "'datasets' must be a non-empty list"),
+    ],
+)
+def test_validation_errors(change, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        suite_from_dict({**BASE, **change})
+
+
+def test_bad_suite_file_is_one_line_error(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "algos": ["iql", "nope"]}))
+    assert main(["bench", "run", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: unknown algorithm 'nope'") and "\n" not in err
+    assert not (tmp_path / "out").exists()  # nothing written
+    path.write_text("datasets: [a\n")
+    assert main(["bench", "run", str(path)]) == 2
+    assert "not valid YAML" in capsys.readouterr().err
+    assert main(["bench", "run", str(tmp_path / "missing.yaml")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        main(["bench", "walk", str(path)])
+    assert exit_.value.code == 2 and "invalid choice: 'walk'" in capsys.readouterr().err
+
+
+def test_dry_run_lists_configurations_with_status(tmp_path, capsys):
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(BASE))
+    finished = tmp_path / "out" / "hopper-medium-lite" / "iql" / "vanilla"
+    finished.mkdir(parents=True)
+    (finished / "config.yaml").write_text("{}")
+    (finished / "summary.json").write_text("{}")
+    code = main(
+        [
+            "bench",
+            "run",
+            str(path),
+            "--out",
+            str(tmp_path / "out"),
+            "--dry-run",
+            "--only-algos",
+            "iql",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "2 configurations" in out and "1 finished" in out and "1 to run" in out
+    assert "hopper-medium-lite/iql/samg-short  [missing]" in out
+
+
+def test_agent_sets():
+    assert parse_agent_sets(
+        ["cql.cql_n_actions=2", "cql.actor_lr=0.0001", "iql.hidden_dims=[8,8]"]
+    ) == {
+        "cql": {"cql_n_actions": 2, "actor_lr": 1e-4},
+        "iql": {"hidden_dims": [8, 8]},
+    }
+    assert suite_from_dict(
+        {**BASE, "agent_overrides": {"cql": {"actor_lr": "3e-5"}}}
+    ).configurations()[2].agent_config().actor_lr == pytest.approx(3e-5)
+    for bad in ("cql_n_actions=2", "dqn.x=1", "cql.x"):
+        with pytest.raises(ConfigError, match="ALGO.NAME=VALUE"):
+            parse_agent_sets([bad])
+    suite = with_agent_overrides(suite_from_dict(BASE), {"cql": {"cql_n_actions": 4}})
+    assert suite.agent_overrides["cql"] == {"cql_n_actions": 4, "critic_hidden_dims": [64, 64]}
+
+
+@pytest.mark.parametrize("name", ["quick-cpu", "base", "samg", "ablation"])
+def test_published_suites_load(name):
+    suite = load_suite(ROOT / "benchmarks" / "suites" / f"{name}.yaml")
+    assert suite.name == name and suite.configurations()
+
+
+def test_samg_suite_is_issue5_grid():
+    suite = load_suite(ROOT / "benchmarks" / "suites" / "samg.yaml")
+    assert set(suite.algos) == {"cql", "awac", "iql", "calql"}
+    assert {m.label for m in suite.methods} == {"vanilla", "samg"}
+    assert len(suite.configurations()) == 6 * 4 * 2
+
+
+def test_legacy_runner_writes_the_same_configs(monkeypatch):
+    """benchmarks/o2o_results.py's flags map onto the suite files: the configs of results
+    made before it became a wrapper still match, so they stay resumable."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    sys.modules.pop("o2o_results", None)
+    import o2o_results
+
+    args = argparse.Namespace(
+        suite="samg",
+        only_datasets=["hopper-medium-lite"],
+        only_algos=["iql"],
+        offline_steps=5000,
+        online_steps=5000,
+        seeds=3,
+        eval_episodes=5,
+        samg_cvae_steps=2000,
+        agent_set=["iql.expectile=0.8", "cql.cql_n_actions=2"],
+    )
+    configs = {c.method.label: c for c in o2o_results.suite_from_args(args).configurations()}
+    stored = configs["samg"].stored_config()
+    assert stored["pipeline"]["offline_eval_every"] == 5000
+    assert stored["pipeline"]["online_eval_every"] == 1250
+    assert stored["finetune"] == {"name": "samg", "options": {"cvae_steps": 2000}}
+    assert stored["agent"]["expectile"] == 0.8 and stored["agent"]["offline_steps"] == 5000
+    legacy = {  # what the script wrote before (benchmarks/results/o2o/.../iql/samg/config.yaml)
+        "offline_steps": 5000,
+        "online_steps": 5000,
+        "data_policy": None,
+        "offline_eval_every": 5000,
+        "online_eval_every": 1250,
+        "eval_episodes": 5,
+        "seeds": 3,
+        "seed": 0,
+        "batch_size": 256,
+        "offline_chunk": 1000,
+    }
+    assert first_difference({k: stored["pipeline"][k] for k in legacy}, legacy) is None
