@@ -90,6 +90,13 @@ def _analyze_parser() -> argparse.ArgumentParser:
         "--seeds", type=int, default=defaults.seeds, help="repetitions with different subsamples"
     )
     coverage.add_argument("--perplexity", type=float, default=defaults.perplexity)
+    coverage.add_argument("--iterations", type=int, default=defaults.iterations, help="t-SNE steps")
+    coverage.add_argument(
+        "--threads",
+        type=int,
+        default=defaults.threads,
+        help="t-SNE threads (1: best on busy cores)",
+    )
     coverage.add_argument(
         "--out", type=Path, default=None, help="output directory (default runs/coverage-ENV)"
     )
@@ -108,6 +115,8 @@ def analyze_main(argv: list[str]) -> int:
         min_samples=args.min_samples,
         seeds=args.seeds,
         perplexity=args.perplexity,
+        iterations=args.iterations,
+        threads=args.threads,
         suffix=args.suffix,
     )
     out = args.out or Path("runs") / f"coverage-{args.env}"
