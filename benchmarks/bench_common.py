@@ -119,13 +119,14 @@ class FusedUpdateTimer:
     ):
         self.fused, self.seeds = fused, seeds
         sampler = buf.Sampler(batch_size)
-        states = [agent.init(jax.random.PRNGKey(s), obs_dim, act_dim) for s in range(seeds)]
+        state = agent.init(jax.random.PRNGKey(0), obs_dim, act_dim)
         one_step = compile_fused(agent.update, sampler, 1, seed_axis=False).__wrapped__
-        self.flops_per_update = xla_flops(one_step, states[0], buffers, jax.random.PRNGKey(1))
+        self.flops_per_update = xla_flops(one_step, state, buffers, jax.random.PRNGKey(1))
         if seeds == 1:
-            self.state, self.data, self.key = states[0], buffers, jax.random.PRNGKey(1)
+            self.state, self.data, self.key = state, buffers, jax.random.PRNGKey(1)
         else:
-            self.state = stack_seeds(states)
+            init_keys = jnp.stack([jax.random.PRNGKey(s) for s in range(seeds)])
+            self.state = jax.vmap(lambda k: agent.init(k, obs_dim, act_dim))(init_keys)
             self.data = stack_seeds([buffers] * seeds)
             self.key = jnp.stack([jax.random.PRNGKey(1 + s) for s in range(seeds)])
         self.fn = compile_fused(agent.update, sampler, fused, seed_axis=seeds > 1)
@@ -171,3 +172,23 @@ def o2o_timer(
 def spread(values: list[float]) -> dict[str, float]:
     a = np.asarray(values, np.float64)
     return {"median": float(np.median(a)), "min": float(a.min()), "max": float(a.max())}
+
+
+def fine_tuning_pipeline(
+    algo: str,
+    dataset: Any,
+    config: Any,
+    finetune: str = "vanilla",
+    options: dict[str, Any] | None = None,
+) -> Any:
+    """The O2O pipeline the CLI would build for ``algo`` (CORL locomotion settings, schedules
+    fitted to the budget) with fine-tuning method ``finetune``."""
+    from o2o.experiment.pipeline import Pipeline, fit_to_budget
+    from o2o.finetune import make_method
+
+    method = make_method(finetune, options or {}, dataset.obs_dim, dataset.act_dim)
+    agent_config = fit_to_budget(
+        corl_config(algo), config.offline_steps, config.online_steps * config.utd
+    )
+    agent = agent_config.create(hooks=method.hooks(algo))
+    return Pipeline(algo, agent, config, dataset=dataset, agent_config=agent_config, method=method)

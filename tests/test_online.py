@@ -1,6 +1,7 @@
 """The online trainer: determinism, vmapped seeds, resume after a crash, evaluation."""
 
 import json
+import time
 
 import jax
 import numpy as np
@@ -183,3 +184,19 @@ def test_seed_keys_are_per_seed():
     np.testing.assert_array_equal(keys[1], jax.random.PRNGKey(6))
     stacked = stack_seeds([{"a": np.ones(2)}, {"a": np.zeros(2)}])
     assert stacked["a"].shape == (2, 2)
+
+
+def test_loop_sections_account_for_the_run():
+    trainer = OnlineTrainer(SMALL.create(), small_online(steps=200))
+    try:
+        start = time.perf_counter()
+        result = trainer.run(progress=False)
+        wall = time.perf_counter() - start
+    finally:
+        trainer.close()
+    seconds = result.section_seconds
+    assert {"act", "env", "buffer", "updates", "eval", "other"} <= set(seconds)
+    assert all(v >= 0 for v in seconds.values())
+    # The laps cover the loop from its first step to its last evaluation: all of run() but
+    # the setup before the first step.
+    assert 0.5 * wall < sum(seconds.values()) <= wall

@@ -282,3 +282,65 @@ def test_samg_fine_tuning_keeps_no_offline_transition(tmp_path):
     distances = np.abs(stored[:, None, :] - offline[None, :, :]).max(-1).min(-1)
     assert distances.min() > 1e-6
     assert pipeline.offline is None and pipeline.dataset is None
+
+
+def test_samg_online_phase_references_no_offline_array():
+    import gc
+    import weakref
+
+    from o2o import data as datasets
+    from o2o.agents import TD3Config
+    from o2o.experiment.pipeline import Pipeline, PipelineConfig
+
+    rows = 2347  # a row count no other array in the process has
+    dataset = datasets.load("hopper-medium-lite").select(slice(0, rows))
+    method = SAMG(
+        SAMGConfig(
+            cvae_steps=1000,
+            cvae_batch_size=32,
+            encoder_hidden_dims=(16,),
+            decoder_hidden_dims=(16,),
+            seed_transitions=50,
+            buffer_capacity=200,
+            adaptive_every=100,
+        ),
+        dataset.obs_dim,
+        dataset.act_dim,
+    )
+    agent = TD3Config(hidden_dims=(16,)).create(hooks=method.hooks("td3"))
+    config = PipelineConfig(
+        offline_steps=50,
+        online_steps=100,
+        offline_chunk=50,
+        offline_eval_every=50,
+        online_eval_every=100,
+        update_every=50,
+        eval_episodes=1,
+        batch_size=32,
+    )
+    pipeline = Pipeline("td3", agent, config, dataset=dataset, method=method)
+    offline_arrays = [
+        dataset.observations,
+        dataset.next_observations,
+        dataset.actions,
+        *pipeline.offline,
+    ]
+    refs = [weakref.ref(a) for a in offline_arrays]
+    del dataset, offline_arrays
+    checks = []
+
+    def check() -> None:
+        gc.collect()
+        alive = [r() is not None for r in refs]
+        device = [a.shape for a in jax.live_arrays() if rows in a.shape]
+        checks.append((alive, device))
+
+    pipeline.run(
+        progress=False,
+        on_online_start=check,
+        on_eval=lambda row: check() if row.get("phase") == "online" else None,
+    )
+    assert len(checks) == 2  # at the start of fine-tuning and at its evaluation
+    for alive, device in checks:
+        assert not any(alive), "an offline host array is still referenced"
+        assert device == [], f"device arrays of the offline data's size are alive: {device}"

@@ -75,6 +75,8 @@ class OnlineConfig:
 class OnlineResult:
     states: Any  # agent states with a leading seed axis
     rows: list[dict] = field(default_factory=list)
+    # Wall seconds of this process's online loop per section (see ``LoopClock``).
+    section_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def final_returns(self) -> np.ndarray:
@@ -82,6 +84,23 @@ class OnlineResult:
 
 
 EvalCallback = Callable[[dict], None]
+
+
+class LoopClock:
+    """Where the online loop's wall time goes: ``lap(section)`` charges the time since the
+    previous lap to ``section``, so the sections add up to the whole loop. Sections:
+    ``updates`` (fused gradient steps, waited for), ``act`` (policy actions), ``env``
+    (env steps and episode bookkeeping), ``buffer`` (staging and device writes), ``method``
+    (fine-tuning method events), ``eval``, ``checkpoint``, ``other``."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, section: str) -> None:
+        now = time.perf_counter()
+        self.seconds[section] = self.seconds.get(section, 0.0) + now - self._last
+        self._last = now
 
 
 @dataclass(frozen=True)
@@ -244,6 +263,7 @@ class OnlineTrainer:
         updates_done_at_start, updates = 0, 0
         bar = RunProgress(c.steps, f"{c.env}", enabled=progress)
         bar.advance_to(step)
+        clock = LoopClock()
         with bar:
             while step < c.steps:
                 for i in range(c.update_every):
@@ -254,6 +274,7 @@ class OnlineTrainer:
                         step < c.random_steps,
                     )
                     actions = np.asarray(actions)
+                    clock.lap("act")
                     for s, env in enumerate(self.envs):
                         next_obs, reward, terminated, truncated, info = env.step(actions[s])
                         staged.put(
@@ -278,17 +299,25 @@ class OnlineTrainer:
                             next_obs = env.reset(seed=_episode_seed(c.seed, s, int(episodes[s])))[0]
                         observations[s] = next_obs
                     step += 1
+                    clock.lap("env")
                 chunk = staged.as_transition(self.preprocess)
                 buffers = {**buffers, self.write_to: self._add(buffers[self.write_to], chunk)}
+                clock.lap("buffer")
                 if step >= c.update_after:
                     states, update_keys, metrics = self._fused(states, buffers, update_keys)
                     updates += c.update_every * c.utd
+                    # Waiting here costs nothing (the next action needs these states) and
+                    # charges the updates' time to them rather than to the next section.
+                    jax.block_until_ready(states)
+                    clock.lap("updates")
                 if self.on_chunk is not None:
                     states, event_rows = self.on_chunk(step, states, buffers)
                     if run is not None:
                         for event in event_rows:
                             run.append(FINETUNE, {**event, "step": self.step_offset + step})
+                    clock.lap("method")
                 bar.advance_to(step, updates=updates - updates_done_at_start)
+                clock.lap("other")
                 if step % c.eval_every == 0 or step >= c.steps:
                     result = self.evaluate(states)
                     row = self._row(
@@ -297,6 +326,7 @@ class OnlineTrainer:
                     row["phase"] = "online"
                     rows.append(row)
                     bar.report(row)
+                    clock.lap("eval")
                     if run is not None:
                         run.append(METRICS, row)
                         # Episodes restart after every checkpoint, in resumed and uninterrupted runs alike.
@@ -315,11 +345,13 @@ class OnlineTrainer:
                         )
                     else:
                         episodes += 1
+                    clock.lap("checkpoint")
                     observations = self._reset_all(episodes)
                     episode_returns[:] = episode_success[:] = 0.0
                     if on_eval is not None:
                         on_eval(row)
-        return OnlineResult(states=states, rows=rows)
+                    clock.lap("other")
+        return OnlineResult(states=states, rows=rows, section_seconds=clock.seconds)
 
     def _reset_all(self, episodes: np.ndarray) -> np.ndarray:
         return np.stack(
