@@ -114,7 +114,7 @@ def run_in_subprocess(args: argparse.Namespace, method: str, rows: int | None) -
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     rows = []
     for size in [*args.sizes, None] if args.real else args.sizes:
-        for method in METHODS:
+        for method in args.methods:
             row = run_in_subprocess(args, method, size)
             print(json.dumps(row), file=sys.stderr, flush=True)
             rows.append(row)
@@ -148,7 +148,8 @@ def markdown(result: dict[str, Any]) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 300_000, 1_000_000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[100_000, 300_000, 1_000_000])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--no-real", dest="real", action="store_false", help="skip the real data")
     parser.add_argument("--dataset", default="hopper-medium-lite")
     parser.add_argument("--algo", default="iql")
