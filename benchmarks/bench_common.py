@@ -6,9 +6,11 @@ The scripts run as ``python benchmarks/<script>.py``, which puts this folder on 
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -192,3 +194,11 @@ def fine_tuning_pipeline(
     )
     agent = agent_config.create(hooks=method.hooks(algo))
     return Pipeline(algo, agent, config, dataset=dataset, agent_config=agent_config, method=method)
+
+
+def write_results(out: Path, result: dict[str, Any], table: str) -> None:
+    """Raw JSON at ``out`` and the Markdown table beside it (``.md``); the table is printed."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    out.with_suffix(".md").write_text(table)
+    print(table)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_common import fine_tuning_pipeline, machine_info
+from bench_common import fine_tuning_pipeline, machine_info, write_results
 
 METHODS = ("vanilla", "samg")
 
@@ -167,11 +167,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(json.dumps(run_once(args, method, None if rows == "real" else int(rows))))
         return {}
     result = measure(args)
-    table = markdown(result)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    args.out.with_suffix(".md").write_text(table)
-    print(table)
+    write_results(args.out, result, markdown(result))
     return result
 
 

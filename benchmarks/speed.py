@@ -17,7 +17,6 @@ the cost of N seeds on o2o's vmapped seed axis (``--seed-algos``).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ from bench_common import (
     matmul_flops,
     network_sizes,
     spread,
+    write_results,
 )
 
 from o2o import data as datasets
@@ -351,11 +351,7 @@ def main(argv: list[str] | None = None, dataset: Dataset | None = None) -> dict[
     args = parse_args(argv)
     dataset = dataset if dataset is not None else datasets.load(args.dataset)
     result = measure(args, dataset)
-    table = markdown(result)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    args.out.with_suffix(".md").write_text(table)
-    print(table)
+    write_results(args.out, result, markdown(result))
     return result
 
 
