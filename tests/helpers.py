@@ -8,7 +8,9 @@ def mlp_forward(mlp_params: dict, x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, np.float64)
     names = sorted(mlp_params, key=lambda n: int(n.split("_")[1]))
     for i, name in enumerate(names):
-        x = x @ np.asarray(mlp_params[name]["kernel"], np.float64) + np.asarray(mlp_params[name]["bias"], np.float64)
+        x = x @ np.asarray(mlp_params[name]["kernel"], np.float64) + np.asarray(
+            mlp_params[name]["bias"], np.float64
+        )
         if i < len(names) - 1:
             x = np.maximum(x, 0.0)
     return x
@@ -120,3 +122,26 @@ def bandit_scores_before_after(agent, steps: int, task: BanditTask | None = None
     before = task.score(agent.act(state, obs, key, True), obs)
     state, metrics = train_fused(agent, state, task.dataset(), steps=steps, seed=seed)
     return before, task.score(agent.act(state, obs, key, True), obs), metrics
+
+
+class OfflineArrayProbe:
+    """Called at points of a run (e.g. ``on_online_start``), records which of the given host
+    arrays are still referenced and the shapes of live device arrays with a dimension equal
+    to one of ``sizes`` (pick row counts no other array in the process has)."""
+
+    def __init__(self, arrays, sizes: tuple[int, ...]):
+        import weakref
+
+        self.refs = [weakref.ref(a) for a in arrays]
+        self.sizes = sizes
+        self.checks: list[tuple[list[bool], list[tuple[int, ...]]]] = []
+
+    def __call__(self) -> None:
+        import gc
+
+        import jax
+
+        gc.collect()
+        alive = [r() is not None for r in self.refs]
+        device = [a.shape for a in jax.live_arrays() if set(self.sizes) & set(a.shape)]
+        self.checks.append((alive, device))

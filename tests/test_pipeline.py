@@ -8,9 +8,11 @@ import pytest
 
 from o2o import data as datasets
 from o2o.agents import TD3Config
+from o2o.core.types import Transition
 from o2o.errors import ConfigError
 from o2o.experiment.pipeline import Pipeline, PipelineConfig, pipeline_config_dict, preprocess_for
 from o2o.experiment.runs import RunDir
+from tests.helpers import OfflineArrayProbe
 
 AGENT = TD3Config(hidden_dims=(32, 32))
 
@@ -79,6 +81,32 @@ def test_online_data_policies(small_hopper, policy):
         # Nothing of the offline data is kept for fine-tuning.
         assert set(data.buffers) == {"online"} and data.buffers["online"].capacity == 500
         assert float(np.abs(np.asarray(data.buffers["online"].data.observations)).sum()) == 0.0
+
+
+def test_union_fine_tuning_holds_the_offline_data_once():
+    rows, online_steps = 2351, 100  # row counts no other array in the process has
+    dataset = datasets.load("hopper-medium-lite").select(slice(0, rows))
+    p = Pipeline(
+        "td3",
+        AGENT.create(),
+        config(offline_steps=100, online_steps=online_steps, online_eval_every=100),
+        dataset=dataset,
+    )
+    check = OfflineArrayProbe(
+        [dataset.observations, dataset.actions, *p.offline], (rows, rows + online_steps)
+    )
+    del dataset
+    p.run(
+        progress=False,
+        on_online_start=check,
+        on_eval=lambda row: check() if row.get("phase") == "online" else None,
+    )
+    assert len(check.checks) == 2
+    for alive, device in check.checks:
+        assert not any(alive), "the pipeline still references its offline arrays"
+        # One union buffer (one array per transition field, seed axis first), no second copy.
+        assert len(device) == len(Transition._fields), device
+        assert all(shape[:2] == (1, rows + online_steps) for shape in device)
 
 
 def test_calql_defaults_to_mixed_and_others_to_union(small_hopper):

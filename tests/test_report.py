@@ -28,13 +28,14 @@ def write_run(
     success: list[list[float]] | None = None,
     samg: bool = False,
     finished: bool = True,
+    agent: dict | None = None,
 ) -> Path:
     """A run directory as the suite runner writes it; the online curve ends at ``online``."""
     path = root / dataset / algo / method
     path.mkdir(parents=True)
     config = {
         "algo": algo,
-        "agent": {},
+        "agent": agent or {},
         "pipeline": {
             "dataset": dataset,
             "offline_steps": OFFLINE,
@@ -121,6 +122,8 @@ def results(tmp_path):
         [30.0, 30.0, 30.0],
         [38.0, 42.0, 46.0],
         samg=True,
+        # one changed and one default setting: only the change is listed
+        agent={"expectile": 0.9, "beta": 3.0},
     )
     write_run(
         root,
@@ -141,12 +144,18 @@ def test_score_table_numbers(results):
     assert len(rows) == 5  # the unfinished run is not in the table
     vanilla = rows[("hopper-medium-lite", "iql", "vanilla")]
     # mean ± population std over seeds: 50 ± 8.165, 60 ± 8.165
-    assert vanilla[3:] == ("50.0 ± 8.2", "60.0 ± 8.2", "+10.0", "")
+    assert vanilla[3:] == ("50.0 ± 8.2", "60.0 ± 8.2", "+10.0", "", "1k+1k ×3", "")
     samg = rows[("hopper-medium-lite", "iql", "samg")]
     # 75 vs 60 -> +25%
-    assert samg[3:] == ("50.0 ± 8.2", "75.0 ± 12.2", "+25.0", "+25.0%")
+    assert samg[3:7] == ("50.0 ± 8.2", "75.0 ± 12.2", "+25.0", "+25.0%")
     cheetah = rows[("halfcheetah-medium-lite", "iql", "samg")]
-    assert cheetah[4:] == ("42.0 ± 3.3", "+12.0", "-4.5%")  # (42 - 44) / 44
+    assert cheetah[4:] == (
+        "42.0 ± 3.3",
+        "+12.0",
+        "-4.5%",
+        "1k+1k ×3",
+        "expectile=0.9",
+    )  # (42 - 44) / 44
     assert [
         r.method for r in score_rows(load_results(results)) if r.dataset == "hopper-medium-lite"
     ] == ["vanilla", "samg"]

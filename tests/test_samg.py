@@ -19,7 +19,7 @@ from o2o.finetune.samg import (
     merge_statistics,
     thresholded,
 )
-from tests.helpers import q_values, tiny_batch
+from tests.helpers import OfflineArrayProbe, q_values, tiny_batch
 
 OBS, ACT = 3, 2
 
@@ -285,9 +285,6 @@ def test_samg_fine_tuning_keeps_no_offline_transition(tmp_path):
 
 
 def test_samg_online_phase_references_no_offline_array():
-    import gc
-    import weakref
-
     from o2o import data as datasets
     from o2o.agents import TD3Config
     from o2o.experiment.pipeline import Pipeline, PipelineConfig
@@ -319,28 +316,18 @@ def test_samg_online_phase_references_no_offline_array():
         batch_size=32,
     )
     pipeline = Pipeline("td3", agent, config, dataset=dataset, method=method)
-    offline_arrays = [
-        dataset.observations,
-        dataset.next_observations,
-        dataset.actions,
-        *pipeline.offline,
-    ]
-    refs = [weakref.ref(a) for a in offline_arrays]
-    del dataset, offline_arrays
-    checks = []
-
-    def check() -> None:
-        gc.collect()
-        alive = [r() is not None for r in refs]
-        device = [a.shape for a in jax.live_arrays() if rows in a.shape]
-        checks.append((alive, device))
+    check = OfflineArrayProbe(
+        [dataset.observations, dataset.next_observations, dataset.actions, *pipeline.offline],
+        (rows,),
+    )
+    del dataset
 
     pipeline.run(
         progress=False,
         on_online_start=check,
         on_eval=lambda row: check() if row.get("phase") == "online" else None,
     )
-    assert len(checks) == 2  # at the start of fine-tuning and at its evaluation
-    for alive, device in checks:
+    assert len(check.checks) == 2  # at the start of fine-tuning and at its evaluation
+    for alive, device in check.checks:
         assert not any(alive), "an offline host array is still referenced"
         assert device == [], f"device arrays of the offline data's size are alive: {device}"

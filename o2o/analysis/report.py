@@ -56,8 +56,14 @@ def build_report(
     blocks.append(
         Paragraph(
             f"{len(finished)} finished runs ({len(results) - len(finished)} unfinished) over "
-            f"{len({r.dataset for r in finished})} datasets. Budget: {'; '.join(budgets) or 'n/a'}. "
-            "Small CPU budgets: read differences against the seed spread."
+            f"{len({r.dataset for r in finished})} datasets. "
+            + (
+                f"Budget: {budgets[0] if budgets else 'n/a'}. "
+                if len(budgets) <= 1
+                else f"Budgets differ between runs ({len(budgets)} kinds): see each row's "
+                "`budget` column (offline+online steps ×seeds). "
+            )
+            + "Small CPU budgets: read differences against the seed spread."
         )
     )
     if references:
@@ -75,7 +81,9 @@ def build_report(
             "Score of the last evaluation of each phase, mean ± std over seeds. "
             "`vs vanilla` = 100·(after online − vanilla's after online)/|vanilla's after online| "
             "for the same dataset and base algorithm; fine-tuning methods start from the vanilla "
-            "run's offline checkpoint (paired), so their `after offline` is vanilla's."
+            "run's offline checkpoint (paired), so their `after offline` is vanilla's. "
+            "`non-default settings` lists the agent hyperparameters that differ from the "
+            "algorithm's defaults for the domain (budget-fitted schedules aside)."
         )
     )
     averages = average_improvement(results)

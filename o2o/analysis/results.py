@@ -8,7 +8,7 @@ method's name is its results-directory label (``samg``, ``samg-even`` ...).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,7 @@ import numpy as np
 import yaml
 
 from o2o.errors import O2OError
-from o2o.experiment.runs import CONFIG, EPISODES, FINETUNE, METRICS, RunDir
+from o2o.experiment.runs import CONFIG, EPISODES, FINETUNE, METRICS, RunDir, plain_config
 
 
 @dataclass
@@ -64,6 +64,44 @@ class RunResult:
             f"{p.get('offline_steps', '?')} offline + {p.get('online_steps', '?')} online steps, "
             f"{p.get('seeds', '?')} seeds, {p.get('eval_episodes', '?')} eval episodes"
         )
+
+    @property
+    def short_budget(self) -> str:
+        """``offline+online steps ×seeds``, e.g. ``5k+5k ×3``: one table cell."""
+        p = self.pipeline
+        return (
+            f"{_steps(p.get('offline_steps'))}+{_steps(p.get('online_steps'))} "
+            f"×{p.get('seeds', '?')}"
+        )
+
+    def agent_changes(self) -> dict[str, Any]:
+        """Agent settings that differ from the algorithm's defaults for the dataset's domain,
+        such as a CPU-budget ``cql_n_actions=2``. Schedules the pipeline fits to the run's
+        budget are not changes."""
+        from o2o.agents import CONFIGS
+        from o2o.experiment.pipeline import BUDGET_FIELDS
+
+        stored = self.config.get("agent") or {}
+        config_cls = CONFIGS.get(self.algo)
+        if config_cls is None:
+            return {}
+        domain = "maze" if "maze" in self.dataset.lower() else "locomotion"
+        default = (
+            config_cls.for_domain(domain) if hasattr(config_cls, "for_domain") else config_cls()
+        )
+        # Through YAML so both sides have the stored form (lists, .inf, ...).
+        default = yaml.safe_load(yaml.safe_dump(plain_config(asdict(default))))
+        return {
+            name: value
+            for name, value in stored.items()
+            if name not in BUDGET_FIELDS and name in default and default[name] != value
+        }
+
+
+def _steps(value: Any) -> str:
+    if isinstance(value, int) and value >= 1000 and value % 1000 == 0:
+        return f"{value // 1000}k"
+    return str(value if value is not None else "?")
 
 
 def _phase_of(row: dict[str, Any]) -> str:

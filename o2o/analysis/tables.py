@@ -40,6 +40,8 @@ class ScoreRow:
     offline: np.ndarray  # per seed
     online: np.ndarray  # per seed
     improvement: float | None  # % over the vanilla run of the same (dataset, algo); None: no pair
+    budget: str = ""  # offline+online steps ×seeds
+    settings: str = ""  # agent settings that differ from the algorithm's defaults
 
 
 def mean_std(values: np.ndarray) -> str:
@@ -71,7 +73,19 @@ def score_rows(results: Sequence[RunResult]) -> list[ScoreRow]:
             and base.scores("online").size
         ):
             improvement = improvement_percent(online.mean(), base.scores("online").mean())
-        rows.append(ScoreRow(r.dataset, r.algo, r.method, r.scores("offline"), online, improvement))
+        settings = ", ".join(f"{k}={v}" for k, v in r.agent_changes().items())
+        rows.append(
+            ScoreRow(
+                r.dataset,
+                r.algo,
+                r.method,
+                r.scores("offline"),
+                online,
+                improvement,
+                r.short_budget,
+                settings,
+            )
+        )
     return rows
 
 
@@ -93,6 +107,8 @@ def score_table(results: Sequence[RunResult]) -> Table:
                 mean_std(row.online),
                 delta,
                 improvement,
+                row.budget,
+                row.settings,
             )
         )
     return Table(
@@ -104,6 +120,8 @@ def score_table(results: Sequence[RunResult]) -> Table:
             "after online",
             "Δ online − offline",
             "vs vanilla",
+            "budget",
+            "non-default settings",
         ),
         tuple(body),
     )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import jax
@@ -205,7 +205,10 @@ class OnlineTrainer:
         else:
             states = jax.vmap(lambda k: self.agent.init(k, self.obs_dim, self.act_dim))(split[:, 0])
         if self.data is not None:
-            buffers = jax.tree.map(lambda x: jnp.asarray(x).copy(), self.data.buffers)
+            # Handed over, not copied: a union buffer holds the whole offline dataset per seed,
+            # and a second copy would double the run's largest allocation.
+            buffers = {name: jax.tree.map(jnp.asarray, b) for name, b in self.data.buffers.items()}
+            self.data = replace(self.data, buffers={})
         else:
             one = buf.create_buffer(self.capacity, self.obs_dim, self.act_dim)
             buffers = {

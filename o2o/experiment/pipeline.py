@@ -397,8 +397,8 @@ class Pipeline:
     ) -> PipelineResult:
         """Both phases; ``offline_states`` (seed axis) skips pre-training (``--from``).
         ``on_eval(row)`` is called after every evaluation (and its checkpoint);
-        ``on_online_start()`` once the online data is built and, under the online-only
-        policy, the offline data released (where memory benchmarks reset their peak)."""
+        ``on_online_start()`` once the online data is built and the pipeline's own offline
+        arrays released (where memory benchmarks reset their peak)."""
         c = self.config
         if offline_states is None:
             offline_states = self.run_offline(run, resume, progress, on_eval)
@@ -411,11 +411,12 @@ class Pipeline:
             online = self.online_config()
             capacity = online.buffer_capacity or c.online_steps
             data = self.online_data(capacity)
-            if self.policy == "online":
-                # Nothing of the offline data stays in memory once fine-tuning starts.
-                self.offline = None
-                self.dataset = None
-                release_freed_memory()
+            # The online data holds what fine-tuning samples (under union/mixed, its own copy
+            # of the offline transitions); under the online-only policy nothing of the offline
+            # data stays in memory once fine-tuning starts.
+            self.offline = None
+            self.dataset = None
+            release_freed_memory()
             if on_online_start is not None:
                 on_online_start()
             online_agent = self.agent.for_online()
@@ -434,6 +435,7 @@ class Pipeline:
                 step_offset=c.offline_steps,
                 on_chunk=None if type(method) is Vanilla else on_chunk,
             )
+            del data  # the trainer owns the buffers now (a union buffer is the largest array)
             try:
                 resume_online = resume and run is not None and _phase(run) == "online"
                 if run is not None:
