@@ -227,3 +227,28 @@ def test_default_report_directory(results):
     assert written == [results / "report" / "report.md"]
     # a second report re-reads the results and ignores its own report directory
     assert write_report(results, reps=50) == written
+
+
+def test_mixed_budgets_align_curves_at_the_start_of_fine_tuning(tmp_path, monkeypatch):
+    import o2o.analysis.report as report
+
+    root = tmp_path / "results"
+    write_run(root, "hopper-medium-lite", "iql", "vanilla", [40.0, 50.0], [50.0, 60.0])
+    cql = write_run(root, "hopper-medium-lite", "cql", "vanilla", [30.0, 30.0], [35.0, 35.0])
+    config = yaml.safe_load((cql / "config.yaml").read_text())
+    config["pipeline"]["offline_steps"] = 500  # rows keep their steps 1000, 1500, 2000
+    (cql / "config.yaml").write_text(yaml.safe_dump(config))
+    seen = {}
+
+    def capture(curves, path, title, **kw):
+        seen.update(curves=curves, title=title, boundary=kw["boundary"])
+        return Path(path)
+
+    monkeypatch.setattr(report, "plot_learning_curves", capture)
+    report.build_report(load_results(root), tmp_path / "out", "t", reps=10)
+    steps = {label: [row["step"] for row in rows] for label, rows in seen["curves"].items()}
+    assert steps == {
+        "cql/vanilla (500+1k ×2)": [500, 1000, 1500],
+        "iql/vanilla (1k+1k ×2)": [0, 500, 1000],
+    }
+    assert seen["boundary"] == 0 and "budgets differ" in seen["title"]

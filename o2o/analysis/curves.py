@@ -39,6 +39,7 @@ def plot_learning_curves(
     key: str = "normalized_score",
     boundary: int | None = None,
     band: str = "std",
+    xlabel: str = "step (offline gradient steps, then online env steps)",
 ) -> Path:
     """One line per run label, shaded ±1 std across seeds (``band="ci95"``: the 95%
     confidence interval of the mean); a dashed line at the offline→online ``boundary`` step."""
@@ -55,7 +56,7 @@ def plot_learning_curves(
     if boundary is not None:
         ax.axvline(boundary, color="grey", linestyle="--", linewidth=1)
         ax.text(boundary, ax.get_ylim()[1], " online →", va="top", color="grey", fontsize=8)
-    ax.set_xlabel("step (offline gradient steps, then online env steps)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("normalized score" if key == "normalized_score" else key)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)

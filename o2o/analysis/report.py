@@ -193,13 +193,29 @@ def _curve_blocks(finished: Sequence[RunResult], out_dir: Path) -> list[Block]:
         )
     )
     for dataset, runs in _by_dataset(finished).items():
-        boundary = runs[0].pipeline.get("offline_steps")
+        if len({r.budget for r in runs}) == 1:
+            curves = {r.label: r.rows for r in runs if r.rows}
+            title, boundary = f"{dataset} ({runs[0].budget})", runs[0].pipeline.get("offline_steps")
+            xlabel = "step (offline gradient steps, then online env steps)"
+        else:
+            # Different offline budgets: align every run at its own start of fine-tuning.
+            curves = {
+                f"{r.label} ({r.short_budget})": [
+                    {**row, "step": row["step"] - int(r.pipeline.get("offline_steps", 0))}
+                    for row in r.rows
+                ]
+                for r in runs
+                if r.rows
+            }
+            title, boundary = f"{dataset} (budgets differ: see the legend)", 0
+            xlabel = "step relative to the start of fine-tuning (offline steps < 0 < online steps)"
         path = plot_learning_curves(
-            {r.label: r.rows for r in runs if r.rows},
+            curves,
             out_dir / FIGURES / f"curves-{_slug(dataset)}.png",
-            f"{dataset} ({runs[0].budget})",
+            title,
             boundary=boundary,
             band="ci95",
+            xlabel=xlabel,
         )
         blocks.append(Image(f"{FIGURES}/{path.name}", f"learning curves {dataset}"))
     return blocks
