@@ -214,17 +214,13 @@ def _is_pipeline_run(path: Path) -> bool:
 
 
 def _agent_config(algo: str, overrides: list[str], domain: str | None):
-    from o2o.agents import CONFIGS
+    from o2o.agents import CONFIGS, domain_config
 
     algo = algo.lower()
     if algo not in CONFIGS:
         raise ConfigError(f"unknown algorithm '{algo}'; choose from {', '.join(sorted(CONFIGS))}")
     config_cls = CONFIGS[algo]
-    base = (
-        config_cls.for_domain(domain)
-        if domain and hasattr(config_cls, "for_domain")
-        else config_cls()
-    )
+    base = domain_config(algo, domain)
     return dataclasses.replace(base, **parse_overrides(overrides, config_cls))
 
 

@@ -31,6 +31,15 @@ def make_agent(name: str, **overrides: Any):
     return config_cls(**overrides).create()
 
 
-__all__ = ["CONFIGS", "SAC", "SACConfig", "TD3", "TD3Config", "make_agent"]
+def domain_config(name: str, domain: str | None = "locomotion") -> Any:
+    """The config of algorithm ``name`` with its CORL preset for ``domain`` (locomotion or
+    maze); algorithms without presets (SAC, TD3) and ``domain=None`` give the plain defaults."""
+    config_cls = CONFIGS[name]
+    if domain and hasattr(config_cls, "for_domain"):
+        return config_cls.for_domain(domain)
+    return config_cls()
+
+
+__all__ = ["CONFIGS", "SAC", "SACConfig", "TD3", "TD3Config", "domain_config", "make_agent"]
 __all__ += ["AWAC", "AWACConfig", "BC", "BCConfig", "IQL", "IQLConfig", "TD3BC", "TD3BCConfig"]
 __all__ += ["CQL", "CQLConfig", "CalQL", "CalQLConfig", "SPOT", "SPOTConfig"]

@@ -78,17 +78,14 @@ class RunResult:
         """Agent settings that differ from the algorithm's defaults for the dataset's domain,
         such as a CPU-budget ``cql_n_actions=2``. Schedules the pipeline fits to the run's
         budget are not changes."""
-        from o2o.agents import CONFIGS
+        from o2o.agents import CONFIGS, domain_config
         from o2o.experiment.pipeline import BUDGET_FIELDS
+        from o2o.experiment.suite import dataset_domain
 
         stored = self.config.get("agent") or {}
-        config_cls = CONFIGS.get(self.algo)
-        if config_cls is None:
+        if self.algo not in CONFIGS:
             return {}
-        domain = "maze" if "maze" in self.dataset.lower() else "locomotion"
-        default = (
-            config_cls.for_domain(domain) if hasattr(config_cls, "for_domain") else config_cls()
-        )
+        default = domain_config(self.algo, dataset_domain(self.dataset))
         # Through YAML so both sides have the stored form (lists, .inf, ...).
         default = yaml.safe_load(yaml.safe_dump(plain_config(asdict(default))))
         return {

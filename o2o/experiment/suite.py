@@ -62,6 +62,11 @@ _TOP_LEVEL_PIPELINE = {
 }
 
 
+def dataset_domain(dataset: str) -> str:
+    """The hyperparameter preset a dataset name implies: maze datasets get ``maze``."""
+    return "maze" if "maze" in dataset.lower() else "locomotion"
+
+
 @dataclass(frozen=True)
 class MethodSpec:
     """A fine-tuning method with its options; ``label`` names its results directory."""
@@ -106,14 +111,10 @@ class Configuration:
         return dataclasses.replace(self, method=VANILLA)
 
     def agent_config(self) -> Any:
-        from o2o.agents import CONFIGS
+        from o2o.agents import CONFIGS, domain_config
 
         config_cls = CONFIGS[self.algo]
-        base = (
-            config_cls.for_domain(self.domain)
-            if hasattr(config_cls, "for_domain")
-            else config_cls()
-        )
+        base = domain_config(self.algo, self.domain)
         overrides = coerce_overrides(self.agent_overrides, config_cls)
         return fit_to_budget(
             dataclasses.replace(base, **overrides),
@@ -189,9 +190,7 @@ class Suite:
             ) from None
 
     def _domain(self, dataset: str) -> str:
-        if self.domain != "auto":
-            return self.domain
-        return "maze" if "maze" in dataset.lower() else "locomotion"
+        return self.domain if self.domain != "auto" else dataset_domain(dataset)
 
     def restricted(
         self, datasets: list[str] | None = None, algos: list[str] | None = None
