@@ -12,7 +12,7 @@ from rliable import metrics
 from o2o.analysis.report import write_report
 from o2o.analysis.results import load_results
 from o2o.analysis.statistics import aggregate_statistics, probability_of_improvement
-from o2o.analysis.tables import regret_table, score_rows, score_table
+from o2o.analysis.tables import paired_tables, regret_table, score_rows, score_table
 from o2o.cli import main
 
 OFFLINE, ONLINE = 1000, 1000
@@ -196,6 +196,7 @@ def test_report_files_markdown_and_html(results, tmp_path):
     text = (out / "report.md").read_text()
     assert "| hopper-medium-lite | iql | samg | 50.0 ± 8.2 | 75.0 ± 12.2 | +25.0 | +25.0% |" in text
     assert "Average improvement over vanilla: samg +10.2%." in text  # (25 - 4.545) / 2
+    assert "## samg vs vanilla, paired" in text
     assert "| pointmaze-umaze-play | cql | vanilla | 0.375 ± 0.125 | 8 |" in text
     assert "`hopper-medium-lite/cql/vanilla`" in text  # listed as unfinished
     for name in (
@@ -252,3 +253,22 @@ def test_mixed_budgets_align_curves_at_the_start_of_fine_tuning(tmp_path, monkey
         "iql/vanilla (1k+1k ×2)": [0, 500, 1000],
     }
     assert seen["boundary"] == 0 and "budgets differ" in seen["title"]
+
+
+def test_paired_table_sets_each_method_beside_vanilla(results):
+    tables = paired_tables(load_results(results))
+    assert list(tables) == ["samg"]
+    rows = {(r[0], r[1]): r for r in tables["samg"].rows}
+    # the vanilla-only maze run and the unfinished CQL run have no pair
+    assert set(rows) == {("hopper-medium-lite", "iql"), ("halfcheetah-medium-lite", "iql")}
+    # SAMG 60/75/90 vs vanilla mean 60: two seeds above (60 is not above)
+    assert rows[("hopper-medium-lite", "iql")][2:] == (
+        "1k+1k ×3",
+        "50.0 ± 8.2",
+        "60.0 ± 8.2",
+        "75.0 ± 12.2",
+        "+25.0%",
+        "2/3",
+    )
+    # SAMG 38/42/46 vs vanilla mean 44: one seed above
+    assert rows[("halfcheetah-medium-lite", "iql")][-2:] == ("-4.5%", "1/3")

@@ -19,7 +19,13 @@ from o2o.analysis.curves import plot_learning_curves
 from o2o.analysis.diagnostics import plot_samg_diagnostics
 from o2o.analysis.results import RunResult, load_results
 from o2o.analysis.statistics import aggregate_statistics, probability_of_improvement
-from o2o.analysis.tables import Table, average_improvement, regret_table, score_table
+from o2o.analysis.tables import (
+    Table,
+    average_improvement,
+    paired_tables,
+    regret_table,
+    score_table,
+)
 from o2o.experiment.checkpoint import atomic_write_bytes
 
 FIGURES = "figures"
@@ -93,6 +99,18 @@ def build_report(
                 "Average improvement over vanilla: "
                 + ", ".join(f"{m} {v:+.1f}%" for m, v in averages.items())
                 + "."
+            )
+        )
+
+    paired = paired_tables(results)
+    for method, table in paired.items():
+        blocks += [Heading(2, f"{method} vs vanilla, paired"), table]
+    if paired:
+        blocks.append(
+            Paragraph(
+                "Each fine-tuning method beside vanilla on the same dataset, base algorithm and "
+                "offline checkpoint. `seeds above vanilla's mean`: how many of the method's seeds "
+                "end above vanilla's mean after online."
             )
         )
 

@@ -127,6 +127,50 @@ def score_table(results: Sequence[RunResult]) -> Table:
     )
 
 
+def paired_tables(results: Sequence[RunResult]) -> dict[str, Table]:
+    """For each fine-tuning method, its runs side by side with vanilla's of the same
+    (dataset, algorithm): the comparison the SAMG paper's Table 1 makes.
+
+    `seeds above` counts the method's seeds whose after-online score exceeds vanilla's mean,
+    a quick read of whether a difference in means is carried by one seed."""
+    rows = score_rows(results)
+    vanilla = {(r.dataset, r.algo): r for r in rows if r.method == "vanilla"}
+    by_method: dict[str, list[tuple[str, ...]]] = defaultdict(list)
+    for row in rows:
+        base = vanilla.get((row.dataset, row.algo))
+        if row.method == "vanilla" or base is None or not (row.online.size and base.online.size):
+            continue
+        above = int(np.sum(row.online > base.online.mean()))
+        by_method[row.method].append(
+            (
+                row.dataset,
+                row.algo,
+                row.budget,
+                mean_std(base.offline),
+                mean_std(base.online),
+                mean_std(row.online),
+                "" if row.improvement is None else f"{row.improvement:+.1f}%",
+                f"{above}/{row.online.size}",
+            )
+        )
+    return {
+        method: Table(
+            (
+                "dataset",
+                "algorithm",
+                "budget",
+                "after offline",
+                "vanilla after online",
+                f"{method} after online",
+                "vs vanilla",
+                "seeds above vanilla's mean",
+            ),
+            tuple(body),
+        )
+        for method, body in sorted(by_method.items())
+    }
+
+
 def average_improvement(results: Sequence[RunResult]) -> dict[str, float]:
     """Mean of the per-(dataset, algorithm) improvements of each method over vanilla."""
     by_method: dict[str, list[float]] = defaultdict(list)
