@@ -57,6 +57,10 @@ def improvement_percent(method_mean: float, vanilla_mean: float) -> float | None
     return 100.0 * (method_mean - vanilla_mean) / abs(vanilla_mean)
 
 
+def percent_text(improvement: float | None) -> str:
+    return "" if improvement is None else f"{improvement:+.1f}%"
+
+
 def score_rows(results: Sequence[RunResult]) -> list[ScoreRow]:
     """One row per finished run, vanilla first within each (dataset, algorithm)."""
     finished = [r for r in results if r.finished]
@@ -97,7 +101,7 @@ def score_table(results: Sequence[RunResult]) -> Table:
             if row.online.size and row.offline.size
             else "n/a"
         )
-        improvement = "" if row.improvement is None else f"{row.improvement:+.1f}%"
+        improvement = percent_text(row.improvement)
         body.append(
             (
                 row.dataset,
@@ -149,7 +153,7 @@ def paired_tables(results: Sequence[RunResult]) -> dict[str, Table]:
                 mean_std(base.offline),
                 mean_std(base.online),
                 mean_std(row.online),
-                "" if row.improvement is None else f"{row.improvement:+.1f}%",
+                percent_text(row.improvement),
                 f"{above}/{row.online.size}",
             )
         )
