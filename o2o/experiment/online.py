@@ -16,7 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -61,10 +61,6 @@ class OnlineConfig:
             "seeds",
         )
         check_non_negative(self, "random_steps", "update_after", "seed")
-        check(
-            self.eval_every % self.update_every == 0,
-            f"eval_every ({self.eval_every}) must be a multiple of update_every ({self.update_every})",
-        )
         check(
             self.buffer_capacity is None or self.buffer_capacity > 0,
             "buffer_capacity must be positive",
@@ -144,87 +140,144 @@ def _eval_seed(seed: int) -> int:
     return 10_000_000 + 1000 * seed
 
 
-class OnlineTrainer:
-    """Owns the envs, jitted functions and device data of one online run."""
+class EnvStep(NamedTuple):
+    """One step of every seed's training env, (seeds, ...) arrays. ``next_observations`` are
+    the states the actions led to, before any reset; ``SeedEnvs.observations`` already holds
+    the reset states of the episodes that ended."""
+
+    observations: np.ndarray
+    rewards: np.ndarray  # raw env rewards
+    next_observations: np.ndarray
+    terminated: np.ndarray  # bool
+    truncated: np.ndarray  # bool
+
+
+class SeedEnvs:
+    """One training env per seed and its episode bookkeeping: returns and success of the
+    running episodes, a row in ``episodes.jsonl`` per finished episode, and resets seeded by
+    the per-seed episode counter (so a resumed run restarts exactly like an uninterrupted one)."""
+
+    def __init__(self, env_id: str, seed: int, seeds: int):
+        self.seed = seed
+        self.envs = [make_env(env_id, seed=seed + i) for i in range(seeds)]
+        self.obs_dim = int(self.envs[0].observation_space.shape[0])
+        self.act_dim = int(self.envs[0].action_space.shape[0])
+        self.episodes = np.zeros(seeds, np.int64)
+        self.observations = np.zeros((seeds, self.obs_dim), np.float32)
+        self.returns = np.zeros(seeds)
+        self.success = np.zeros(seeds)
+
+    def restart(self, episodes: np.ndarray | None = None) -> None:
+        """Start a new episode in every env (after setting the counters to ``episodes``)."""
+        if episodes is not None:
+            self.episodes = np.array(episodes, np.int64)
+        self.observations = np.stack(
+            [
+                env.reset(seed=_episode_seed(self.seed, s, int(self.episodes[s])))[0]
+                for s, env in enumerate(self.envs)
+            ]
+        ).astype(np.float32)
+        self.returns[:] = self.success[:] = 0.0
+
+    def step(self, actions: np.ndarray, log_step: int, run: RunDir | None) -> EnvStep:
+        """Step every env with its row of ``actions``; finished episodes are logged at
+        ``log_step`` and reset."""
+        n = len(self.envs)
+        observations = self.observations.copy()
+        next_observations = np.zeros_like(observations)
+        rewards = np.zeros(n)
+        terminated, truncated = np.zeros(n, bool), np.zeros(n, bool)
+        for s, env in enumerate(self.envs):
+            next_obs, reward, term, trunc, info = env.step(actions[s])
+            next_observations[s], rewards[s] = next_obs, reward
+            terminated[s], truncated[s] = term, trunc
+            self.returns[s] += reward
+            success = success_from_info(info)
+            if success is not None:
+                self.success[s] = max(self.success[s], success)
+            if term or trunc:
+                if run is not None:
+                    row = {
+                        "step": log_step,
+                        "seed": self.seed + s,
+                        "return": float(self.returns[s]),
+                    }
+                    if success is not None:
+                        row["success"] = float(self.success[s])
+                    run.append(EPISODES, row)
+                self.returns[s] = self.success[s] = 0.0
+                self.episodes[s] += 1
+                next_obs = env.reset(seed=_episode_seed(self.seed, s, int(self.episodes[s])))[0]
+            self.observations[s] = next_obs
+        return EnvStep(observations, rewards, next_observations, terminated, truncated)
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
+
+class EnvLoop:
+    """What every online loop shares, whatever the agent learns from: the training envs, the
+    batched evaluation and its metrics row, the checkpoint and episode restart at every
+    evaluation, resume, the progress bar and the loop clock. A subclass provides
+    ``initial()`` (its device state: states, keys, data) and ``_chunk()`` (env steps and the
+    updates between two possible evaluations)."""
 
     def __init__(
         self,
-        agent: Agent,
+        agent: Any,
         config: OnlineConfig,
-        score_fn: Callable[[np.ndarray], np.ndarray] | None = None,
-        preprocess: Preprocess | None = None,
-        data: OnlineData | None = None,
-        initial_states: Any = None,
-        step_offset: int = 0,
-        on_chunk: Callable[[int, Any, dict], tuple[Any, list[dict]]] | None = None,
+        score_fn: Callable[[np.ndarray], np.ndarray] | None,
+        preprocess: Preprocess | None,
+        initial_states: Any,
+        step_offset: int,
+        on_chunk: Callable[[int, Any, Any], tuple[Any, list[dict]]] | None,
     ):
-        """``data`` and ``initial_states`` continue from an offline phase (with a leading seed
-        axis); without them the run starts from scratch with one replay buffer. Rows are
-        logged at ``step_offset + env step``."""
         self.agent, self.config, self.score_fn = agent, config, score_fn
         self.preprocess = preprocess or Preprocess()
-        self.data, self.initial_states, self.step_offset = data, initial_states, step_offset
-        # Periodic events of a fine-tuning method: (env step, states, buffers) -> (states, rows).
+        self.initial_states, self.step_offset = initial_states, step_offset
+        # Periodic events of a fine-tuning method: (env step, states, data) -> (states, rows).
         self.on_chunk = on_chunk
         c = config
-        self.envs = [make_env(c.env, seed=c.seed + i) for i in range(c.seeds)]
-        self.obs_dim = int(self.envs[0].observation_space.shape[0])
-        self.act_dim = int(self.envs[0].action_space.shape[0])
+        self.envs = SeedEnvs(c.env, c.seed, c.seeds)
+        self.obs_dim, self.act_dim = self.envs.obs_dim, self.envs.act_dim
         self.eval_grid = EnvGrid(c.env, c.seeds, c.eval_episodes)
-        capacity = c.buffer_capacity or c.steps
-        self.capacity = capacity
-
-        def explore(states, observations, keys, uniform):
-            def one(state, obs, key):
-                key, act_key, random_key = jax.random.split(key, 3)
-                policy_action = agent.act(state, obs[None], act_key, False)[0]
-                random_action = jax.random.uniform(
-                    random_key, policy_action.shape, minval=-1.0, maxval=1.0
-                )
-                return jnp.where(uniform, random_action, policy_action), key
-
-            return jax.vmap(one)(states, observations, keys)
-
-        self._explore = jax.jit(explore)
         self._greedy = jax.jit(
             jax.vmap(lambda state, obs: agent.act(state, obs, jax.random.PRNGKey(0), True))
         )
-        self._add = jax.jit(jax.vmap(buf.add), donate_argnums=(0,))
-        sampler = (
-            data.sampler if data is not None else buf.Sampler(c.batch_size, (("replay", 1.0),))
-        )
-        self.write_to = data.write_to if data is not None else "replay"
-        self._fused = compile_fused(agent.update, sampler, c.update_every * c.utd)
 
     def initial(self) -> dict[str, Any]:
-        c = self.config
-        roots = seed_keys(c.seed, c.seeds)
-        split = jax.vmap(lambda k: jax.random.split(k, 3))(roots)
+        """The checkpointed carry: ``states``, the subclass's keys and data, and the loop's
+        counters (``_counters``)."""
+        raise NotImplementedError
+
+    def _chunk(
+        self, carry: dict[str, Any], run: RunDir | None, clock: LoopClock
+    ) -> tuple[dict[str, Any], dict | None, int]:
+        """Advance ``carry`` (its ``step`` included) by one chunk of env steps and updates;
+        returns (carry, the updates' metrics or None if none ran, updates done)."""
+        raise NotImplementedError
+
+    def _initial_states(self, init_keys: jax.Array) -> Any:
         if self.initial_states is not None:
-            states = jax.tree.map(lambda x: jnp.asarray(x).copy(), self.initial_states)
-        else:
-            states = jax.vmap(lambda k: self.agent.init(k, self.obs_dim, self.act_dim))(split[:, 0])
-        if self.data is not None:
-            # Handed over, not copied: a union buffer holds the whole offline dataset per seed,
-            # and a second copy would double the run's largest allocation.
-            buffers = {name: jax.tree.map(jnp.asarray, b) for name, b in self.data.buffers.items()}
-            self.data = replace(self.data, buffers={})
-        else:
-            one = buf.create_buffer(self.capacity, self.obs_dim, self.act_dim)
-            buffers = {
-                "replay": jax.tree.map(
-                    lambda x: jnp.broadcast_to(x, (c.seeds, *x.shape)).copy(), one
-                )
-            }
+            return jax.tree.map(lambda x: jnp.asarray(x).copy(), self.initial_states)
+        return jax.vmap(lambda k: self.agent.init(k, self.obs_dim, self.act_dim))(init_keys)
+
+    def _counters(self) -> dict[str, Any]:
         return {
-            "states": states,
-            "buffers": buffers,
-            "explore_keys": split[:, 1],
-            "update_keys": split[:, 2],
             "step": np.int64(0),
-            "episodes": np.zeros(c.seeds, np.int64),
+            "episodes": np.zeros(self.config.seeds, np.int64),
             "wall_time": np.float64(0.0),
         }
+
+    def _method_events(self, step: int, states: Any, data: Any, run: RunDir | None) -> Any:
+        if self.on_chunk is None:
+            return states
+        states, event_rows = self.on_chunk(step, states, data)
+        if run is not None:
+            for event in event_rows:
+                run.append(FINETUNE, {**event, "step": self.step_offset + step})
+        return states
 
     def evaluate(self, states) -> EvalResult:
         return evaluate(
@@ -234,8 +287,7 @@ class OnlineTrainer:
         )
 
     def close(self) -> None:
-        for env in self.envs:
-            env.close()
+        self.envs.close()
         self.eval_grid.close()
 
     def run(
@@ -252,77 +304,25 @@ class OnlineTrainer:
             carry["step"], carry["wall_time"] = int(carry["step"]), float(carry["wall_time"])
             carry["episodes"] = np.asarray(carry["episodes"])
             run.truncate_after(self.step_offset + carry["step"])
+        carry["step"] = int(carry["step"])
         rows = run.rows(METRICS) if run is not None else []
-        step = int(carry["step"])
-        episodes = np.array(carry["episodes"])
-        observations = self._reset_all(episodes)
-        staged = _Staging(c.seeds, c.update_every, self.obs_dim, self.act_dim)
-        episode_returns = np.zeros(c.seeds)
-        episode_success = np.zeros(c.seeds)
+        self.envs.restart(carry["episodes"])
         start_wall = time.perf_counter() - float(carry["wall_time"])
         metrics: dict[str, Any] = {}
-        states, buffers = carry["states"], carry["buffers"]
-        explore_keys, update_keys = carry["explore_keys"], carry["update_keys"]
-        updates_done_at_start, updates = 0, 0
+        updates = 0
         bar = RunProgress(c.steps, f"{c.env}", enabled=progress)
-        bar.advance_to(step)
+        bar.advance_to(carry["step"])
         clock = LoopClock()
         with bar:
-            while step < c.steps:
-                for i in range(c.update_every):
-                    actions, explore_keys = self._explore(
-                        states,
-                        jnp.asarray(self.preprocess.observations(observations)),
-                        explore_keys,
-                        step < c.random_steps,
-                    )
-                    actions = np.asarray(actions)
-                    clock.lap("act")
-                    for s, env in enumerate(self.envs):
-                        next_obs, reward, terminated, truncated, info = env.step(actions[s])
-                        staged.put(
-                            s, i, observations[s], actions[s], reward, next_obs, terminated
-                        )  # raw; transformed per chunk
-                        episode_returns[s] += reward
-                        success = success_from_info(info)
-                        if success is not None:
-                            episode_success[s] = max(episode_success[s], success)
-                        if terminated or truncated:
-                            if run is not None:
-                                row = {
-                                    "step": self.step_offset + step + 1,
-                                    "seed": c.seed + s,
-                                    "return": float(episode_returns[s]),
-                                }
-                                if success is not None:
-                                    row["success"] = float(episode_success[s])
-                                run.append(EPISODES, row)
-                            episode_returns[s] = episode_success[s] = 0.0
-                            episodes[s] += 1
-                            next_obs = env.reset(seed=_episode_seed(c.seed, s, int(episodes[s])))[0]
-                        observations[s] = next_obs
-                    step += 1
-                    clock.lap("env")
-                chunk = staged.as_transition(self.preprocess)
-                buffers = {**buffers, self.write_to: self._add(buffers[self.write_to], chunk)}
-                clock.lap("buffer")
-                if step >= c.update_after:
-                    states, update_keys, metrics = self._fused(states, buffers, update_keys)
-                    updates += c.update_every * c.utd
-                    # Waiting here costs nothing (the next action needs these states) and
-                    # charges the updates' time to them rather than to the next section.
-                    jax.block_until_ready(states)
-                    clock.lap("updates")
-                if self.on_chunk is not None:
-                    states, event_rows = self.on_chunk(step, states, buffers)
-                    if run is not None:
-                        for event in event_rows:
-                            run.append(FINETUNE, {**event, "step": self.step_offset + step})
-                    clock.lap("method")
-                bar.advance_to(step, updates=updates - updates_done_at_start)
+            while carry["step"] < c.steps:
+                carry, chunk_metrics, chunk_updates = self._chunk(carry, run, clock)
+                step = carry["step"]
+                if chunk_metrics is not None:
+                    metrics, updates = chunk_metrics, updates + chunk_updates
+                bar.advance_to(step, updates=updates)
                 clock.lap("other")
                 if step % c.eval_every == 0 or step >= c.steps:
-                    result = self.evaluate(states)
+                    result = self.evaluate(carry["states"])
                     row = self._row(
                         self.step_offset + step, time.perf_counter() - start_wall, result, metrics
                     )
@@ -330,39 +330,26 @@ class OnlineTrainer:
                     rows.append(row)
                     bar.report(row)
                     clock.lap("eval")
+                    # Episodes restart after every evaluation (and its checkpoint), in resumed
+                    # and uninterrupted runs alike.
+                    self.envs.episodes += 1
                     if run is not None:
                         run.append(METRICS, row)
-                        # Episodes restart after every checkpoint, in resumed and uninterrupted runs alike.
-                        episodes += 1
                         save_checkpoint(
                             run.checkpoint_path,
                             {
-                                "states": states,
-                                "buffers": buffers,
-                                "explore_keys": explore_keys,
-                                "update_keys": update_keys,
+                                **carry,
                                 "step": np.int64(step),
-                                "episodes": episodes,
+                                "episodes": self.envs.episodes,
                                 "wall_time": np.float64(row["wall_time"]),
                             },
                         )
-                    else:
-                        episodes += 1
                     clock.lap("checkpoint")
-                    observations = self._reset_all(episodes)
-                    episode_returns[:] = episode_success[:] = 0.0
+                    self.envs.restart()
                     if on_eval is not None:
                         on_eval(row)
                     clock.lap("other")
-        return OnlineResult(states=states, rows=rows, section_seconds=clock.seconds)
-
-    def _reset_all(self, episodes: np.ndarray) -> np.ndarray:
-        return np.stack(
-            [
-                env.reset(seed=_episode_seed(self.config.seed, s, int(episodes[s])))[0]
-                for s, env in enumerate(self.envs)
-            ]
-        ).astype(np.float32)
+        return OnlineResult(states=carry["states"], rows=rows, section_seconds=clock.seconds)
 
     def _row(self, step: int, wall_time: float, result: EvalResult, metrics: dict) -> dict:
         returns = result.mean_return
@@ -384,6 +371,122 @@ class OnlineTrainer:
         return row
 
 
+class OnlineTrainer(EnvLoop):
+    """The replay loop: owns the envs, jitted functions and device data of one online run."""
+
+    def __init__(
+        self,
+        agent: Agent,
+        config: OnlineConfig,
+        score_fn: Callable[[np.ndarray], np.ndarray] | None = None,
+        preprocess: Preprocess | None = None,
+        data: OnlineData | None = None,
+        initial_states: Any = None,
+        step_offset: int = 0,
+        on_chunk: Callable[[int, Any, dict], tuple[Any, list[dict]]] | None = None,
+    ):
+        """``data`` and ``initial_states`` continue from an offline phase (with a leading seed
+        axis); without them the run starts from scratch with one replay buffer. Rows are
+        logged at ``step_offset + env step``. ``on_chunk`` gets the buffers as its data."""
+        c = config
+        check(
+            c.eval_every % c.update_every == 0,
+            f"eval_every ({c.eval_every}) must be a multiple of update_every ({c.update_every})",
+        )
+        super().__init__(agent, config, score_fn, preprocess, initial_states, step_offset, on_chunk)
+        self.data = data
+        self.capacity = c.buffer_capacity or c.steps
+
+        def explore(states, observations, keys, uniform):
+            def one(state, obs, key):
+                key, act_key, random_key = jax.random.split(key, 3)
+                policy_action = agent.act(state, obs[None], act_key, False)[0]
+                random_action = jax.random.uniform(
+                    random_key, policy_action.shape, minval=-1.0, maxval=1.0
+                )
+                return jnp.where(uniform, random_action, policy_action), key
+
+            return jax.vmap(one)(states, observations, keys)
+
+        self._explore = jax.jit(explore)
+        self._add = jax.jit(jax.vmap(buf.add), donate_argnums=(0,))
+        sampler = (
+            data.sampler if data is not None else buf.Sampler(c.batch_size, (("replay", 1.0),))
+        )
+        self.write_to = data.write_to if data is not None else "replay"
+        self._fused = compile_fused(agent.update, sampler, c.update_every * c.utd)
+
+    def initial(self) -> dict[str, Any]:
+        c = self.config
+        roots = seed_keys(c.seed, c.seeds)
+        split = jax.vmap(lambda k: jax.random.split(k, 3))(roots)
+        states = self._initial_states(split[:, 0])
+        if self.data is not None:
+            # Handed over, not copied: a union buffer holds the whole offline dataset per seed,
+            # and a second copy would double the run's largest allocation.
+            buffers = {name: jax.tree.map(jnp.asarray, b) for name, b in self.data.buffers.items()}
+            self.data = replace(self.data, buffers={})
+        else:
+            one = buf.create_buffer(self.capacity, self.obs_dim, self.act_dim)
+            buffers = {
+                "replay": jax.tree.map(
+                    lambda x: jnp.broadcast_to(x, (c.seeds, *x.shape)).copy(), one
+                )
+            }
+        return {
+            "states": states,
+            "buffers": buffers,
+            "explore_keys": split[:, 1],
+            "update_keys": split[:, 2],
+            **self._counters(),
+        }
+
+    def _chunk(
+        self, carry: dict[str, Any], run: RunDir | None, clock: LoopClock
+    ) -> tuple[dict[str, Any], dict | None, int]:
+        c = self.config
+        step, states, buffers = carry["step"], carry["states"], carry["buffers"]
+        explore_keys = carry["explore_keys"]
+        staged = _Staging(c.seeds, c.update_every, self.obs_dim, self.act_dim)
+        for i in range(c.update_every):
+            actions, explore_keys = self._explore(
+                states,
+                jnp.asarray(self.preprocess.observations(self.envs.observations)),
+                explore_keys,
+                step < c.random_steps,
+            )
+            actions = np.asarray(actions)
+            clock.lap("act")
+            # Raw observations and rewards; transformed once per chunk.
+            staged.put(i, actions, self.envs.step(actions, self.step_offset + step + 1, run))
+            step += 1
+            clock.lap("env")
+        chunk = staged.as_transition(self.preprocess)
+        buffers = {**buffers, self.write_to: self._add(buffers[self.write_to], chunk)}
+        clock.lap("buffer")
+        metrics, updates = None, 0
+        update_keys = carry["update_keys"]
+        if step >= c.update_after:
+            states, update_keys, metrics = self._fused(states, buffers, update_keys)
+            updates = c.update_every * c.utd
+            # Waiting here costs nothing (the next action needs these states) and
+            # charges the updates' time to them rather than to the next section.
+            jax.block_until_ready(states)
+            clock.lap("updates")
+        if self.on_chunk is not None:
+            states = self._method_events(step, states, buffers, run)
+            clock.lap("method")
+        carry = {
+            **carry,
+            "states": states,
+            "buffers": buffers,
+            "explore_keys": explore_keys,
+            "update_keys": update_keys,
+            "step": step,
+        }
+        return carry, metrics, updates
+
+
 class _Staging:
     """Host arrays for one chunk of transitions, (seeds, chunk, ...)."""
 
@@ -394,9 +497,9 @@ class _Staging:
         self.next_obs = np.zeros((seeds, chunk, obs_dim), np.float32)
         self.term = np.zeros((seeds, chunk), np.float32)
 
-    def put(self, s: int, i: int, obs, act, rew, next_obs, terminated) -> None:
-        self.obs[s, i], self.act[s, i], self.rew[s, i] = obs, act, rew
-        self.next_obs[s, i], self.term[s, i] = next_obs, float(terminated)
+    def put(self, i: int, actions: np.ndarray, step: EnvStep) -> None:
+        self.obs[:, i], self.act[:, i], self.rew[:, i] = step.observations, actions, step.rewards
+        self.next_obs[:, i], self.term[:, i] = step.next_observations, step.terminated
 
     def as_transition(self, preprocess: Preprocess) -> Transition:
         # Online transitions carry no Monte-Carlo return (Cal-QL's convention: 0).
