@@ -277,11 +277,14 @@ def test_vmapped_seeds_equal_each_seed_alone():
 
 @pytest.mark.slow
 def test_actor_critic_learns_inverted_pendulum():
-    """A measurable gain on InvertedPendulum-v5: a random policy balances ~5-10 steps."""
+    """A measurable gain on InvertedPendulum-v5 in 32k steps (about a minute on one core):
+    the initial policy balances 17-22 steps (10 evaluation episodes, 3 seeds), and the
+    trained one (two seeds on the vmapped axis) above 200 each (measured: 1000, the cap)."""
     agent = ActorCritic(
         rollout_spec=RolloutSpec(length=1024, epochs=4, num_minibatches=8), hidden_dims=(64, 64)
     )
-    config = small_config(env="InvertedPendulum-v5", steps=20480, eval_every=10240, eval_episodes=5)
+    config = small_config(
+        env="InvertedPendulum-v5", steps=32768, eval_every=8192, eval_episodes=5, seeds=2
+    )
     result = train(agent, config)
-    returns = [r["return"] for r in result.rows]
-    assert returns[-1] > 100, returns
+    assert min(result.rows[-1]["seed_returns"]) > 200, [r["seed_returns"] for r in result.rows]
