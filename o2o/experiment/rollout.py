@@ -26,7 +26,15 @@ import numpy as np
 from o2o.core.engine import seed_keys
 from o2o.core.rollout import OnPolicyAgent, Rollout, compile_rollout_update
 from o2o.errors import check
-from o2o.experiment.online import EnvLoop, EnvStep, LoopClock, OnlineConfig, OnlineData, Preprocess
+from o2o.experiment.online import (
+    EnvLoop,
+    EnvStep,
+    LoopClock,
+    OnlineConfig,
+    OnlineData,
+    Preprocess,
+    _Staging,
+)
 from o2o.experiment.runs import RunDir
 
 
@@ -72,6 +80,10 @@ class RolloutTrainer(EnvLoop):
         self._act = jax.jit(act)
         self._update = compile_rollout_update(agent)
 
+    def updates_at(self, step: int) -> int:
+        """Gradient updates made by env step ``step`` (every rollout ends in its updates)."""
+        return step // self.spec.length * self.spec.updates_per_rollout
+
     def initial(self) -> dict[str, Any]:
         c = self.config
         split = jax.vmap(lambda k: jax.random.split(k, 3))(seed_keys(c.seed, c.seeds))
@@ -93,7 +105,7 @@ class RolloutTrainer(EnvLoop):
             actions = np.asarray(actions)
             clock.lap("act")
             env_step = self.envs.step(np.clip(actions, -1.0, 1.0), self.step_offset + step + 1, run)
-            staged.put(t, actions, np.asarray(log_probs), np.asarray(values), env_step)
+            staged.put(t, actions, env_step, np.asarray(log_probs), np.asarray(values))
             step += 1
             clock.lap("env")
         rollout = staged.as_rollout(self.preprocess)
@@ -114,36 +126,32 @@ class RolloutTrainer(EnvLoop):
         return carry, metrics, self.spec.updates_per_rollout
 
 
-class _RolloutStaging:
-    """Host arrays for one rollout, (seeds, length, ...); observations and rewards raw until
-    ``as_rollout`` preprocesses them in one go."""
+class _RolloutStaging(_Staging):
+    """The replay loop's staging (observations and rewards raw until preprocessed in one go)
+    plus what collection adds: truncations, log-probabilities and values."""
 
     def __init__(self, seeds: int, length: int, obs_dim: int, act_dim: int):
-        self.obs = np.zeros((seeds, length, obs_dim), np.float32)
-        self.act = np.zeros((seeds, length, act_dim), np.float32)
-        self.rew = np.zeros((seeds, length), np.float32)
-        self.next_obs = np.zeros((seeds, length, obs_dim), np.float32)
-        self.term = np.zeros((seeds, length), np.float32)
+        super().__init__(seeds, length, obs_dim, act_dim)
         self.trunc = np.zeros((seeds, length), np.float32)
         self.log_probs = np.zeros((seeds, length), np.float32)
         self.values = np.zeros((seeds, length), np.float32)
 
     def put(
-        self, t: int, actions: np.ndarray, log_probs: np.ndarray, values: np.ndarray, step: EnvStep
+        self, t: int, actions: np.ndarray, step: EnvStep, log_probs: np.ndarray, values: np.ndarray
     ) -> None:
-        self.obs[:, t], self.act[:, t], self.rew[:, t] = step.observations, actions, step.rewards
-        self.next_obs[:, t], self.term[:, t] = step.next_observations, step.terminated
+        super().put(t, actions, step)
         # A step that both terminates and hits the time limit is a terminal: no bootstrap.
         self.trunc[:, t] = step.truncated & ~step.terminated
         self.log_probs[:, t], self.values[:, t] = log_probs, values
 
     def as_rollout(self, preprocess: Preprocess) -> Rollout:
+        transitions = self.as_transition(preprocess)
         return Rollout(
-            observations=jnp.asarray(preprocess.observations(self.obs)),
-            actions=jnp.asarray(self.act),
-            rewards=jnp.asarray(preprocess.rewards(self.rew)),
-            next_observations=jnp.asarray(preprocess.observations(self.next_obs)),
-            terminals=jnp.asarray(self.term),
+            observations=transitions.observations,
+            actions=transitions.actions,
+            rewards=transitions.rewards,
+            next_observations=transitions.next_observations,
+            terminals=transitions.terminals,
             truncations=jnp.asarray(self.trunc),
             log_probs=jnp.asarray(self.log_probs),
             values=jnp.asarray(self.values),
