@@ -435,7 +435,15 @@ def plot_dataset(dataset: str, entries: list[dict[str, Any]], path: Path) -> Pat
             if e["finished"] and p["reached"]:
                 axis.axvline(p["step"] / 1000, color=color, linestyle=":", linewidth=1.2)
     right.axhline(1.0, color="grey", linestyle="--", linewidth=1)
-    right.text(0, 1.0, " data MC return (tail-corr.)", va="bottom", color="grey", fontsize=8)
+    right.text(
+        0.01,
+        1.0,
+        "data's MC return (tail-corrected)",
+        va="bottom",
+        color="grey",
+        fontsize=8,
+        transform=right.get_yaxis_transform(),
+    )
     left.set_ylabel("normalized score (mean ± std over seeds)")
     right.set_ylabel("critic Q on data / data MC return-to-go")
     for axis in (left, right):
@@ -443,7 +451,7 @@ def plot_dataset(dataset: str, entries: list[dict[str, Any]], path: Path) -> Pat
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
     left.set_title(f"{dataset}: score (dotted: plateau step)", fontsize=10)
-    right.set_title(f"{dataset}: Q on the data vs the data's MC return", fontsize=10)
+    right.set_title(f"{dataset}: critic Q on data ÷ data MC return", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
