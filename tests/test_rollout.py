@@ -15,7 +15,7 @@ import pytest
 from flax import struct
 
 from o2o.core.networks import GaussianPolicy, StateValue
-from o2o.core.rollout import RolloutSpec, gae, minibatch_epochs
+from o2o.core.rollout import Rollout, RolloutSpec, estimate_advantages, gae, minibatch_epochs
 from o2o.core.train_state import TrainState, adam
 from o2o.errors import ConfigError
 from o2o.experiment.online import OnlineConfig, OnlineData
@@ -62,7 +62,8 @@ class ActorCritic:
     def value(self, state, observations):
         return state.critic(observations)
 
-    def prepare_rollout(self, state, batch, key):
+    def process_rollout(self, state, rollout, key):
+        batch = estimate_advantages(self, state, rollout)
         advantages = batch.advantages
         normalized = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
         return state, batch._replace(advantages=normalized)
@@ -151,6 +152,36 @@ def test_gae_bootstraps_a_truncation_but_not_a_terminal():
     truncated, _ = gae(one, zero, 10 * one, zero, one, 0.5, 0.95)
     terminal, _ = gae(one, zero, 10 * one, one, zero, 0.5, 0.95)
     assert float(truncated[0]) == 6.0 and float(terminal[0]) == 1.0
+
+
+def test_advantages_bootstrap_with_the_agents_value_of_next_states():
+    class SumValue:  # V(s) = sum(s): next values are known without a network
+        rollout_spec = RolloutSpec(length=6, num_minibatches=1, discount=0.9, gae_lambda=0.8)
+
+        def value(self, state, observations):
+            return state * observations.sum(-1)
+
+    rng = np.random.default_rng(1)
+    obs, next_obs = rng.normal(size=(6, 2)), rng.normal(size=(6, 2))
+    rollout = Rollout(
+        observations=jnp.asarray(obs, jnp.float32),
+        actions=jnp.zeros((6, 1)),
+        rewards=jnp.asarray(rng.normal(size=6), jnp.float32),
+        next_observations=jnp.asarray(next_obs, jnp.float32),
+        terminals=jnp.asarray([0, 1, 0, 0, 0, 0], jnp.float32),
+        truncations=jnp.asarray([0, 0, 0, 1, 0, 0], jnp.float32),
+        log_probs=jnp.zeros(6),
+        values=jnp.asarray(rng.normal(size=6), jnp.float32),
+    )
+    batch = estimate_advantages(SumValue(), jnp.float32(2.0), rollout)
+    r = jax.tree.map(lambda x: np.asarray(x, np.float64), rollout)
+    want, want_returns = numpy_gae(
+        r.rewards, r.values, 2.0 * next_obs.sum(-1), r.terminals, r.truncations, 0.9, 0.8
+    )
+    np.testing.assert_allclose(batch.advantages, want, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(batch.returns, want_returns, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(batch.log_probs, rollout.log_probs)
+    np.testing.assert_array_equal(batch.observations, rollout.observations)
 
 
 def test_minibatch_epochs_use_every_sample_once_per_epoch():

@@ -2,10 +2,10 @@
 
 The replay engine (``engine.py``) samples batches from a buffer; an on-policy agent instead
 learns from the rollout it has just collected. One jitted call per rollout does everything:
-bootstrap values of the next states, GAE, the agent's whole-rollout preparation, then
-``epochs`` passes over the rollout in shuffled minibatches (a ``lax.scan`` of scans), and
-returns the metrics averaged over every minibatch update. Seeds are a leading ``vmap`` axis,
-as in the replay engine.
+the agent's whole-rollout processing (bootstrap values of the next states and GAE by the
+core, whatever the agent adds around them), then ``epochs`` passes over the rollout in
+shuffled minibatches (a ``lax.scan`` of scans), and returns the metrics averaged over every
+minibatch update. Seeds are a leading ``vmap`` axis, as in the replay engine.
 
 The on-policy agent protocol (besides ``init(key, obs_dim, act_dim) -> state`` and
 ``act(state, observations, key, deterministic) -> actions``, as every agent):
@@ -18,14 +18,17 @@ The on-policy agent protocol (besides ``init(key, obs_dim, act_dim) -> state`` a
   action per row, its log-density under the acting policy, and V(s). The rollout stores these
   actions as sampled; the loop clips them to the env's [-1, 1] only when it steps the env, so
   the stored log-probabilities stay exact for an unsquashed Gaussian.
-- ``value(state, observations) -> values``: V(s). The core evaluates it on every next state
-  with the collecting parameters, before any update of the rollout: the bootstrap after the
-  rollout's last step and at time-limit truncations (which are not terminals).
-- ``prepare_rollout(state, batch, key) -> (state, batch)``: called once per rollout on the
-  whole processed rollout (a ``RolloutBatch``), after GAE and before the epochs. The place for
-  what needs the whole rollout: advantage normalisation over the rollout, running
-  observation statistics, O2PPO's reference-advantage blend (it needs std(A_GAE) over the
-  rollout). Return both unchanged when there is nothing to do.
+- ``value(state, observations) -> values``: V(s), for the bootstrap values of next states.
+- ``process_rollout(state, rollout, key) -> (state, batch)``: once per rollout, before the
+  epochs, turns the collected ``Rollout`` into the ``RolloutBatch`` the updates consume.
+  The core does the estimation: ``estimate_advantages(agent, state, rollout)`` evaluates
+  ``value`` on every next state with the collecting parameters (the bootstrap after the
+  rollout's last step and at time-limit truncations, which are not terminals) and runs GAE.
+  A plain agent returns ``state, estimate_advantages(self, state, rollout)``; around that
+  call is the place for what needs the whole rollout: rewards rescaled by a running return
+  statistic (before), advantages normalised over the rollout or O2PPO's reference-advantage
+  blend, which needs std(A_GAE) over the rollout (after), observations normalised with the
+  statistics the rollout was collected under while the state's statistics move on.
 - ``update(state, minibatch, key) -> (state, metrics)``: one gradient step on a minibatch
   (a ``RolloutBatch`` of ``length / num_minibatches`` rows); metrics are scalars.
 
@@ -118,8 +121,8 @@ class OnPolicyAgent(Protocol):
 
     def value(self, state: Any, observations: jax.Array) -> jax.Array: ...
 
-    def prepare_rollout(
-        self, state: Any, batch: RolloutBatch, key: jax.Array
+    def process_rollout(
+        self, state: Any, rollout: Rollout, key: jax.Array
     ) -> tuple[Any, RolloutBatch]: ...
 
     def update(self, state: Any, batch: RolloutBatch, key: jax.Array) -> tuple[Any, dict]: ...
@@ -154,8 +157,9 @@ def gae(
     return advantages, advantages + values
 
 
-def process_rollout(agent: OnPolicyAgent, state: Any, rollout: Rollout) -> RolloutBatch:
-    """Bootstrap values and GAE with the parameters that collected the rollout."""
+def estimate_advantages(agent: OnPolicyAgent, state: Any, rollout: Rollout) -> RolloutBatch:
+    """GAE(γ, λ of ``agent.rollout_spec``) with V(s') from ``agent.value`` under ``state``,
+    which must be the parameters that collected the rollout (so call it before any update)."""
     spec = agent.rollout_spec
     next_values = agent.value(state, rollout.next_observations)
     advantages, returns = gae(
@@ -222,14 +226,13 @@ def minibatch_epochs(
 def rollout_update(
     agent: OnPolicyAgent,
 ) -> Callable[[Any, Rollout, jax.Array], tuple[Any, jax.Array, dict]]:
-    """``(state, rollout, key) -> (state, key, mean metrics)``: GAE, ``prepare_rollout``, then
+    """``(state, rollout, key) -> (state, key, mean metrics)``: ``process_rollout``, then
     every minibatch update of every epoch, in one function."""
     spec = agent.rollout_spec
 
     def run(state, rollout, key):
-        key, prepare_key = jax.random.split(key)
-        batch = process_rollout(agent, state, rollout)
-        state, batch = agent.prepare_rollout(state, batch, prepare_key)
+        key, process_key = jax.random.split(key)
+        state, batch = agent.process_rollout(state, rollout, process_key)
         state, key, metrics = minibatch_epochs(
             agent.update, state, batch, key, spec.epochs, spec.num_minibatches
         )
