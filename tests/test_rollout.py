@@ -18,7 +18,7 @@ from o2o.core.networks import GaussianPolicy, StateValue
 from o2o.core.rollout import Rollout, RolloutSpec, estimate_advantages, gae, minibatch_epochs
 from o2o.core.train_state import TrainState, adam
 from o2o.errors import ConfigError
-from o2o.experiment.online import OnlineConfig, OnlineData
+from o2o.experiment.online import OnlineConfig, OnlineData, Preprocess
 from o2o.experiment.rollout import RolloutTrainer
 from o2o.experiment.runs import RunDir
 
@@ -92,8 +92,8 @@ def leaves(tree):
     return [np.asarray(x) for x in jax.tree.leaves(tree)]
 
 
-def train(agent, config, run=None, resume=False, on_eval=None, on_chunk=None):
-    trainer = RolloutTrainer(agent, config, on_chunk=on_chunk)
+def train(agent, config, run=None, resume=False, on_eval=None, **trainer_options):
+    trainer = RolloutTrainer(agent, config, **trainer_options)
     try:
         return trainer.run(run, resume=resume, on_eval=on_eval, progress=False)
     finally:
@@ -224,7 +224,8 @@ def test_rollout_settings_are_validated_with_one_line_errors():
 def test_the_rollout_holds_what_the_agent_computed():
     """With zero learning rates the collecting parameters stay the initial ones: the stored
     log-probabilities and values must be the policy's, actions unclipped, time-limit ends
-    marked as truncations (Pendulum's 200 steps) and never as terminals."""
+    marked as truncations (Pendulum's 200 steps) and never as terminals, observations and
+    rewards as the loop's ``Preprocess`` makes them."""
     agent = ActorCritic(
         rollout_spec=RolloutSpec(length=256, epochs=1, num_minibatches=4),
         actor_lr=0.0,
@@ -236,7 +237,9 @@ def test_the_rollout_holds_what_the_agent_computed():
         captured.append((step, states, rollout))
         return states, [{"rollout_reward": float(np.mean(rollout.rewards))}]
 
-    train(agent, small_config(steps=256, eval_every=256, seeds=2), on_chunk=on_chunk)
+    preprocess = Preprocess(np.zeros(3), np.full(3, 2.0), reward_scale=0.5, reward_shift=-1.0)
+    config = small_config(steps=256, eval_every=256, seeds=2)
+    train(agent, config, on_chunk=on_chunk, preprocess=preprocess)
     [(step, states, rollout)] = captured
     assert step == 256
     r = jax.tree.map(np.asarray, rollout)
@@ -255,7 +258,11 @@ def test_the_rollout_holds_what_the_agent_computed():
     assert r.truncations.sum(axis=1).tolist() == [1.0, 1.0] and r.truncations[:, 199].all()
     same = np.all(r.next_observations[:, :-1] == r.observations[:, 1:], axis=-1)
     assert same[:, :199].all() and same[:, 200:].all() and not same[:, 199].any()
-    assert (r.rewards <= 0).all()  # Pendulum's raw rewards (no reward preprocessing)
+    # Pendulum: (cos θ, sin θ, θ') / 2 and 0.5 r - 1 with r in [-16.3, 0].
+    np.testing.assert_allclose(
+        r.observations[..., 0] ** 2 + r.observations[..., 1] ** 2, 0.25, 1e-5
+    )
+    assert (r.rewards <= -1.0).all() and (r.rewards >= -9.2).all()
 
 
 class Crash(Exception):
