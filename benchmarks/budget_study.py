@@ -265,7 +265,7 @@ def mc_reference(dataset: Any, scale: float, shift: float, discount: float) -> d
         "discount": float(discount),
         "mc_mean": float(returns.mean()),
         "mc_mean_tail": float(corrected.mean()),
-        "rows_in_cut_episodes": cut_rows / converted.size,
+        "rows_in_cut_episodes": float(cut_rows / converted.size),
     }
 
 
