@@ -185,15 +185,13 @@ def fine_tuning_pipeline(
 ) -> Any:
     """The O2O pipeline the CLI would build for ``algo`` (CORL locomotion settings, schedules
     fitted to the budget) with fine-tuning method ``finetune``."""
-    from o2o.experiment.pipeline import Pipeline, fit_to_budget
-    from o2o.finetune import make_method
+    from o2o.experiment.pipeline import Pipeline
+    from o2o.finetune import make_methods
 
-    method = make_method(finetune, options or {}, dataset.obs_dim, dataset.act_dim)
-    agent_config = fit_to_budget(
-        corl_config(algo), config.offline_steps, config.online_steps * config.utd
-    )
-    agent = agent_config.create(hooks=method.hooks(algo))
-    return Pipeline(algo, agent, config, dataset=dataset, agent_config=agent_config, method=method)
+    methods = make_methods(finetune, options or {}, dataset.obs_dim, dataset.act_dim)
+    budget = (config.offline_steps, config.online_steps * config.utd)
+    agent_config = corl_config(algo).fit_to_budget(*budget)
+    return Pipeline(algo, agent_config, config, dataset=dataset, methods=methods)
 
 
 def write_results(out: Path, result: dict[str, Any], table: str) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 from pathlib import Path
 
 import jax
@@ -16,8 +17,9 @@ import numpy as np
 
 from o2o import data as datasets
 from o2o.agents import IQLConfig
-from o2o.experiment.online import Preprocess
-from o2o.finetune.samg import SAMG, SAMGConfig
+from o2o.experiment.pipeline import Pipeline, PipelineConfig
+from o2o.experiment.runs import FINETUNE, RunDir
+from o2o.finetune import make_methods
 
 
 def main() -> None:
@@ -28,35 +30,36 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/samg_cvae_kl.json"))
     args = parser.parse_args()
     dataset = datasets.load(args.dataset)
-    offline = dataset.to_transition()
     rows = []
     for kl_weight in args.kl_weights:
-        method = SAMG(
-            SAMGConfig(cvae_steps=args.cvae_steps, kl_weight=kl_weight),
-            dataset.obs_dim,
-            dataset.act_dim,
-        )
-        agent = IQLConfig(hidden_dims=(8,)).create(hooks=method.hooks("iql"))
-        states = jax.vmap(lambda k, a=agent: a.init(k, dataset.obs_dim, dataset.act_dim))(
-            jax.random.split(jax.random.PRNGKey(0), 1)
-        )
-        prepared = method.prepare(agent, states, offline, Preprocess(), seed=0, progress=False)
-        extras = jax.tree.map(lambda x: x[0], prepared.states.extras)
-        hooks = method.model.hooks()
+        options = {"cvae_steps": args.cvae_steps, "kl_weight": kl_weight}
+        methods = make_methods("samg", options, dataset.obs_dim, dataset.act_dim)
+        config = PipelineConfig(dataset=args.dataset, offline_steps=0, online_steps=1)
+        pipeline = Pipeline("iql", IQLConfig(hidden_dims=(8,)), config, dataset, methods)
+        offline = pipeline.offline
+        with tempfile.TemporaryDirectory() as tmp:
+            run = RunDir.create(Path(tmp) / "run", {})
+            states = pipeline.prepare_finetuning(
+                pipeline.initial_states()[0], run, resume=False, progress=False
+            )
+            fits = [r for r in run.rows() if r["phase"] == "samg_cvae"]
+            stats = [r for r in run.rows(FINETUNE) if r["phase"] == "samg_stats"][0]
+        method = next(iter(methods))
+        own = jax.tree.map(lambda x: x[0], states.extras[method.name])
         batch = jax.tree.map(lambda x: jnp.asarray(x[:4000]), offline)
         random_actions = jnp.asarray(
             np.random.default_rng(0).uniform(-1, 1, batch.actions.shape), jnp.float32
         )
-        fits = [r for r in prepared.diagnostics if r["phase"] == "samg_fit"]
-        stats = [r for r in prepared.diagnostics if r["phase"] == "samg_stats"][0]
+        key = jax.random.PRNGKey(0)
         row = {
             "kl_weight": kl_weight,
-            "final_kl": fits[-1]["kl"],
-            "final_reconstruction": fits[-1]["reconstruction"],
+            "final_kl": fits[-1]["train/samg/cvae_kl"],
+            "final_reconstruction": fits[-1]["train/samg/cvae_reconstruction"],
             "posterior_collapse": stats["posterior_collapse"],
-            "p_offline_pairs": float(hooks.raw_weight(extras, batch).mean()),
+            "latent_snr_max": max(stats["latent_snr"]),
+            "p_offline_pairs": float(method.raw_weight(own, batch, key).mean()),
             "p_random_actions": float(
-                hooks.raw_weight(extras, batch._replace(actions=random_actions)).mean()
+                method.raw_weight(own, batch._replace(actions=random_actions), key).mean()
             ),
         }
         rows.append(row)

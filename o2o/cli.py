@@ -6,46 +6,20 @@ line to stderr and exits with status 2.
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import yaml
 
+from o2o.arguments import OneLineParser, fail, parse_pairs
 from o2o.errors import ConfigError, O2OError
 
 # Quiet by default: XLA's and TF's C++ logging would otherwise flood the terminal.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, status 2, like every other bad input
-        raise SystemExit(_fail(f"{self.prog}: {message}"))
-
-
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2
-
-
-def parse_overrides(pairs: list[str], config_cls: type) -> dict[str, Any]:
-    """``["actor_lr=1e-4", "hidden_dims=[64,64]"]`` -> typed field overrides of ``config_cls``."""
-    from o2o.experiment.overrides import coerce_overrides
-
-    values: dict[str, Any] = {}
-    for pair in pairs:
-        name, sep, text = pair.partition("=")
-        if not sep:
-            raise ConfigError(f"--set expects NAME=VALUE, got '{pair}'")
-        values[name] = yaml.safe_load(text)
-    return coerce_overrides(values, config_cls)
-
-
-def _train_parser() -> argparse.ArgumentParser:
+def _train_parser() -> OneLineParser:
     p = OneLineParser(
         prog="o2o train",
         description="Offline pre-training then online fine-tuning on --dataset, or online training from scratch on --env.",
@@ -70,7 +44,9 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--finetune",
         default="vanilla",
-        help="fine-tuning method: vanilla, samg, samg-even, samg-random, samg-embedding",
+        help="fine-tuning method: "
+        + ", ".join(_method_labels())
+        + "; join several with + (e.g. samg+sera)",
     )
     p.add_argument(
         "--method-set",
@@ -78,7 +54,8 @@ def _train_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="fine-tuning method option, e.g. --method-set threshold=0.4 (repeatable)",
+        help="fine-tuning method option, e.g. --method-set threshold=0.4, or LABEL.NAME=VALUE "
+        "with several methods (repeatable)",
     )
     p.add_argument(
         "--offline-fraction",
@@ -147,8 +124,15 @@ def _train_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _method_labels() -> list[str]:
+    from o2o.finetune import method_labels
+
+    return method_labels()
+
+
 def cmd_train(argv: list[str]) -> int:
     from o2o.agents import CONFIGS
+    from o2o.experiment.builder import agent_config_for
     from o2o.experiment.online import OnlineConfig, OnlineTrainer, config_dict
     from o2o.experiment.runs import RunDir, default_run_name
 
@@ -161,11 +145,14 @@ def cmd_train(argv: list[str]) -> int:
     ):
         return cmd_train_dataset(args)
     if args.resume:
-        run, algo, agent_config, stored = _resumed_run(args)
+        run = _resumed_run(args)
+        stored = run.config()
+        algo = stored["algo"]
+        agent_config = CONFIGS[algo](**_tuples(stored["agent"]))
         online = OnlineConfig(**stored["online"])
     else:
         algo = args.algo.lower()
-        agent_config = _agent_config(algo, args.overrides, domain=None)
+        agent_config = agent_config_for(algo, None, parse_pairs(args.overrides))
         online = OnlineConfig(
             env=args.env,
             steps=args.steps,
@@ -180,10 +167,11 @@ def cmd_train(argv: list[str]) -> int:
             seeds=args.seeds,
         )
         _check_env(online.env)
-        name = args.name or default_run_name(algo, online.env)
-        run = RunDir.create(args.runs_dir / name, config_dict(algo, agent_config, online))
-    trainer = OnlineTrainer(agent_config.create(), online)
+    trainer = OnlineTrainer(agent_config.create(), online)  # validated before anything is written
     try:
+        if not args.resume:
+            name = args.name or default_run_name(algo, online.env)
+            run = RunDir.create(args.runs_dir / name, config_dict(algo, agent_config, online))
         result = trainer.run(run, resume=args.resume, progress=not args.no_progress)
     finally:
         trainer.close()
@@ -195,17 +183,13 @@ def cmd_train(argv: list[str]) -> int:
     return 0
 
 
-def _resumed_run(args: argparse.Namespace):
-    """(run, algo, agent config, stored config) of the run ``--name`` that ``--resume`` continues."""
-    from o2o.agents import CONFIGS
+def _resumed_run(args):
+    """The run ``--name`` that ``--resume`` continues."""
     from o2o.experiment.runs import RunDir
 
     if args.name is None:
         raise ConfigError("--resume needs --name of the run to continue")
-    run = RunDir.create(args.runs_dir / args.name, {}, resume=True)
-    stored = run.config()
-    algo = stored["algo"]
-    return run, algo, CONFIGS[algo](**_tuples(stored["agent"])), stored
+    return RunDir.create(args.runs_dir / args.name, {}, resume=True)
 
 
 def _is_pipeline_run(path: Path) -> bool:
@@ -213,44 +197,18 @@ def _is_pipeline_run(path: Path) -> bool:
     return config.exists() and "pipeline" in (yaml.safe_load(config.read_text()) or {})
 
 
-def _agent_config(algo: str, overrides: list[str], domain: str | None):
-    from o2o.agents import CONFIGS, domain_config
-
-    algo = algo.lower()
-    if algo not in CONFIGS:
-        raise ConfigError(f"unknown algorithm '{algo}'; choose from {', '.join(sorted(CONFIGS))}")
-    config_cls = CONFIGS[algo]
-    base = domain_config(algo, domain)
-    return dataclasses.replace(base, **parse_overrides(overrides, config_cls))
-
-
-def cmd_train_dataset(args: argparse.Namespace) -> int:
+def cmd_train_dataset(args) -> int:
     """Offline pre-training and online fine-tuning on a dataset."""
-    import jax
-
     from o2o import data as datasets
-    from o2o.experiment.checkpoint import load_checkpoint
-    from o2o.experiment.pipeline import (
-        OFFLINE_CHECKPOINT,
-        Pipeline,
-        PipelineConfig,
-        fit_to_budget,
-        is_sparse_maze,
-        pipeline_config_dict,
-    )
-    from o2o.experiment.runs import RunDir, default_run_name, plain_config
-    from o2o.finetune import make_method, method_config_class
+    from o2o.experiment.builder import RunSpec, execute, score_line
+    from o2o.experiment.pipeline import PipelineConfig
+    from o2o.experiment.runs import RunDir, default_run_name
 
     if args.resume:
-        run, algo, agent_config, stored = _resumed_run(args)
-        config = PipelineConfig(**stored["pipeline"])
-        finetune = stored.get("finetune", {"name": "vanilla", "options": {}})
-        dataset = datasets.load(config.dataset)
+        run = _resumed_run(args)
+        spec = RunSpec.from_stored(run.config())
     else:
         dataset = datasets.load(args.dataset)
-        domain = args.domain or ("maze" if is_sparse_maze(dataset) else "locomotion")
-        algo = args.algo.lower()
-        agent_config = _agent_config(algo, args.overrides, domain)
         config = PipelineConfig(
             dataset=args.dataset,
             offline_steps=args.offline_steps,
@@ -268,76 +226,48 @@ def cmd_train_dataset(args: argparse.Namespace) -> int:
             seed=args.seed,
             seeds=args.seeds,
         )
-        agent_config = fit_to_budget(
-            agent_config,
-            config.offline_steps,
-            config.online_steps * config.utd,
-            keep=tuple(parse_overrides(args.overrides, type(agent_config))),
-        )
         if args.from_run is not None and config.offline_steps != 0:
             raise ConfigError(
                 "--from fine-tunes an existing offline checkpoint: pass --offline-steps 0 with it"
             )
-        finetune = {"name": args.finetune, "options": {}}
-        config_cls = method_config_class(args.finetune)
-        if config_cls is not None:
-            finetune["options"] = parse_overrides(args.method_overrides, config_cls)
-        elif args.method_overrides:
-            raise ConfigError(
-                f"--method-set needs a fine-tuning method with options, not '{args.finetune}'"
-            )
-        make_method(
-            finetune["name"], finetune["options"], dataset.obs_dim, dataset.act_dim
-        )  # validate
-        name = args.name or default_run_name(algo, args.finetune, Path(str(args.dataset)).stem)
-        run = RunDir.create(
-            args.runs_dir / name,
-            {
-                **pipeline_config_dict(algo, agent_config, config),
-                "finetune": plain_config(finetune),
-            },
+        spec = RunSpec.create(
+            args.algo,
+            config,
+            args.finetune,
+            parse_pairs(args.method_overrides, "--method-set"),
+            parse_pairs(args.overrides),
+            args.domain,
+            dataset,
         )
-    method = make_method(
-        finetune["name"], _tuples(finetune["options"]), dataset.obs_dim, dataset.act_dim
-    )
-    agent = agent_config.create(hooks=method.hooks(algo))
-    pipeline = Pipeline(
-        algo, agent, config, dataset=dataset, agent_config=agent_config, method=method
-    )
-    offline_states = None
-    if args.from_run is not None:
-        source = args.from_run / OFFLINE_CHECKPOINT if args.from_run.is_dir() else args.from_run
-        template = jax.vmap(lambda k: agent.init(k, pipeline.obs_dim, pipeline.act_dim))(
-            jax.random.split(jax.random.PRNGKey(0), config.seeds)
+        name = args.name or default_run_name(spec.algo, args.finetune, Path(str(args.dataset)).stem)
+        run = RunDir.create(args.runs_dir / name, spec.stored())
+        del dataset  # the pipeline loads its own, to drop it when fine-tuning starts (SAMG)
+
+    def announce(pipeline) -> None:
+        info = pipeline.describe()
+        print(
+            f"{spec.algo} on {spec.pipeline.dataset} ({info['dataset_transitions']} transitions, "
+            f"env {info['env_id']}): fine-tuning {info['finetune']}, data policy "
+            f"{info['data_policy']}, reward convention {info['reward_convention']}; "
+            f"normalized score uses {info['score_reference']}"
         )
-        offline_states = jax.tree.map(
-            jax.numpy.asarray, load_checkpoint(source, {"states": template})["states"]
-        )
-    info = pipeline.describe()
-    print(
-        f"{algo} on {config.dataset} ({info['dataset_transitions']} transitions, env {info['env_id']}): "
-        f"data policy {info['data_policy']}, reward convention {info['reward_convention']}; "
-        f"normalized score uses {info['score_reference']}"
+
+    _, summary = execute(
+        spec,
+        run,
+        resume=args.resume,
+        progress=not args.no_progress,
+        offline_from=args.from_run,
+        announce=announce,
     )
-    del dataset  # SAMG keeps no offline data in memory once fine-tuning starts
-    result = pipeline.run(
-        run, resume=args.resume, progress=not args.no_progress, offline_states=offline_states
-    )
-    summary = {"algo": algo, "dataset": config.dataset, **info}
     for phase in ("offline", "online"):
-        rows = [r for r in result.rows if r.get("phase") == phase]
-        if rows:
-            summary[f"final_{phase}"] = rows[-1]
-            print(
-                f"after {phase}: normalized score {rows[-1]['normalized_score']:.1f} ± "
-                f"{np.std(rows[-1]['seed_normalized_scores']):.1f} (return {rows[-1]['return']:.1f}) over {config.seeds} seed(s)"
-            )
-    run.write_summary(summary)
+        if f"final_{phase}" in summary:
+            print(f"after {phase}: {score_line(summary[f'final_{phase}'], spec.pipeline.seeds)}")
     print(f"run saved to {run.path}")
     return 0
 
 
-def _tuples(config: dict[str, Any]) -> dict[str, Any]:
+def _tuples(config: dict) -> dict:
     return {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()}
 
 
@@ -402,16 +332,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
-        return _fail(f"unknown command '{command}'; choose from {', '.join(COMMANDS)}")
+        return fail(f"unknown command '{command}'; choose from {', '.join(COMMANDS)}")
     from o2o.core import compile_cache
 
     compile_cache.enable()
     try:
         return COMMANDS[command](rest)
     except O2OError as error:
-        return _fail(str(error))
+        return fail(str(error))
     except KeyboardInterrupt:
-        return _fail("interrupted; continue with --resume")
+        return fail("interrupted; continue with --resume")
 
 
 if __name__ == "__main__":

@@ -19,12 +19,11 @@ from rich.console import Console
 from rich.table import Table
 
 from o2o import data as datasets
-from o2o.agents import IQLConfig
 from o2o.analysis.curves import plot_learning_curves
 from o2o.errors import DatasetError
-from o2o.experiment.pipeline import Pipeline, PipelineConfig, fit_to_budget, pipeline_config_dict
+from o2o.experiment.builder import RunSpec, execute
+from o2o.experiment.pipeline import PipelineConfig
 from o2o.experiment.runs import RunDir, default_run_name
-from o2o.finetune import SAMG, SAMGConfig
 
 DATASET = "halfcheetah-medium-lite"
 
@@ -74,39 +73,27 @@ def main(argv: list[str]) -> int:
         eval_episodes=5,
         seeds=args.seeds,
     )
-    agent_config = fit_to_budget(
-        IQLConfig.for_domain("locomotion"), args.offline_steps, args.online_steps
-    )
-    samg = SAMG(
-        SAMGConfig(cvae_steps=2_000, encoder_hidden_dims=(256, 256), decoder_hidden_dims=(256,)),
-        dataset.obs_dim,
-        dataset.act_dim,
-    )
-    console.print(
-        f"[bold]1/3[/bold] IQL offline on {DATASET} ({dataset.size} transitions), {args.offline_steps} steps × {args.seeds} seeds"
-    )
-    offline_run = RunDir.create(
-        root / "offline+vanilla", pipeline_config_dict("iql", agent_config, config)
-    )
-    vanilla = Pipeline(
-        "iql", agent_config.create(), config, dataset=dataset, agent_config=agent_config
-    )
-    offline_states = vanilla.run_offline(offline_run, resume=False, progress=True)
-    console.print(f"[bold]2/3[/bold] vanilla IQL fine-tuning, {args.online_steps} env steps")
-    vanilla_result = vanilla.run(offline_run, progress=True, offline_states=offline_states)
-    console.print(
-        f"[bold]3/3[/bold] IQL + SAMG fine-tuning from the same offline checkpoint, {args.online_steps} env steps"
-    )
-    samg_run = RunDir.create(root / "samg", pipeline_config_dict("iql", agent_config, config))
-    samg_pipeline = Pipeline(
+    vanilla_spec = RunSpec.create("iql", config, "vanilla", domain="locomotion")
+    samg_spec = RunSpec.create(
         "iql",
-        agent_config.create(hooks=samg.hooks("iql")),
         config,
-        dataset=dataset,
-        agent_config=agent_config,
-        method=samg,
+        "samg",
+        {"cvae_steps": 2_000, "encoder_hidden_dims": [256, 256], "decoder_hidden_dims": [256]},
+        domain="locomotion",
     )
-    samg_result = samg_pipeline.run(samg_run, progress=True, offline_states=offline_states)
+    console.print(
+        f"[bold]1/3[/bold] IQL offline on {DATASET} ({dataset.size} transitions), {args.offline_steps} steps × {args.seeds} seeds,"
+        f" then vanilla IQL fine-tuning, {args.online_steps} env steps"
+    )
+    del dataset  # each run loads its own and drops it when fine-tuning starts
+    vanilla_run = RunDir.create(root / "offline+vanilla", vanilla_spec.stored())
+    vanilla_result, vanilla_summary = execute(vanilla_spec, vanilla_run, progress=True)
+    console.print(
+        f"[bold]2/3[/bold] IQL + SAMG fine-tuning from the same offline checkpoint, {args.online_steps} env steps"
+    )
+    samg_run = RunDir.create(root / "samg", samg_spec.stored())
+    samg_result, _ = execute(samg_spec, samg_run, progress=True, offline_from=vanilla_run.path)
+    console.print("[bold]3/3[/bold] table and learning curves")
 
     offline_rows = [r for r in vanilla_result.rows if r["phase"] == "offline"]
     curves = {
@@ -146,7 +133,7 @@ def main(argv: list[str]) -> int:
         f"{samg_final.get('train/samg/p_mean', float('nan')):.2f}",
     )
     console.print(table)
-    console.print(f"normalized score: {vanilla.score.describe()}")
+    console.print(f"normalized score: {vanilla_summary['score_reference']}")
     console.print(
         f"learning curves: {plot}   runs: {root}   total {time.perf_counter() - start:.0f} s"
     )

@@ -23,7 +23,9 @@ def batch():
 def conservative(agent, state, batch, key=jax.random.PRNGKey(4)):
     sets = agent.cql_action_sets(state, batch, key)
     q = state.critic(batch.observations, batch.actions)
-    loss, metrics = agent.conservative_loss(state, batch, q, sets, state.critic.params)
+    loss, metrics = agent.conservative_loss(
+        state, batch, q, sets, state.critic.params, jax.random.PRNGKey(0)
+    )
     return float(loss), metrics, sets
 
 

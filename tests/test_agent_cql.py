@@ -131,7 +131,9 @@ def test_conservative_term_is_logsumexp_over_the_three_sets_minus_data_q(
     state = make_state(agent)
     sets = agent.cql_action_sets(state, batch, jax.random.PRNGKey(4))
     q = state.critic(batch.observations, batch.actions)
-    loss, metrics = agent.conservative_loss(state, batch, q, sets, state.critic.params)
+    loss, metrics = agent.conservative_loss(
+        state, batch, q, sets, state.critic.params, jax.random.PRNGKey(0)
+    )
     member_gaps = conservative_by_hand(state, batch, sets, importance_sample, temp)
     np.testing.assert_allclose(float(loss), 3.0 * member_gaps.sum(), rtol=1e-5)
     np.testing.assert_allclose(float(metrics["cql_gap"]), member_gaps.mean(), rtol=1e-5)
@@ -204,7 +206,9 @@ def test_lagrange_multiplier_rises_above_the_target_gap_and_falls_below(batch, g
     # The critic's conservative term is scaled by alpha' * alpha_cql and offset by the target gap.
     sets = agent.cql_action_sets(state, batch, jax.random.PRNGKey(1))
     q = state.critic(batch.observations, batch.actions)
-    cons, _ = agent.conservative_loss(state, batch, q, sets, state.critic.params)
+    cons, _ = agent.conservative_loss(
+        state, batch, q, sets, state.critic.params, jax.random.PRNGKey(0)
+    )
     member_gaps = conservative_by_hand(state, batch, sets, True, 1.0)
     np.testing.assert_allclose(float(cons), math.e * 5.0 * (member_gaps - 0.8).sum(), rtol=1e-5)
 
@@ -223,7 +227,7 @@ def test_update_trains_lagrange_multiplier_only_when_enabled(batch):
 class HalfWeights(Hooks):
     """SAMG-style per-sample weights on the conservative term."""
 
-    def conservative_weights(self, extras, batch):
+    def conservative_weights(self, extras, batch, key):
         return jnp.array([1.0, 0.0, 0.5, 0.0, 2.0])
 
 
@@ -232,7 +236,9 @@ def test_conservative_weights_multiply_the_per_sample_gap(batch):
     state = make_state(agent)
     sets = agent.cql_action_sets(state, batch, jax.random.PRNGKey(8))
     q = state.critic(batch.observations, batch.actions)
-    loss, _ = agent.conservative_loss(state, batch, q, sets, state.critic.params)
+    loss, _ = agent.conservative_loss(
+        state, batch, q, sets, state.critic.params, jax.random.PRNGKey(0)
+    )
     weights = np.array([1.0, 0.0, 0.5, 0.0, 2.0])
     np.testing.assert_allclose(
         float(loss),

@@ -19,6 +19,7 @@ from tests.helpers import (
     tiny_batch,
 )
 
+KEY = jax.random.PRNGKey(0)
 OBS, ACT = 3, 2
 
 
@@ -64,7 +65,7 @@ def test_value_loss_is_expectile_regression_on_min_target_q(batch):
 def test_critic_target_bootstraps_from_value_of_next_state(batch):
     agent = IQLConfig(hidden_dims=(8,), discount=0.9).create()
     state = make_state(agent)
-    loss, _ = agent.critic_loss(state, batch, state.critic.params)
+    loss, _ = agent.critic_loss(state, batch, KEY, state.critic.params)
     target = batch.rewards + 0.9 * (1 - batch.terminals) * v_values(
         state.value.params, batch.next_observations
     )
@@ -80,7 +81,7 @@ def test_custom_target_sees_value_with_other_value_params(batch):
     state = make_state(agent)
     frozen_value = jax.tree.map(lambda x: -2.0 * x + 0.1, state.value.params)
     state = state.replace(extras=frozen_value)
-    loss, _ = agent.critic_loss(state, batch, state.critic.params)
+    loss, _ = agent.critic_loss(state, batch, KEY, state.critic.params)
     target = batch.rewards + 0.9 * (1 - batch.terminals) * v_values(
         frozen_value, batch.next_observations
     )
@@ -89,7 +90,7 @@ def test_custom_target_sees_value_with_other_value_params(batch):
     plain, _ = (
         IQLConfig(hidden_dims=(8,), discount=0.9)
         .create()
-        .critic_loss(state, batch, state.critic.params)
+        .critic_loss(state, batch, KEY, state.critic.params)
     )
     assert abs(float(plain) - float(loss)) > 1e-3
 
@@ -130,8 +131,10 @@ def test_update_order_of_value_and_critic(batch, use_updated_value):
     agent = IQLConfig(hidden_dims=(8,), value_lr=0.1, use_updated_value=use_updated_value).create()
     state = make_state(agent)
     new, metrics = jax.jit(agent.update)(state, batch, jax.random.PRNGKey(0))
-    old_v_loss, _ = agent.critic_loss(state, batch, state.critic.params)
-    new_v_loss, _ = agent.critic_loss(state.replace(value=new.value), batch, state.critic.params)
+    old_v_loss, _ = agent.critic_loss(state, batch, KEY, state.critic.params)
+    new_v_loss, _ = agent.critic_loss(
+        state.replace(value=new.value), batch, KEY, state.critic.params
+    )
     assert abs(float(old_v_loss) - float(new_v_loss)) > 1e-4
     expected = new_v_loss if use_updated_value else old_v_loss
     np.testing.assert_allclose(float(metrics["critic_loss"]), float(expected), rtol=1e-6)

@@ -112,7 +112,7 @@ def test_vae_loss_and_pretraining_touch_only_the_vae(batch):
     np.testing.assert_allclose(float(metrics["vae_kl"]), kl.mean(), rtol=1e-4)
 
     new, _ = agent.pretrain_update(state, batch, key)
-    assert int(new.step) == 0 and agent.pretrain_steps == 100_000
+    assert int(new.step) == 0 and agent.phases()[0].steps == 100_000
     for same in ((new.actor.params, state.actor.params), (new.critic.params, state.critic.params)):
         assert all(np.array_equal(a, b) for a, b in zip(*map(jax.tree.leaves, same), strict=True))
     assert not all(

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 
 from o2o import data as datasets
-from o2o.agents import TD3Config
+from o2o.agents import CalQLConfig, CQLConfig, IQLConfig, TD3Config
 from o2o.core.types import Transition
 from o2o.errors import ConfigError
-from o2o.experiment.pipeline import Pipeline, PipelineConfig, pipeline_config_dict, preprocess_for
+from o2o.experiment.builder import RunSpec
+from o2o.experiment.pipeline import Pipeline, PipelineConfig, preprocess_for
 from o2o.experiment.runs import RunDir
 from tests.helpers import OfflineArrayProbe
 
@@ -42,17 +43,19 @@ def leaves(tree):
 
 
 def test_reward_conventions_and_state_normalisation(small_hopper):
-    pre, name = preprocess_for("iql", small_hopper, config())
+    pre, name = preprocess_for(IQLConfig(), small_hopper, config())
     returns = small_hopper.episode_returns(include_incomplete=True)
     assert name == "iql_locomotion"
     assert pre.reward_scale == pytest.approx(1000.0 / (returns.max() - returns.min()))
     normalised = pre.observations(small_hopper.observations)
     np.testing.assert_allclose(normalised.mean(0), 0.0, atol=1e-3)
-    assert preprocess_for("cql", small_hopper, config())[1] == "none"
-    pre, name = preprocess_for("cql", small_hopper, config(reward_convention="antmaze_cql"))
+    assert preprocess_for(CQLConfig(), small_hopper, config())[1] == "none"
+    pre, name = preprocess_for(CQLConfig(), small_hopper, config(reward_convention="antmaze_cql"))
     assert name == "antmaze_cql" and pre.rewards(np.array([0.0, 1.0])).tolist() == [-5.0, 5.0]
     pre, _ = preprocess_for(
-        "cql", small_hopper, config(reward_convention="antmaze_minus_one", normalize_states=False)
+        CQLConfig(),
+        small_hopper,
+        config(reward_convention="antmaze_minus_one", normalize_states=False),
     )
     assert pre.rewards(np.array([1.0])).tolist() == [0.0] and pre.obs_mean is None
 
@@ -61,7 +64,7 @@ def test_reward_conventions_and_state_normalisation(small_hopper):
 def test_online_data_policies(small_hopper, policy):
     p = Pipeline(
         "td3",
-        AGENT.create(),
+        AGENT,
         config(data_policy=policy, offline_fraction=0.25),
         dataset=small_hopper,
     )
@@ -88,12 +91,13 @@ def test_union_fine_tuning_holds_the_offline_data_once():
     dataset = datasets.load("hopper-medium-lite").select(slice(0, rows))
     p = Pipeline(
         "td3",
-        AGENT.create(),
+        AGENT,
         config(offline_steps=100, online_steps=online_steps, online_eval_every=100),
         dataset=dataset,
     )
     check = OfflineArrayProbe(
-        [dataset.observations, dataset.actions, *p.offline], (rows, rows + online_steps)
+        [dataset.observations, dataset.actions, *[c for c in p.offline if c is not None]],
+        (rows, rows + online_steps),
     )
     del dataset
     p.run(
@@ -105,19 +109,22 @@ def test_union_fine_tuning_holds_the_offline_data_once():
     for alive, device in check.checks:
         assert not any(alive), "the pipeline still references its offline arrays"
         # One union buffer (one array per transition field, seed axis first), no second copy.
-        assert len(device) == len(Transition._fields), device
+        stored = [f for f in Transition._fields if f != "policy_inputs"]  # never stored
+        assert len(device) == len(stored), device
         assert all(shape[:2] == (1, rows + online_steps) for shape in device)
 
 
 def test_calql_defaults_to_mixed_and_others_to_union(small_hopper):
-    assert Pipeline("calql", AGENT.create(), config(), dataset=small_hopper).policy == "mixed"
-    assert Pipeline("iql", AGENT.create(), config(), dataset=small_hopper).policy == "union"
+    calql = CalQLConfig(actor_hidden_dims=(8,), critic_hidden_dims=(8,))
+    assert Pipeline("calql", calql, config(), dataset=small_hopper).policy == "mixed"
+    iql = IQLConfig(hidden_dims=(8,))
+    assert Pipeline("iql", iql, config(), dataset=small_hopper).policy == "union"
 
 
 def test_pipeline_logs_both_phases_with_scores(tmp_path, small_hopper):
     cfg = config(seeds=2)
-    run = RunDir.create(tmp_path / "r", pipeline_config_dict("td3", AGENT, cfg))
-    result = Pipeline("td3", AGENT.create(), cfg, dataset=small_hopper).run(run, progress=False)
+    run = RunDir.create(tmp_path / "r", RunSpec("td3", AGENT, cfg).stored())
+    result = Pipeline("td3", AGENT, cfg, dataset=small_hopper).run(run, progress=False)
     phases = [(r.get("phase"), r["step"]) for r in result.rows]
     assert phases == [("offline", 200), ("offline", 400), ("online", 500), ("online", 600)]
     row = result.rows[-1]
@@ -139,20 +146,18 @@ class Crash(Exception):
 @pytest.mark.parametrize("crash_phase, crash_step", [("offline", 200), ("online", 500)])
 def test_pipeline_resume_equals_uninterrupted(tmp_path, small_hopper, crash_phase, crash_step):
     cfg = config()
-    full = Pipeline("td3", AGENT.create(), cfg, dataset=small_hopper).run(
-        RunDir.create(tmp_path / "full", pipeline_config_dict("td3", AGENT, cfg)), progress=False
+    full = Pipeline("td3", AGENT, cfg, dataset=small_hopper).run(
+        RunDir.create(tmp_path / "full", RunSpec("td3", AGENT, cfg).stored()), progress=False
     )
-    run = RunDir.create(tmp_path / "crash", pipeline_config_dict("td3", AGENT, cfg))
+    run = RunDir.create(tmp_path / "crash", RunSpec("td3", AGENT, cfg).stored())
 
     def crash(row):
         if row["step"] == crash_step:
             raise Crash
 
     with pytest.raises(Crash):
-        Pipeline("td3", AGENT.create(), cfg, dataset=small_hopper).run(
-            run, progress=False, on_eval=crash
-        )
-    resumed = Pipeline("td3", AGENT.create(), cfg, dataset=small_hopper).run(
+        Pipeline("td3", AGENT, cfg, dataset=small_hopper).run(run, progress=False, on_eval=crash)
+    resumed = Pipeline("td3", AGENT, cfg, dataset=small_hopper).run(
         run, resume=True, progress=False
     )
     for x, y in zip(leaves(full.states), leaves(resumed.states), strict=True):
@@ -163,15 +168,15 @@ def test_pipeline_resume_equals_uninterrupted(tmp_path, small_hopper, crash_phas
 
 def test_fine_tune_from_an_offline_checkpoint(tmp_path, small_hopper):
     cfg = config()
-    first = Pipeline("td3", AGENT.create(), cfg, dataset=small_hopper).run(
-        RunDir.create(tmp_path / "a", pipeline_config_dict("td3", AGENT, cfg)), progress=False
+    first = Pipeline("td3", AGENT, cfg, dataset=small_hopper).run(
+        RunDir.create(tmp_path / "a", RunSpec("td3", AGENT, cfg).stored()), progress=False
     )
     from o2o.experiment.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(tmp_path / "a" / "offline.msgpack", {"states": first.offline_states})[
         "states"
     ]
-    second = Pipeline("td3", AGENT.create(), config(offline_steps=0), dataset=small_hopper).run(
+    second = Pipeline("td3", AGENT, config(offline_steps=0), dataset=small_hopper).run(
         RunDir.create(tmp_path / "b", {}),
         progress=False,
         offline_states=jax.tree.map(np.asarray, loaded),

@@ -7,7 +7,7 @@ import pytest
 
 from o2o import data as datasets
 from o2o.agents import CONFIGS
-from o2o.experiment.pipeline import Pipeline, PipelineConfig, fit_to_budget
+from o2o.experiment.pipeline import Pipeline, PipelineConfig
 
 TINY = {
     "hidden_dims": (16, 16),
@@ -32,7 +32,7 @@ def test_offline_then_online(algo, small_hopper):
     agent_config = config_cls.for_domain(
         "locomotion", **{k: v for k, v in TINY.items() if k in fields}
     )
-    agent_config = fit_to_budget(agent_config, 200, 100)
+    agent_config = agent_config.fit_to_budget(200, 100)
     config = PipelineConfig(
         offline_steps=200,
         online_steps=100,
@@ -43,6 +43,6 @@ def test_offline_then_online(algo, small_hopper):
         eval_episodes=1,
         batch_size=32,
     )
-    result = Pipeline(algo, agent_config.create(), config, dataset=small_hopper).run(progress=False)
+    result = Pipeline(algo, agent_config, config, dataset=small_hopper).run(progress=False)
     leaves = [np.asarray(x) for x in __import__("jax").tree.leaves(result.states)]
     assert all(np.isfinite(x).all() for x in leaves if x.dtype.kind == "f")

@@ -70,7 +70,7 @@ def test_expansion_paths_budgets_and_overrides():
         ({"algos": ["iql", "nope"]}, "unknown algorithm 'nope'"),
         ({"methods": ["vanilla", "samg-nope"]}, "unknown fine-tuning method 'samg-nope'"),
         ({"methods": [{"samg": {"cvae_stepz": 1}}]}, "has no option 'cvae_stepz'"),
-        ({"methods": [{"vanilla": {"x": 1}}]}, "takes no options"),
+        ({"methods": [{"vanilla": {"x": 1}}]}, "takes no method options"),
         ({"datasets": ["hopper-nope-lite"]}, "unknown dataset"),
         ({"offline_steps": -5}, "offline_steps must be non-negative"),
         ({"online_steps": "lots"}, "'online_steps' must be an integer"),

@@ -19,8 +19,17 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from o2o.core.agent import ensemble_mse
-from o2o.core.hooks import NO_HOOKS, ActorInputs, Hooks, TargetInputs, target_with_hooks
+from o2o.core.agent import AgentConfig, CriticAgent, ensemble_mse
+from o2o.core.hooks import (
+    NO_HOOKS,
+    ActorInputs,
+    Hooks,
+    TargetInputs,
+    acting_observations,
+    hook_key,
+    target_with_hooks,
+    with_policy_inputs,
+)
 from o2o.core.losses import awr_weights
 from o2o.core.networks import Gaussian, GaussianPolicy, critic_ensemble
 from o2o.core.train_state import TrainState, adam, copy_tree, polyak
@@ -35,7 +44,8 @@ def clipped_sample(dist: Gaussian, key: jax.Array) -> tuple[jax.Array, jax.Array
 
 
 @dataclass(frozen=True)
-class AWACConfig:
+class AWACConfig(AgentConfig):
+    reward_conventions = {"locomotion": "none", "maze": "antmaze_minus_one"}
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
     hidden_dims: tuple[int, ...] = (256, 256, 256)  # actor and each critic
@@ -81,7 +91,7 @@ class AWACState:
 
 
 @dataclass(frozen=True)
-class AWAC:
+class AWAC(CriticAgent):
     config: AWACConfig = field(default_factory=AWACConfig)
     hooks: Hooks = NO_HOOKS
 
@@ -92,7 +102,7 @@ class AWAC:
         actor = TrainState.create(
             GaussianPolicy(c.hidden_dims, act_dim, tanh_mean=False),
             actor_key,
-            (obs,),
+            (jnp.zeros((1, obs_dim + self.hooks.policy_input_dim)),),
             adam(c.actor_lr),
         )
         critic = TrainState.create(
@@ -100,28 +110,41 @@ class AWAC:
         )
         return AWACState(actor, critic, copy_tree(critic.params), jnp.int32(0))
 
-    def critic_loss(
-        self, state: AWACState, batch: Transition, key: jax.Array, critic_params
-    ) -> tuple[jax.Array, dict]:
-        next_actions, next_log_probs = clipped_sample(state.actor(batch.next_observations), key)
+    def next_value_fn(self, state: AWACState, batch: Transition, key: jax.Array):
+        next_actions, next_log_probs = clipped_sample(
+            state.actor(batch.actor_next_observations), key
+        )
 
         def value_with(params):
             return state.critic(batch.next_observations, next_actions, params=params).min(axis=0)
 
+        return value_with, next_actions, next_log_probs
+
+    def critic_loss(
+        self, state: AWACState, batch: Transition, key: jax.Array, critic_params
+    ) -> tuple[jax.Array, dict]:
+        value_with, next_actions, next_log_probs = self.next_value_fn(state, batch, key)
         inputs = TargetInputs(
-            batch, value_with(state.target_critic_params), value_with, next_actions, next_log_probs
+            batch,
+            value_with(state.target_critic_params),
+            value_with,
+            hook_key(key),
+            next_actions,
+            next_log_probs,
         )
         target = target_with_hooks(self.hooks, state.extras, inputs, self.config.discount)
         q = state.critic(batch.observations, batch.actions, params=critic_params)
         td_loss = ensemble_mse(q, target)
-        penalty, metrics = self.hooks.critic_penalty(state.extras, batch, critic_params)
+        penalty, metrics = self.hooks.critic_penalty(
+            state.extras, batch, critic_params, hook_key(key)
+        )
         return td_loss + penalty, {"critic_loss": td_loss, "q_mean": q.mean(), **metrics}
 
     def actor_loss(
         self, state: AWACState, batch: Transition, key: jax.Array, actor_params
     ) -> tuple[jax.Array, dict]:
         c = self.config
-        dist = state.actor(batch.observations, params=actor_params)
+        dist = state.actor(batch.actor_observations, params=actor_params)
         actions, log_probs = clipped_sample(dist, key)
         v = state.critic(batch.observations, jax.lax.stop_gradient(actions)).min(axis=0)
         q = state.critic(batch.observations, batch.actions).min(axis=0)
@@ -140,6 +163,7 @@ class AWAC:
         }
 
     def update(self, state: AWACState, batch: Transition, key: jax.Array) -> tuple[AWACState, dict]:
+        batch = with_policy_inputs(self.hooks, state.extras, batch, key)
         critic_key, actor_key = jax.random.split(key)
         critic, critic_metrics = state.critic.minimize(
             lambda p: self.critic_loss(state, batch, critic_key, p)
@@ -158,10 +182,9 @@ class AWAC:
     def act(
         self, state: AWACState, observations: jax.Array, key: jax.Array, deterministic: bool
     ) -> jax.Array:
+        dist = state.actor(
+            acting_observations(self.hooks, state.extras, observations, key, deterministic)
+        )
         if deterministic:
-            return jnp.clip(state.actor(observations).mode(), -1.0, 1.0)
-        return clipped_sample(state.actor(observations), key)[0]
-
-    def for_online(self) -> AWAC:
-        """CORL's AWAC fine-tunes with the offline settings unchanged."""
-        return self
+            return jnp.clip(dist.mode(), -1.0, 1.0)
+        return clipped_sample(dist, key)[0]

@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from o2o.core.hooks import NO_HOOKS, ActorInputs, Hooks
+from o2o.core.agent import AgentBase, AgentConfig
+from o2o.core.hooks import NO_HOOKS, ActorInputs, Hooks, acting_observations, with_policy_inputs
 from o2o.core.losses import mse
 from o2o.core.networks import DeterministicPolicy, GaussianPolicy
 from o2o.core.train_state import TrainState, adam
@@ -28,7 +29,7 @@ POLICIES = ("deterministic", "gaussian")
 
 
 @dataclass(frozen=True)
-class BCConfig:
+class BCConfig(AgentConfig):
     actor_lr: float = 3e-4
     hidden_dims: tuple[int, ...] = (256, 256)
     policy: str = "deterministic"  # "deterministic": MSE (CORL); "gaussian": log-likelihood
@@ -67,7 +68,7 @@ class BCState:
 
 
 @dataclass(frozen=True)
-class BC:
+class BC(AgentBase):
     config: BCConfig = field(default_factory=BCConfig)
     hooks: Hooks = NO_HOOKS
 
@@ -81,13 +82,14 @@ class BC:
             module = GaussianPolicy(c.hidden_dims, act_dim)
         else:
             module = DeterministicPolicy(c.hidden_dims, act_dim)
-        actor = TrainState.create(module, key, (jnp.zeros((1, obs_dim)),), adam(c.actor_lr))
+        obs = jnp.zeros((1, obs_dim + self.hooks.policy_input_dim))
+        actor = TrainState.create(module, key, (obs,), adam(c.actor_lr))
         return BCState(actor=actor, step=jnp.int32(0))
 
     def actor_loss(
         self, state: BCState, batch: Transition, key: jax.Array, actor_params
     ) -> tuple[jax.Array, dict]:
-        out = state.actor(batch.observations, params=actor_params)
+        out = state.actor(batch.actor_observations, params=actor_params)
         if self.stochastic:
             loss = -jnp.mean(out.log_prob(batch.actions))
             actions, log_probs = out.sample_and_log_prob(key)
@@ -102,13 +104,16 @@ class BC:
         return loss + penalty, {**metrics, **hook_metrics}
 
     def update(self, state: BCState, batch: Transition, key: jax.Array) -> tuple[BCState, dict]:
+        batch = with_policy_inputs(self.hooks, state.extras, batch, key)
         actor, metrics = state.actor.minimize(lambda p: self.actor_loss(state, batch, key, p))
         return state.replace(actor=actor, step=state.step + 1), metrics
 
     def act(
         self, state: BCState, observations: jax.Array, key: jax.Array, deterministic: bool
     ) -> jax.Array:
-        out = state.actor(observations)
+        out = state.actor(
+            acting_observations(self.hooks, state.extras, observations, key, deterministic)
+        )
         if self.stochastic:
             actions = out.mode() if deterministic else out.sample(key)
         else:
@@ -118,7 +123,3 @@ class BC:
                     key, actions.shape
                 )
         return jnp.clip(actions, -1.0, 1.0)
-
-    def for_online(self) -> BC:
-        """BC changes nothing at the offline-to-online boundary."""
-        return self

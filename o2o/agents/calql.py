@@ -34,6 +34,8 @@ class CalQLConfig(CQLConfig):
     calibrated: bool = True  # clip policy-action Q-values below at batch.mc_returns
     online_calibrated: bool = False  # CORL switches calibration off online
 
+    online_data_policy = "mixed"  # CORL's Cal-QL samples offline and online data 50/50
+
     def online_overrides(self) -> dict[str, Any]:
         return {**super().online_overrides(), "calibrated": self.online_calibrated}
 

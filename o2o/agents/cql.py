@@ -6,8 +6,9 @@ its losses before stepping any optimizer:
      ``bc_steps`` updates: E[α log π(ã|s) − log π(a|s)] on the dataset's actions instead);
   2. temperature α (SAC's, target entropy −|A|) from the same log-probabilities;
   3. twin critic: TD error to y = r + γ(1−d)·V(s') through the hooks, with
-     V(s') = min_i Q̄_i(s', a'), a' ~ π(·|s') (``cql_max_target_backup``: the max over n sampled
-     a'; ``backup_entropy``: minus α log π(a'|s')), plus the conservative term, per member i,
+     V(s') = min_i Q̄_i(s', a'), a' ~ π(·|s') (``cql_max_target_backup``: a' is the best of n
+     sampled actions under min_i Q̄_i; ``backup_entropy``: minus α log π(a'|s')), plus the
+     conservative term, per member i,
          α_cql · E_B[ w(s,a) · clip(τ·logsumexp_ã(Q_i(s,ã)/τ) − Q_i(s,a)) ]
      over ã in three sets of n actions each, all evaluated at s: uniform on [−1, 1]^|A|, drawn
      from π(·|s) and drawn from π(·|s'); with ``cql_importance_sample`` each Q is divided by
@@ -18,6 +19,10 @@ its losses before stepping any optimizer:
      −α'·α_cql·(gap − target_action_gap) raises α' while the gap exceeds the target;
   5. Polyak-averaged target critics.
 At the offline→online boundary ``for_online()`` switches α_cql to ``online_cql_alpha``.
+
+A method that re-evaluates the bootstrap with other parameters (``value_with``: SAMG's frozen
+offline critic) evaluates them at the same a', the one chosen under the agent's own target
+critic, as methods.md §0.2 specifies (both critics at the same (s', a')).
 """
 
 from __future__ import annotations
@@ -31,8 +36,17 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from o2o.core.agent import ensemble_mse
-from o2o.core.hooks import NO_HOOKS, ActorInputs, Hooks, TargetInputs, target_with_hooks
+from o2o.core.agent import AgentConfig, CriticAgent, ensemble_mse
+from o2o.core.hooks import (
+    NO_HOOKS,
+    ActorInputs,
+    Hooks,
+    TargetInputs,
+    acting_observations,
+    hook_key,
+    target_with_hooks,
+    with_policy_inputs,
+)
 from o2o.core.networks import MLP, TanhGaussian, Temperature, critic_ensemble
 from o2o.core.train_state import TrainState, adam, copy_tree, polyak
 from o2o.core.types import Transition
@@ -43,7 +57,8 @@ MAX_LAGRANGE_MULTIPLIER = 1e6  # CORL clamps α' to [0, 1e6]
 
 
 @dataclass(frozen=True)
-class CQLConfig:
+class CQLConfig(AgentConfig):
+    reward_conventions = {"locomotion": "none", "maze": "antmaze_cql"}
     actor_lr: float = 1e-4
     critic_lr: float = 3e-4  # also the Lagrange multiplier's learning rate, as in CORL
     temperature_lr: float | None = None  # None: actor_lr (CORL's alpha optimizer uses policy_lr)
@@ -219,7 +234,7 @@ class CQLState:
 
 
 @dataclass(frozen=True)
-class CQL:
+class CQL(CriticAgent):
     config: CQLConfig = field(default_factory=CQLConfig)
     hooks: Hooks = NO_HOOKS
 
@@ -228,7 +243,8 @@ class CQL:
         actor_key, critic_key, temp_key, lagrange_key = jax.random.split(key, 4)
         obs, act = jnp.zeros((1, obs_dim)), jnp.zeros((1, act_dim))
         policy = CQLPolicy(c.actor_hidden_dims, act_dim, c.log_std_multiplier, c.log_std_offset)
-        actor = TrainState.create(policy, actor_key, (obs,), adam(c.actor_lr))
+        actor_obs = jnp.zeros((1, obs_dim + self.hooks.policy_input_dim))
+        actor = TrainState.create(policy, actor_key, (actor_obs,), adam(c.actor_lr))
         critic = TrainState.create(
             critic_ensemble(c.critic_hidden_dims, c.num_critics),
             critic_key,
@@ -270,39 +286,38 @@ class CQL:
         """Values the policy-action Q-values are clipped below at in the logsumexp (Cal-QL)."""
         return None
 
-    def critic_target(self, state: CQLState, batch: Transition, key: jax.Array) -> jax.Array:
+    def next_value_fn(self, state: CQLState, batch: Transition, key: jax.Array):
         c = self.config
         alpha = self.alpha(state)
-        dist = state.actor(batch.next_observations)
+        dist = state.actor(batch.actor_next_observations)
         if c.cql_max_target_backup:
-            # n actions per s'; the bootstrap is the best of them under min_i Q̄_i.
+            # n actions per s'; a' is the best of them under the agent's own min_i Q̄_i.
             actions, log_probs = sample_repeated(dist, key, c.cql_n_actions)
             next_obs = repeat_rows(batch.next_observations, c.cql_n_actions)
-
-            def best_with(params) -> tuple[jax.Array, jax.Array]:
-                q = state.critic(next_obs, actions, params=params).min(axis=0)
-                best = jnp.argmax(q, axis=-1)[:, None]
-                value = jnp.take_along_axis(q, best, axis=-1)[:, 0]
-                if c.backup_entropy:
-                    value = value - alpha * jnp.take_along_axis(log_probs, best, axis=-1)[:, 0]
-                return value, best
-
-            def value_with(params) -> jax.Array:
-                return best_with(params)[0]
-
-            next_value, best = best_with(state.target_critic_params)
+            q = state.critic(next_obs, actions, params=state.target_critic_params).min(axis=0)
+            best = jnp.argmax(q, axis=-1)[:, None]
             next_actions = jnp.take_along_axis(actions, best[..., None], axis=1)[:, 0]
             next_log_probs = jnp.take_along_axis(log_probs, best, axis=-1)[:, 0]
         else:
             next_actions, next_log_probs = dist.sample_and_log_prob(key)
 
-            def value_with(params) -> jax.Array:
-                q = state.critic(batch.next_observations, next_actions, params=params).min(axis=0)
-                return q - alpha * next_log_probs if c.backup_entropy else q
+        def value_with(params) -> jax.Array:
+            q = state.critic(batch.next_observations, next_actions, params=params).min(axis=0)
+            return q - alpha * next_log_probs if c.backup_entropy else q
 
-            next_value = value_with(state.target_critic_params)
-        inputs = TargetInputs(batch, next_value, value_with, next_actions, next_log_probs)
-        return target_with_hooks(self.hooks, state.extras, inputs, c.discount)
+        return value_with, next_actions, next_log_probs
+
+    def critic_target(self, state: CQLState, batch: Transition, key: jax.Array) -> jax.Array:
+        value_with, next_actions, next_log_probs = self.next_value_fn(state, batch, key)
+        inputs = TargetInputs(
+            batch,
+            value_with(state.target_critic_params),
+            value_with,
+            hook_key(key),
+            next_actions,
+            next_log_probs,
+        )
+        return target_with_hooks(self.hooks, state.extras, inputs, self.config.discount)
 
     def cql_action_sets(self, state: CQLState, batch: Transition, key: jax.Array) -> CQLActionSets:
         n = self.config.cql_n_actions
@@ -314,10 +329,10 @@ class CQL:
             maxval=1.0,
         )
         current, current_log_probs = sample_repeated(
-            state.actor(batch.observations), current_key, n
+            state.actor(batch.actor_observations), current_key, n
         )
         following, next_log_probs = sample_repeated(
-            state.actor(batch.next_observations), next_key, n
+            state.actor(batch.actor_next_observations), next_key, n
         )
         sets = CQLActionSets(random, current, current_log_probs, following, next_log_probs)
         return jax.lax.stop_gradient(sets)
@@ -329,6 +344,7 @@ class CQL:
         q_data: jax.Array,
         sets: CQLActionSets,
         critic_params,
+        hook: jax.Array,
     ) -> tuple[jax.Array, dict]:
         """The CQL term added to the critic loss, and its metrics (``cql_gap``: the mean
         weighted, clipped gap over members, which the Lagrange multiplier reads)."""
@@ -350,7 +366,7 @@ class CQL:
             lower_bound,
         )
         gap = jnp.clip(gap, c.cql_clip_diff_min, c.cql_clip_diff_max)
-        weights = self.hooks.conservative_weights(state.extras, batch)
+        weights = self.hooks.conservative_weights(state.extras, batch, hook)
         if weights is not None:
             gap = gap * weights[None]
         member_gaps = gap.mean(axis=-1)  # (M,)
@@ -381,8 +397,11 @@ class CQL:
         q = state.critic(batch.observations, batch.actions, params=critic_params)
         td_loss = ensemble_mse(q, target)
         sets = self.cql_action_sets(state, batch, sets_key)
-        conservative, cql_metrics = self.conservative_loss(state, batch, q, sets, critic_params)
-        penalty, metrics = self.hooks.critic_penalty(state.extras, batch, critic_params)
+        hook = hook_key(target_key)  # the key the target's hooks got: one per step
+        conservative, cql_metrics = self.conservative_loss(
+            state, batch, q, sets, critic_params, hook
+        )
+        penalty, metrics = self.hooks.critic_penalty(state.extras, batch, critic_params, hook)
         loss = td_loss + conservative + penalty
         return loss, {
             "critic_loss": td_loss,
@@ -396,7 +415,7 @@ class CQL:
         self, state: CQLState, batch: Transition, key: jax.Array, actor_params
     ) -> tuple[jax.Array, dict]:
         c = self.config
-        dist = state.actor(batch.observations, params=actor_params)
+        dist = state.actor(batch.actor_observations, params=actor_params)
         actions, log_probs = dist.sample_and_log_prob(key)
         alpha = self.alpha(state)
         q = state.critic(batch.observations, actions).min(axis=0)
@@ -430,6 +449,7 @@ class CQL:
 
     def update(self, state: CQLState, batch: Transition, key: jax.Array) -> tuple[CQLState, dict]:
         c = self.config
+        batch = with_policy_inputs(self.hooks, state.extras, batch, key)
         actor_key, critic_key = jax.random.split(key)
         actor, actor_metrics = state.actor.minimize(
             lambda p: self.actor_loss(state, batch, actor_key, p)
@@ -462,7 +482,9 @@ class CQL:
     def act(
         self, state: CQLState, observations: jax.Array, key: jax.Array, deterministic: bool
     ) -> jax.Array:
-        dist = state.actor(observations)
+        dist = state.actor(
+            acting_observations(self.hooks, state.extras, observations, key, deterministic)
+        )
         if deterministic:
             return dist.mode()
         return dist.sample_and_log_prob(key)[0]

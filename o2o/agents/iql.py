@@ -27,8 +27,17 @@ import jax.numpy as jnp
 import optax
 from flax import struct
 
-from o2o.core.agent import ensemble_mse
-from o2o.core.hooks import NO_HOOKS, ActorInputs, Hooks, TargetInputs, target_with_hooks
+from o2o.core.agent import AgentConfig, CriticAgent, ensemble_mse
+from o2o.core.hooks import (
+    NO_HOOKS,
+    ActorInputs,
+    Hooks,
+    TargetInputs,
+    acting_observations,
+    hook_key,
+    target_with_hooks,
+    with_policy_inputs,
+)
 from o2o.core.losses import awr_weights, expectile_loss
 from o2o.core.networks import DeterministicPolicy, GaussianPolicy, StateValue, critic_ensemble
 from o2o.core.train_state import TrainState, adam, copy_tree, polyak
@@ -49,7 +58,8 @@ def periodic_cosine(learning_rate: float, period: int) -> optax.Schedule:
 
 
 @dataclass(frozen=True)
-class IQLConfig:
+class IQLConfig(AgentConfig):
+    reward_conventions = {"locomotion": "iql_locomotion", "maze": "antmaze_minus_one"}
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
     value_lr: float = 3e-4
@@ -68,6 +78,8 @@ class IQLConfig:
     )
     exploration_noise: float = 0.03  # deterministic actor only: online noise std ...
     noise_clip: float = 0.5  # ... and its clip
+
+    budget_fields = {"offline_steps": "offline"}
 
     def __post_init__(self) -> None:
         for name in ("actor_lr", "critic_lr", "value_lr", "beta", "max_weight", "offline_steps"):
@@ -115,7 +127,7 @@ class IQLState:
 
 
 @dataclass(frozen=True)
-class IQL:
+class IQL(CriticAgent):
     config: IQLConfig = field(default_factory=IQLConfig)
     hooks: Hooks = NO_HOOKS
 
@@ -123,6 +135,7 @@ class IQL:
         c = self.config
         actor_key, critic_key, value_key = jax.random.split(key, 3)
         obs, act = jnp.zeros((1, obs_dim)), jnp.zeros((1, act_dim))
+        actor_obs = jnp.zeros((1, obs_dim + self.hooks.policy_input_dim))
         if c.deterministic_actor:
             policy = DeterministicPolicy(c.hidden_dims, act_dim)
         else:
@@ -132,7 +145,7 @@ class IQL:
             if c.actor_lr_schedule == "cosine"
             else c.actor_lr
         )
-        actor = TrainState.create(policy, actor_key, (obs,), adam(actor_lr))
+        actor = TrainState.create(policy, actor_key, (actor_obs,), adam(actor_lr))
         critic = TrainState.create(
             critic_ensemble(c.hidden_dims, c.num_critics), critic_key, (obs, act), adam(c.critic_lr)
         )
@@ -162,17 +175,33 @@ class IQL:
         loss = expectile_loss(diff, self.config.expectile)
         return loss, {"value_loss": loss, "v_mean": v.mean()}
 
-    def critic_loss(
-        self, state: IQLState, batch: Transition, critic_params
-    ) -> tuple[jax.Array, dict]:
+    def next_value_fn(self, state: IQLState, batch: Transition, key: jax.Array):
+        """V(s') under value parameters (IQL bootstraps from V, not from a target critic)."""
+
         def value_with(value_params):
             return state.value(batch.next_observations, params=value_params)
 
-        inputs = TargetInputs(batch, value_with(state.value.params), value_with)
+        return value_with, None, None
+
+    def bootstrap_params(self, state: IQLState):
+        return state.value.params
+
+    def bootstrap_value(self, state: IQLState, batch: Transition, key: jax.Array, params=None):
+        return self.next_value_fn(state, batch, key)[0](
+            state.value.params if params is None else params
+        )
+
+    def critic_loss(
+        self, state: IQLState, batch: Transition, key: jax.Array, critic_params
+    ) -> tuple[jax.Array, dict]:
+        value_with = self.next_value_fn(state, batch, key)[0]
+        inputs = TargetInputs(batch, value_with(state.value.params), value_with, hook_key(key))
         target = target_with_hooks(self.hooks, state.extras, inputs, self.config.discount)
         q = state.critic(batch.observations, batch.actions, params=critic_params)
         td_loss = ensemble_mse(q, target)
-        penalty, metrics = self.hooks.critic_penalty(state.extras, batch, critic_params)
+        penalty, metrics = self.hooks.critic_penalty(
+            state.extras, batch, critic_params, hook_key(key)
+        )
         return td_loss + penalty, {"critic_loss": td_loss, "q_mean": q.mean(), **metrics}
 
     def actor_loss(
@@ -181,7 +210,7 @@ class IQL:
         c = self.config
         adv, _ = self.advantages(state, batch)
         weights = awr_weights(adv, c.beta, c.max_weight)
-        out = state.actor(batch.observations, params=actor_params)
+        out = state.actor(batch.actor_observations, params=actor_params)
         if c.deterministic_actor:
             bc_losses = jnp.sum((out - batch.actions) ** 2, axis=-1)
             actions, log_probs = out, None
@@ -202,11 +231,12 @@ class IQL:
 
     def update(self, state: IQLState, batch: Transition, key: jax.Array) -> tuple[IQLState, dict]:
         c = self.config
+        batch = with_policy_inputs(self.hooks, state.extras, batch, key)
         value, value_metrics = state.value.minimize(lambda p: self.value_loss(state, batch, p))
         # The critic target and the advantages use V before this step's update (CORL) or after.
         v_state = state.replace(value=value) if c.use_updated_value else state
         critic, critic_metrics = state.critic.minimize(
-            lambda p: self.critic_loss(v_state, batch, p)
+            lambda p: self.critic_loss(v_state, batch, key, p)
         )
         actor, actor_metrics = state.actor.minimize(
             lambda p: self.actor_loss(v_state, batch, key, p)
@@ -224,7 +254,9 @@ class IQL:
         self, state: IQLState, observations: jax.Array, key: jax.Array, deterministic: bool
     ) -> jax.Array:
         c = self.config
-        out = state.actor(observations)
+        out = state.actor(
+            acting_observations(self.hooks, state.extras, observations, key, deterministic)
+        )
         if c.deterministic_actor:
             actions = out
             if not deterministic:
@@ -233,8 +265,3 @@ class IQL:
         else:
             actions = out.mode() if deterministic else out.sample(key)
         return jnp.clip(actions, -1.0, 1.0)
-
-    def for_online(self) -> IQL:
-        """CORL's IQL fine-tunes with the offline settings unchanged (the actor's cosine
-        schedule simply continues: see the module docstring)."""
-        return self

@@ -13,8 +13,17 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from o2o.core.agent import ensemble_mse
-from o2o.core.hooks import NO_HOOKS, ActorInputs, Hooks, TargetInputs, target_with_hooks
+from o2o.core.agent import AgentConfig, CriticAgent, ensemble_mse
+from o2o.core.hooks import (
+    NO_HOOKS,
+    ActorInputs,
+    Hooks,
+    TargetInputs,
+    acting_observations,
+    hook_key,
+    target_with_hooks,
+    with_policy_inputs,
+)
 from o2o.core.networks import TanhGaussianPolicy, Temperature, critic_ensemble
 from o2o.core.train_state import TrainState, adam, copy_tree, polyak
 from o2o.core.types import Transition
@@ -22,7 +31,7 @@ from o2o.errors import check, check_positive
 
 
 @dataclass(frozen=True)
-class SACConfig:
+class SACConfig(AgentConfig):
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
     temperature_lr: float = 3e-4
@@ -61,7 +70,7 @@ class SACState:
 
 
 @dataclass(frozen=True)
-class SAC:
+class SAC(CriticAgent):
     config: SACConfig = field(default_factory=SACConfig)
     hooks: Hooks = NO_HOOKS
 
@@ -70,7 +79,10 @@ class SAC:
         actor_key, critic_key, temp_key = jax.random.split(key, 3)
         obs, act = jnp.zeros((1, obs_dim)), jnp.zeros((1, act_dim))
         actor = TrainState.create(
-            TanhGaussianPolicy(c.hidden_dims, act_dim), actor_key, (obs,), adam(c.actor_lr)
+            TanhGaussianPolicy(c.hidden_dims, act_dim),
+            actor_key,
+            (jnp.zeros((1, obs_dim + self.hooks.policy_input_dim)),),
+            adam(c.actor_lr),
         )
         critic = TrainState.create(
             critic_ensemble(c.hidden_dims, c.num_critics, c.critic_layer_norm),
@@ -91,30 +103,44 @@ class SAC:
             step=jnp.int32(0),
         )
 
-    def critic_loss(
-        self, state: SACState, batch: Transition, key: jax.Array, critic_params
-    ) -> tuple[jax.Array, dict]:
+    def next_value_fn(self, state: SACState, batch: Transition, key: jax.Array):
         c = self.config
-        next_actions, next_log_probs = state.actor(batch.next_observations).sample_and_log_prob(key)
+        next_actions, next_log_probs = state.actor(
+            batch.actor_next_observations
+        ).sample_and_log_prob(key)
 
         def value_with(params):
             next_q = state.critic(batch.next_observations, next_actions, params=params).min(axis=0)
             return next_q - state.temperature() * next_log_probs if c.backup_entropy else next_q
 
+        return value_with, next_actions, next_log_probs
+
+    def critic_loss(
+        self, state: SACState, batch: Transition, key: jax.Array, critic_params
+    ) -> tuple[jax.Array, dict]:
+        c = self.config
+        value_with, next_actions, next_log_probs = self.next_value_fn(state, batch, key)
         inputs = TargetInputs(
-            batch, value_with(state.target_critic_params), value_with, next_actions, next_log_probs
+            batch,
+            value_with(state.target_critic_params),
+            value_with,
+            hook_key(key),
+            next_actions,
+            next_log_probs,
         )
         target = target_with_hooks(self.hooks, state.extras, inputs, c.discount)
         q = state.critic(batch.observations, batch.actions, params=critic_params)
         td_loss = ensemble_mse(q, target)
-        penalty, metrics = self.hooks.critic_penalty(state.extras, batch, critic_params)
+        penalty, metrics = self.hooks.critic_penalty(
+            state.extras, batch, critic_params, hook_key(key)
+        )
         return td_loss + penalty, {"critic_loss": td_loss, "q_mean": q.mean(), **metrics}
 
     def actor_loss(
         self, state: SACState, batch: Transition, key: jax.Array, actor_params
     ) -> tuple[jax.Array, dict]:
         actions, log_probs = state.actor(
-            batch.observations, params=actor_params
+            batch.actor_observations, params=actor_params
         ).sample_and_log_prob(key)
         q = state.critic(batch.observations, actions).min(axis=0)
         loss = jnp.mean(state.temperature() * log_probs - q)
@@ -131,6 +157,7 @@ class SAC:
         return loss, {"temperature": jnp.exp(log_temperature), "temperature_loss": loss}
 
     def update(self, state: SACState, batch: Transition, key: jax.Array) -> tuple[SACState, dict]:
+        batch = with_policy_inputs(self.hooks, state.extras, batch, key)
         critic_key, actor_key = jax.random.split(key)
         critic, critic_metrics = state.critic.minimize(
             lambda p: self.critic_loss(state, batch, critic_key, p)
@@ -150,14 +177,12 @@ class SAC:
         )
         return state, {**critic_metrics, **actor_metrics, **temp_metrics}
 
-    def for_online(self) -> SAC:
-        """Online learners: nothing switches at the offline-to-online boundary."""
-        return self
-
     def act(
         self, state: SACState, observations: jax.Array, key: jax.Array, deterministic: bool
     ) -> jax.Array:
-        dist = state.actor(observations)
+        dist = state.actor(
+            acting_observations(self.hooks, state.extras, observations, key, deterministic)
+        )
         if deterministic:
             return dist.mode()
         return dist.sample_and_log_prob(key)[0]

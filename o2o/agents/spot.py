@@ -3,12 +3,9 @@
 SPOT is TD3 whose actor is kept inside the support of the data by a density penalty from a
 conditional VAE of the behaviour policy. Two phases:
 
-0. **VAE pre-training** — ``pretrain_update(state, batch, key)``, for ``pretrain_steps``
-   (= ``config.vae_steps``, CORL's 100k) updates on the offline data *before* the offline phase;
-   it has ``update``'s signature, so a pipeline runs it through the same engine:
-       if hasattr(agent, "pretrain_update"):
-           run = compile_fused(agent.pretrain_update, sampler, chunk)  # pretrain_steps in all
-   It trains only the VAE (encoder q(z|s,a), decoder p(a|z,s), 750-750, latent 2|A|) on
+0. **VAE pre-training** — the phase ``spot_vae`` (``phases()``): ``pretrain_update(state,
+   batch, key)`` for ``config.vae_steps`` (CORL's 100k) updates on the offline data *before*
+   the offline phase, run by the engine like every phase. It trains only the VAE (encoder q(z|s,a), decoder p(a|z,s), 750-750, latent 2|A|) on
    recon + β·KL (β = 0.5); ``update`` never changes the VAE.
 1. **Actor-critic** — ``update``: twin critic on the TD3 target (target-policy smoothing,
    clipped double Q) through the hooks; every ``policy_delay`` updates the actor on
@@ -34,7 +31,8 @@ import jax.numpy as jnp
 from flax import struct
 
 from o2o.agents.td3 import TD3, TD3Config
-from o2o.core.hooks import NO_HOOKS, ActorInputs, Hooks
+from o2o.core.engine import Phase
+from o2o.core.hooks import NO_HOOKS, ActorInputs, Hooks, acting_observations, with_policy_inputs
 from o2o.core.train_state import TrainState, adam, copy_tree, polyak
 from o2o.core.types import Transition
 from o2o.core.vae import ConditionalVAE, elbo_terms, iwae_log_likelihood
@@ -50,6 +48,7 @@ class SPOTConfig(TD3Config):
     """TD3's fields (``policy_delay`` is CORL's ``policy_freq``; ``noise_clip`` also clips the
     exploration noise, as CORL does) with CORL's SPOT learning rates, plus SPOT's own."""
 
+    reward_conventions = {"locomotion": "none", "maze": "antmaze_minus_one"}
     actor_lr: float = 1e-4
     critic_lr: float = 3e-4
     actor_head_init: float | None = None  # output layer ~ U(-w, w) (CORL's actor_init_w)
@@ -71,6 +70,8 @@ class SPOTConfig(TD3Config):
     online_discount: float = 0.995
     online_reset_optimizers: bool = True
     online_phase: bool = False  # set by for_online()
+
+    budget_fields = {"lambd_cool_steps": "online"}
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -210,9 +211,10 @@ class SPOT(TD3):
 
     # -- VAE pre-training ---------------------------------------------------------------------
 
-    @property
-    def pretrain_steps(self) -> int:
-        return self.config.vae_steps
+    def phases(self) -> tuple[Phase, ...]:
+        if self.config.vae_steps == 0:
+            return ()
+        return (Phase("spot_vae", self.config.vae_steps, self.pretrain_update),)
 
     def vae_loss(
         self, state: SPOTState, batch: Transition, key: jax.Array, vae_params
@@ -258,7 +260,7 @@ class SPOT(TD3):
     def actor_loss(
         self, state: SPOTState, batch: Transition, key: jax.Array, lambd: jax.Array, actor_params
     ) -> tuple[jax.Array, dict]:
-        actions = state.actor(batch.observations, params=actor_params)
+        actions = state.actor(batch.actor_observations, params=actor_params)
         q = state.critic(batch.observations, actions)[0]
         density = self.density_penalty(state, batch.observations, actions, key)
         q_scale = jax.lax.stop_gradient(1.0 / jnp.abs(q).mean())
@@ -276,6 +278,7 @@ class SPOT(TD3):
 
     def update(self, state: SPOTState, batch: Transition, key: jax.Array) -> tuple[SPOTState, dict]:
         c = self.config
+        batch = with_policy_inputs(self.hooks, state.extras, batch, key)
         if c.online_phase:
             first_online = state.online_start_step < 0
             state = state.replace(
@@ -316,7 +319,9 @@ class SPOT(TD3):
         self, state: SPOTState, observations: jax.Array, key: jax.Array, deterministic: bool
     ) -> jax.Array:
         c = self.config
-        actions = state.actor(observations)
+        actions = state.actor(
+            acting_observations(self.hooks, state.extras, observations, key, deterministic)
+        )
         if deterministic:
             return actions
         noise = jnp.clip(

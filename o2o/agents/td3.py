@@ -10,8 +10,17 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from o2o.core.agent import ensemble_mse
-from o2o.core.hooks import NO_HOOKS, ActorInputs, Hooks, TargetInputs, target_with_hooks
+from o2o.core.agent import AgentConfig, CriticAgent, ensemble_mse
+from o2o.core.hooks import (
+    NO_HOOKS,
+    ActorInputs,
+    Hooks,
+    TargetInputs,
+    acting_observations,
+    hook_key,
+    target_with_hooks,
+    with_policy_inputs,
+)
 from o2o.core.networks import DeterministicPolicy, critic_ensemble
 from o2o.core.train_state import TrainState, adam, copy_tree, polyak
 from o2o.core.types import Transition
@@ -19,7 +28,7 @@ from o2o.errors import check, check_non_negative, check_positive
 
 
 @dataclass(frozen=True)
-class TD3Config:
+class TD3Config(AgentConfig):
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
     hidden_dims: tuple[int, ...] = (256, 256)
@@ -55,7 +64,7 @@ class TD3State:
 
 
 @dataclass(frozen=True)
-class TD3:
+class TD3(CriticAgent):
     config: TD3Config = field(default_factory=TD3Config)
     hooks: Hooks = NO_HOOKS
 
@@ -64,7 +73,10 @@ class TD3:
         actor_key, critic_key = jax.random.split(key)
         obs, act = jnp.zeros((1, obs_dim)), jnp.zeros((1, act_dim))
         actor = TrainState.create(
-            DeterministicPolicy(c.hidden_dims, act_dim), actor_key, (obs,), adam(c.actor_lr)
+            DeterministicPolicy(c.hidden_dims, act_dim),
+            actor_key,
+            (jnp.zeros((1, obs_dim + self.hooks.policy_input_dim)),),
+            adam(c.actor_lr),
         )
         critic = TrainState.create(
             critic_ensemble(c.hidden_dims, c.num_critics, c.critic_layer_norm),
@@ -86,27 +98,33 @@ class TD3:
         )
         return jnp.clip(actions + noise, -1.0, 1.0)
 
-    def critic_loss(
-        self, state: TD3State, batch: Transition, key: jax.Array, critic_params
-    ) -> tuple[jax.Array, dict]:
-        next_actions = self.smoothed_target_actions(state, batch.next_observations, key)
+    def next_value_fn(self, state: TD3State, batch: Transition, key: jax.Array):
+        next_actions = self.smoothed_target_actions(state, batch.actor_next_observations, key)
 
         def value_with(params):
             return state.critic(batch.next_observations, next_actions, params=params).min(axis=0)
 
+        return value_with, next_actions, None
+
+    def critic_loss(
+        self, state: TD3State, batch: Transition, key: jax.Array, critic_params
+    ) -> tuple[jax.Array, dict]:
+        value_with, next_actions, _ = self.next_value_fn(state, batch, key)
         inputs = TargetInputs(
-            batch, value_with(state.target_critic_params), value_with, next_actions
+            batch, value_with(state.target_critic_params), value_with, hook_key(key), next_actions
         )
         target = target_with_hooks(self.hooks, state.extras, inputs, self.config.discount)
         q = state.critic(batch.observations, batch.actions, params=critic_params)
         td_loss = ensemble_mse(q, target)
-        penalty, metrics = self.hooks.critic_penalty(state.extras, batch, critic_params)
+        penalty, metrics = self.hooks.critic_penalty(
+            state.extras, batch, critic_params, hook_key(key)
+        )
         return td_loss + penalty, {"critic_loss": td_loss, "q_mean": q.mean(), **metrics}
 
     def actor_loss(
         self, state: TD3State, batch: Transition, actor_params
     ) -> tuple[jax.Array, dict]:
-        actions = state.actor(batch.observations, params=actor_params)
+        actions = state.actor(batch.actor_observations, params=actor_params)
         loss = -state.critic(batch.observations, actions)[0].mean()
         penalty, _ = self.hooks.actor_penalty(
             state.extras, ActorInputs(batch, actions, None, actor_params)
@@ -115,6 +133,7 @@ class TD3:
 
     def update(self, state: TD3State, batch: Transition, key: jax.Array) -> tuple[TD3State, dict]:
         c = self.config
+        batch = with_policy_inputs(self.hooks, state.extras, batch, key)
         critic, metrics = state.critic.minimize(lambda p: self.critic_loss(state, batch, key, p))
         state = state.replace(critic=critic, step=state.step + 1)
 
@@ -136,14 +155,12 @@ class TD3:
         )
         return state, {**metrics, **actor_metrics}
 
-    def for_online(self) -> TD3:
-        """Online learners: nothing switches at the offline-to-online boundary."""
-        return self
-
     def act(
         self, state: TD3State, observations: jax.Array, key: jax.Array, deterministic: bool
     ) -> jax.Array:
-        actions = state.actor(observations)
+        actions = state.actor(
+            acting_observations(self.hooks, state.extras, observations, key, deterministic)
+        )
         if deterministic:
             return actions
         noise = self.config.exploration_noise * jax.random.normal(key, actions.shape)

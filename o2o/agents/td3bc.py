@@ -25,6 +25,7 @@ from o2o.errors import check
 
 @dataclass(frozen=True)
 class TD3BCConfig(TD3Config):
+    reward_conventions = {"locomotion": "none", "maze": "antmaze_minus_one"}
     alpha: float = 2.5  # weight of the normalised Q term against the BC term
     online_alpha: float | None = None  # alpha from the online phase on; None: unchanged
 
@@ -58,7 +59,7 @@ class TD3BC(TD3):
     def actor_loss(
         self, state: TD3State, batch: Transition, actor_params
     ) -> tuple[jax.Array, dict]:
-        actions = state.actor(batch.observations, params=actor_params)
+        actions = state.actor(batch.actor_observations, params=actor_params)
         q = state.critic(batch.observations, actions)[0]
         q_weight = self.config.alpha / jax.lax.stop_gradient(jnp.abs(q).mean())
         bc_loss = mse(actions, batch.actions)

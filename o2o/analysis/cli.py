@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def _report_parser() -> argparse.ArgumentParser:
-    from o2o.cli import OneLineParser
+    from o2o.arguments import OneLineParser
 
     parser = OneLineParser(
         prog="o2o report",
@@ -41,7 +41,7 @@ def report_main(argv: list[str]) -> int:
 
 def _analyze_parser() -> argparse.ArgumentParser:
     from o2o.analysis.coverage import CoverageConfig
-    from o2o.cli import OneLineParser
+    from o2o.arguments import OneLineParser
 
     defaults = CoverageConfig()
     parser = OneLineParser(prog="o2o analyze", description="Analyses of offline datasets.")

@@ -1,7 +1,8 @@
 """SAMG's diagnostics as figures: mean p and the fraction of online samples with p > 0
 through fine-tuning (``train/samg/*`` in metrics.jsonl, already averaged over seeds), and the
-C-VAE's KL term while it is fitted on the offline data (``samg_fit`` rows of finetune.jsonl,
-mean ± std over seeds)."""
+C-VAE's KL term while it is fitted on the offline data (rows of the phase ``samg_cvae`` in
+metrics.jsonl, mean over seeds; runs made before the phase existed: ``samg_fit`` rows of
+finetune.jsonl, mean ± std over seeds)."""
 
 from __future__ import annotations
 
@@ -17,14 +18,27 @@ P_MEAN = "train/samg/p_mean"
 P_POSITIVE = "train/samg/p_positive"
 
 
+CVAE_PHASE, CVAE_KL = "samg_cvae", "train/samg/cvae_kl"
+
+
 def has_samg_diagnostics(result: RunResult) -> bool:
-    return any(P_MEAN in row for row in result.rows) or any(
-        row.get("phase") == "samg_fit" for row in result.finetune
+    return (
+        any(P_MEAN in row for row in result.rows)
+        or any(row.get("phase") == "samg_fit" for row in result.finetune)
+        or any(row.get("phase") == CVAE_PHASE for row in result.phase_rows_other)
     )
 
 
 def kl_curve(result: RunResult) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(C-VAE steps, mean KL over seeds, std over seeds) of the offline C-VAE fit."""
+    """(C-VAE steps, mean KL over seeds, std over seeds — 0 where only the mean was logged)
+    of the offline C-VAE fit."""
+    fit = [r for r in result.phase_rows_other if r.get("phase") == CVAE_PHASE and CVAE_KL in r]
+    if fit:
+        return (
+            np.array([r["step"] for r in fit]),
+            np.array([r[CVAE_KL] for r in fit]),
+            np.zeros(len(fit)),
+        )
     by_step: dict[int, list[float]] = defaultdict(list)
     for row in result.finetune:
         if row.get("phase") == "samg_fit" and "kl" in row:

@@ -8,7 +8,7 @@ method's name is its results-directory label (``samg``, ``samg-even`` ...).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +27,11 @@ class RunResult:
     method: str
     config: dict[str, Any]
     summary: dict[str, Any] | None
-    rows: list[dict[str, Any]]  # metrics.jsonl: one row per evaluation
+    rows: list[dict[str, Any]]  # metrics.jsonl: one row per evaluation, offline and online
     episodes: list[dict[str, Any]]  # episodes.jsonl: one row per online training episode
     finetune: list[dict[str, Any]]  # finetune.jsonl: the method's diagnostics
+    # metrics.jsonl rows of the other phases (SPOT's VAE, SAMG's C-VAE fit): train metrics
+    phase_rows_other: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def finished(self) -> bool:
@@ -79,19 +81,20 @@ class RunResult:
         such as a CPU-budget ``cql_n_actions=2``. Schedules the pipeline fits to the run's
         budget are not changes."""
         from o2o.agents import CONFIGS, domain_config
-        from o2o.experiment.pipeline import BUDGET_FIELDS
         from o2o.experiment.suite import dataset_domain
 
         stored = self.config.get("agent") or {}
         if self.algo not in CONFIGS:
             return {}
-        default = domain_config(self.algo, dataset_domain(self.dataset))
+        default_config = domain_config(self.algo, dataset_domain(self.dataset))
         # Through YAML so both sides have the stored form (lists, .inf, ...).
-        default = yaml.safe_load(yaml.safe_dump(plain_config(asdict(default))))
+        default = yaml.safe_load(yaml.safe_dump(plain_config(asdict(default_config))))
         return {
             name: value
             for name, value in stored.items()
-            if name not in BUDGET_FIELDS and name in default and default[name] != value
+            if name not in default_config.budget_fields
+            and name in default
+            and default[name] != value
         }
 
 
@@ -99,6 +102,9 @@ def _steps(value: Any) -> str:
     if isinstance(value, int) and value >= 1000 and value % 1000 == 0:
         return f"{value // 1000}k"
     return str(value if value is not None else "?")
+
+
+EVALUATED_PHASES = ("offline", "online")
 
 
 def _phase_of(row: dict[str, Any]) -> str:
@@ -122,6 +128,7 @@ def load_results(root: Path | str) -> list[RunResult]:
         summary = run.summary()
         finetune = config.get("finetune") or {}
         info = summary or {}
+        metrics = run.rows(METRICS)
         results.append(
             RunResult(
                 path=run.path,
@@ -130,7 +137,8 @@ def load_results(root: Path | str) -> list[RunResult]:
                 method=str(info.get("method") or _label(run.path, finetune)),
                 config=config,
                 summary=summary,
-                rows=run.rows(METRICS),
+                rows=[r for r in metrics if _phase_of(r) in EVALUATED_PHASES],
+                phase_rows_other=[r for r in metrics if _phase_of(r) not in EVALUATED_PHASES],
                 episodes=run.rows(EPISODES),
                 finetune=run.rows(FINETUNE),
             )

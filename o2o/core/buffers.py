@@ -48,7 +48,7 @@ def buffer_from_transitions(transitions: Transition, capacity: int | None = None
         out[:n] = column
         return jnp.asarray(out)
 
-    data = Transition(*(pad(c) for c in transitions))
+    data = jax.tree.map(pad, transitions._replace(policy_inputs=None))
     return ReplayBuffer(data=data, size=jnp.int32(n), pointer=jnp.int32(n % capacity))
 
 

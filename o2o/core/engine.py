@@ -9,7 +9,8 @@ pytree of metrics per K gradient steps.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -18,6 +19,35 @@ from o2o.core.buffers import ReplayBuffer, Sampler
 from o2o.core.types import Transition
 
 UpdateFn = Callable[[Any, Transition, jax.Array], tuple[Any, dict]]
+FinishFn = Callable[[Any, Transition], tuple[Any, list[dict]]]
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Updates the engine runs on the offline data outside the offline and online phases:
+    an agent's pre-training (SPOT's behaviour VAE) or a method's step between the phases
+    (SAMG's C-VAE fit, OCR's re-evaluation). ``update`` has the signature of an agent's update
+    and sees the whole agent state (a method's state is in ``state.extras``); it runs fused,
+    seeds vmapped, with rows tagged ``name`` in metrics.jsonl, checkpoints and resume.
+    ``evaluate``: the policy changes in this phase, so its rows carry evaluations.
+    ``finish(states, offline)``: host-side, once after the last step (e.g. statistics over
+    the whole dataset); returns new states and diagnostic rows."""
+
+    name: str
+    steps: int
+    update: UpdateFn
+    when: Literal["before_offline", "before_online"] = "before_offline"
+    evaluate: bool = False
+    finish: FinishFn | None = None
+
+
+def chunk_sizes(done: int, total: int, chunk: int) -> list[int]:
+    """The fused-call lengths from ``done`` to exactly ``total`` steps (the last may be short)."""
+    sizes = []
+    while done < total:
+        sizes.append(min(chunk, total - done))
+        done += sizes[-1]
+    return sizes
 
 
 def fused_update(

@@ -1,14 +1,23 @@
 """Where fine-tuning methods plug into an agent's losses (DESIGN.md, "How fine-tuning
-methods plug in").
+methods plug in"; docs/methods.md).
 
-An agent never knows which method is on. Its losses call the hooks at four places:
+An agent never knows which method is on. Its update consults the hooks at these places:
 
 * ``reward``: the reward used in the critic target (SERA: r + λ·tanh(r_int));
 * ``next_value``: the bootstrap value in the critic target (SAMG: (1-p)·Q + p·Q_off;
   OCR: -λ·divergence);
 * ``critic_penalty``: extra critic loss terms (OCR alignment) and ``conservative_weights``,
   per-sample weights of a conservative term (SAMG's p-weighted CQL term);
-* ``actor_penalty``: extra actor loss terms (OCR's divergence to a reference policy).
+* ``actor_penalty``: extra actor loss terms (OCR's divergence to a reference policy);
+* ``policy_inputs`` / ``acting_inputs``: extra actor inputs (FamO2O's β encoding), per
+  training sample and per acting observation; the actor is built ``policy_input_dim`` wider.
+
+Guarantees an estimator can rely on: ``reward`` and ``next_value`` are called exactly once
+per gradient step, on the whole sampled batch (every row, in sampling order);
+``policy_inputs`` once per step, before any loss, and the same inputs serve the actor at s
+and at s'. Every hook of one step receives the same PRNG key (so a random per-sample
+quantity, e.g. SAMG-random's p, is the same draw in the target and in the conservative
+term); a hook that needs independent draws folds in its own constant.
 
 Hook objects are static (hashable config); the state they need (frozen critics, a C-VAE,
 latent statistics) lives in the agent state's ``extras`` pytree so it is jitted, vmapped
@@ -23,9 +32,14 @@ from typing import Any
 
 import jax
 
-from o2o.core.types import Transition
+from o2o.core.types import Transition, conditioned
 
 Array = jax.Array
+
+# Hook keys are folded out of the agent's own keys, so the agent's random streams (and every
+# result computed without a method) do not change when a method is switched on.
+HOOK_KEY = 0x4B1D
+POLICY_INPUT_KEY = 0x9E7A
 
 
 @dataclass(frozen=True)
@@ -36,11 +50,13 @@ class TargetInputs:
     for SAC/CQL, V(s') for IQL). ``value_with(params)`` recomputes the same quantity with other
     critic (or value) parameters at the same s' and a', e.g. a frozen offline critic.
     ``next_actions``/``next_log_probs`` are the a' the agent drew (None where there are none).
+    ``key`` is this step's key for the reward and bootstrap hooks.
     """
 
     batch: Transition
     next_value: Array
     value_with: Callable[[Any], Array]
+    key: Array
     next_actions: Array | None = None
     next_log_probs: Array | None = None
 
@@ -58,25 +74,37 @@ class ActorInputs:
 
 class Hooks:
     """Identity hooks: the base algorithm, unchanged. Subclass and override what a method
-    changes; subclasses must be frozen dataclasses (they are static under jit)."""
+    changes; subclasses must be hashable (they are static under jit)."""
 
-    def reward(self, extras: Any, batch: Transition) -> Array:
+    policy_input_dim: int = 0
+
+    def reward(self, extras: Any, batch: Transition, key: Array) -> Array:
         return batch.rewards
 
     def next_value(self, extras: Any, inputs: TargetInputs) -> Array:
         return inputs.next_value
 
-    def conservative_weights(self, extras: Any, batch: Transition) -> Array | None:
+    def conservative_weights(self, extras: Any, batch: Transition, key: Array) -> Array | None:
         """Per-sample weights of a conservative (CQL-style) term; None = unweighted."""
         return None
 
     def critic_penalty(
-        self, extras: Any, batch: Transition, critic_params: Any
+        self, extras: Any, batch: Transition, critic_params: Any, key: Array
     ) -> tuple[Array, dict]:
         return 0.0, {}
 
     def actor_penalty(self, extras: Any, inputs: ActorInputs) -> tuple[Array, dict]:
         return 0.0, {}
+
+    def policy_inputs(self, extras: Any, batch: Transition, key: Array) -> Array | None:
+        """(B, policy_input_dim) extra actor inputs for a training batch; None: none."""
+        return None
+
+    def acting_inputs(
+        self, extras: Any, observations: Array, key: Array, deterministic: bool
+    ) -> Array | None:
+        """(N, policy_input_dim) extra actor inputs when acting on ``observations``."""
+        return None
 
     def __hash__(self) -> int:
         return hash(type(self))
@@ -91,9 +119,34 @@ NO_HOOKS = Hooks()
 def target_with_hooks(hooks: Hooks, extras: Any, inputs: TargetInputs, discount: float) -> Array:
     """r' + γ (1 - terminal) V'(s'), where r' and V' come from the hooks; no gradient flows."""
     batch = inputs.batch
-    reward = hooks.reward(extras, batch)
+    reward = hooks.reward(extras, batch, inputs.key)
     next_value = hooks.next_value(extras, inputs)
     return jax.lax.stop_gradient(reward + discount * (1.0 - batch.terminals) * next_value)
+
+
+def hook_key(key: Array) -> Array:
+    """The key an agent hands its hooks in a step whose own randomness comes from ``key``."""
+    return jax.random.fold_in(key, HOOK_KEY)
+
+
+def with_policy_inputs(hooks: Hooks, extras: Any, batch: Transition, key: Array) -> Transition:
+    """The batch with the hooks' per-sample actor inputs attached (unchanged without any)."""
+    if hooks.policy_input_dim == 0:
+        return batch
+    inputs = hooks.policy_inputs(extras, batch, jax.random.fold_in(key, POLICY_INPUT_KEY))
+    return batch._replace(policy_inputs=inputs)
+
+
+def acting_observations(
+    hooks: Hooks, extras: Any, observations: Array, key: Array, deterministic: bool
+) -> Array:
+    """What the actor sees when acting: ``observations`` with the hooks' inputs, if any."""
+    if hooks.policy_input_dim == 0:
+        return observations
+    inputs = hooks.acting_inputs(
+        extras, observations, jax.random.fold_in(key, POLICY_INPUT_KEY), deterministic
+    )
+    return conditioned(observations, inputs)
 
 
 @dataclass(frozen=True)

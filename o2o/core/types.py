@@ -16,6 +16,8 @@ class Transition(NamedTuple):
     ``terminals`` is 1.0 only on true MDP termination; a time-limit end is not a terminal,
     so the critic still bootstraps there. ``mc_returns`` holds discounted Monte-Carlo
     returns-to-go where an algorithm needs them (Cal-QL) and zeros otherwise.
+    ``policy_inputs`` are extra per-sample actor inputs a fine-tuning method adds inside an
+    update (FamO2O's β encoding); buffers never store them (None there).
     """
 
     observations: Array
@@ -24,10 +26,25 @@ class Transition(NamedTuple):
     next_observations: Array
     terminals: Array
     mc_returns: Array
+    policy_inputs: Array | None = None
 
     @property
     def size(self) -> int:
         return int(self.rewards.shape[-1])
+
+    @property
+    def actor_observations(self) -> Array:
+        """What the actor sees at s: the state, with the method's policy inputs if any."""
+        return conditioned(self.observations, self.policy_inputs)
+
+    @property
+    def actor_next_observations(self) -> Array:
+        """What the actor sees at s': the same per-sample inputs as at s."""
+        return conditioned(self.next_observations, self.policy_inputs)
+
+
+def conditioned(observations: Array, inputs: Array | None) -> Array:
+    return observations if inputs is None else jnp.concatenate([observations, inputs], axis=-1)
 
 
 def empty_transitions(capacity: int, obs_dim: int, act_dim: int) -> Transition:

@@ -11,7 +11,7 @@ PUBLISHED_SUITES = Path("benchmarks") / "suites"
 
 
 def _parser() -> argparse.ArgumentParser:
-    from o2o.cli import OneLineParser
+    from o2o.arguments import OneLineParser
 
     parser = OneLineParser(prog="o2o bench", description="Suites of offline→online runs.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)

@@ -31,7 +31,7 @@ from o2o.envs.factory import make_env, success_from_info
 from o2o.errors import check, check_non_negative, check_positive
 from o2o.experiment.checkpoint import load_checkpoint, save_checkpoint
 from o2o.experiment.progress import RunProgress
-from o2o.experiment.runs import EPISODES, FINETUNE, METRICS, RunDir, plain_config
+from o2o.experiment.runs import EPISODES, FINETUNE, METRICS, RunDir, evaluation_row, plain_config
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,10 @@ class OnlineConfig:
     steps: int = 15_000
     random_steps: int = 1_000  # uniform random actions before the policy acts
     update_after: int = 1_000  # first gradient step after this many env steps
+    # Env steps collected by the current policy before the budget starts (SAMG's 1,000 seed
+    # transitions): no updates, no evaluations, not counted in ``steps``, so every arm of a
+    # comparison makes the same ``steps × utd`` updates.
+    warmup_steps: int = 0
     update_every: int = 50  # env steps between fused update calls
     utd: int = 1  # gradient steps per env step
     batch_size: int = 256
@@ -60,7 +64,11 @@ class OnlineConfig:
             "eval_episodes",
             "seeds",
         )
-        check_non_negative(self, "random_steps", "update_after", "seed")
+        check_non_negative(self, "random_steps", "update_after", "warmup_steps", "seed")
+        check(
+            self.warmup_steps % self.update_every == 0,
+            f"warmup_steps ({self.warmup_steps}) must be a multiple of update_every ({self.update_every})",
+        )
         check(
             self.buffer_capacity is None or self.buffer_capacity > 0,
             "buffer_capacity must be positive",
@@ -264,8 +272,9 @@ class EnvLoop:
         return jax.vmap(lambda k: self.agent.init(k, self.obs_dim, self.act_dim))(init_keys)
 
     def _counters(self) -> dict[str, Any]:
+        # Warm-up steps run before the budget's step 0 (see OnlineConfig.warmup_steps).
         return {
-            "step": np.int64(0),
+            "step": np.int64(-self.config.warmup_steps),
             "episodes": np.zeros(self.config.seeds, np.int64),
             "wall_time": np.float64(0.0),
         }
@@ -311,7 +320,7 @@ class EnvLoop:
         metrics: dict[str, Any] = {}
         updates = 0
         bar = RunProgress(c.steps, f"{c.env}", enabled=progress)
-        bar.advance_to(carry["step"])
+        bar.advance_to(max(0, carry["step"]))
         clock = LoopClock()
         with bar:
             while carry["step"] < c.steps:
@@ -319,14 +328,20 @@ class EnvLoop:
                 step = carry["step"]
                 if chunk_metrics is not None:
                     metrics, updates = chunk_metrics, updates + chunk_updates
-                bar.advance_to(step, updates=updates)
+                bar.advance_to(max(0, step), updates=updates)
                 clock.lap("other")
-                if step % c.eval_every == 0 or step >= c.steps:
+                if step > 0 and (step % c.eval_every == 0 or step >= c.steps):
                     result = self.evaluate(carry["states"])
-                    row = self._row(
-                        self.step_offset + step, time.perf_counter() - start_wall, result, metrics
+                    row = evaluation_row(
+                        "online",
+                        self.step_offset + step,
+                        time.perf_counter() - start_wall,
+                        result.mean_return,
+                        result.success_rate,
+                        metrics,
+                        self.score_fn,
+                        updates=self.updates_at(step),
                     )
-                    row["phase"] = "online"
                     rows.append(row)
                     bar.report(row)
                     clock.lap("eval")
@@ -351,24 +366,10 @@ class EnvLoop:
                     clock.lap("other")
         return OnlineResult(states=carry["states"], rows=rows, section_seconds=clock.seconds)
 
-    def _row(self, step: int, wall_time: float, result: EvalResult, metrics: dict) -> dict:
-        returns = result.mean_return
-        row: dict[str, Any] = {
-            "step": step,
-            "wall_time": round(wall_time, 3),
-            "return": float(returns.mean()),
-            "return_std": float(returns.std()),
-            "seed_returns": [float(r) for r in returns],
-        }
-        if self.score_fn is not None:
-            scores = self.score_fn(returns)
-            row["normalized_score"] = float(np.mean(scores))
-            row["seed_normalized_scores"] = [float(x) for x in scores]
-        if result.success_rate is not None:
-            row["success_rate"] = float(result.success_rate.mean())
-        for name, value in metrics.items():
-            row[f"train/{name}"] = float(np.mean(np.asarray(value)))
-        return row
+    def updates_at(self, step: int) -> int | None:
+        """Gradient updates made by budget step ``step`` (recorded in every row, so arms of a
+        comparison can be checked for equal update counts); None where a loop does not say."""
+        return None
 
 
 class OnlineTrainer(EnvLoop):
@@ -384,10 +385,12 @@ class OnlineTrainer(EnvLoop):
         initial_states: Any = None,
         step_offset: int = 0,
         on_chunk: Callable[[int, Any, dict], tuple[Any, list[dict]]] | None = None,
+        update: Callable | None = None,
     ):
         """``data`` and ``initial_states`` continue from an offline phase (with a leading seed
         axis); without them the run starts from scratch with one replay buffer. Rows are
-        logged at ``step_offset + env step``. ``on_chunk`` gets the buffers as its data."""
+        logged at ``step_offset + env step``. ``on_chunk`` gets the buffers as its data.
+        ``update`` replaces ``agent.update`` (the fine-tuning methods' wrapped update)."""
         c = config
         check(
             c.eval_every % c.update_every == 0,
@@ -414,7 +417,12 @@ class OnlineTrainer(EnvLoop):
             data.sampler if data is not None else buf.Sampler(c.batch_size, (("replay", 1.0),))
         )
         self.write_to = data.write_to if data is not None else "replay"
-        self._fused = compile_fused(agent.update, sampler, c.update_every * c.utd)
+        self._fused = compile_fused(update or agent.update, sampler, c.update_every * c.utd)
+
+    def updates_at(self, step: int) -> int:
+        c = self.config
+        first_chunk = max(1, -(-c.update_after // c.update_every))
+        return max(0, step // c.update_every - first_chunk + 1) * c.update_every * c.utd
 
     def initial(self) -> dict[str, Any]:
         c = self.config
@@ -466,7 +474,7 @@ class OnlineTrainer(EnvLoop):
         clock.lap("buffer")
         metrics, updates = None, 0
         update_keys = carry["update_keys"]
-        if step >= c.update_after:
+        if step > 0 and step >= c.update_after:
             states, update_keys, metrics = self._fused(states, buffers, update_keys)
             updates = c.update_every * c.utd
             # Waiting here costs nothing (the next action needs these states) and

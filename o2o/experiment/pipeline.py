@@ -19,7 +19,8 @@ import ctypes
 import gc
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+import zlib
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import jax
@@ -27,14 +28,21 @@ import jax.numpy as jnp
 import numpy as np
 
 from o2o.core import buffers as buf
-from o2o.core.engine import compile_fused, seed_keys
+from o2o.core.engine import Phase, chunk_sizes, compile_fused, seed_keys
 from o2o.envs.evaluation import EnvGrid, evaluate
 from o2o.errors import ConfigError, check, check_non_negative, check_positive
 from o2o.experiment.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from o2o.experiment.online import OnlineConfig, OnlineData, OnlineTrainer, Preprocess, _eval_seed
 from o2o.experiment.progress import RunProgress
-from o2o.experiment.runs import FINETUNE, METRICS, RunDir, plain_config
-from o2o.finetune.base import FinetuneMethod, Vanilla
+from o2o.experiment.rollout import RolloutTrainer
+from o2o.experiment.runs import (
+    FINETUNE,
+    METRICS,
+    RunDir,
+    evaluation_row,
+    train_metrics,
+)
+from o2o.finetune.base import VANILLA, Methods
 
 DataPolicy = Literal["union", "mixed", "online"]
 RewardConvention = Literal["auto", "none", "iql_locomotion", "antmaze_minus_one", "antmaze_cql"]
@@ -42,6 +50,7 @@ RewardConvention = Literal["auto", "none", "iql_locomotion", "antmaze_minus_one"
 OFFLINE_CHECKPOINT = "offline.msgpack"
 PREPARED_CHECKPOINT = "finetune_start.msgpack"  # offline states + the method's extras
 PHASE_FILE = "phase.json"
+OFFLINE = "offline"
 
 
 @dataclass(frozen=True)
@@ -98,49 +107,21 @@ class PipelineConfig:
         )
 
 
-# CORL's online data policy and reward convention per algorithm.
-DEFAULT_DATA_POLICY: dict[str, DataPolicy] = {"calql": "mixed"}
-MAZE_REWARD: dict[str, RewardConvention] = {
-    "cql": "antmaze_cql",
-    "calql": "antmaze_cql",
-    "iql": "antmaze_minus_one",
-    "awac": "antmaze_minus_one",
-    "td3bc": "antmaze_minus_one",
-    "spot": "antmaze_minus_one",
-}
-
-
-# Agent config fields that are schedules over the run's budget (IQL's cosine actor lr over the
-# offline steps, SPOT's λ cooling over the online updates).
-BUDGET_FIELDS = {"offline_steps": "offline", "lambd_cool_steps": "online"}
-
-
-def fit_to_budget(
-    agent_config: Any, offline_steps: int, online_updates: int, keep: tuple[str, ...] = ()
-) -> Any:
-    """``agent_config`` with its budget-dependent schedules set to this run's budget (fields
-    named in ``keep`` were set by the user and stay)."""
-    changes = {}
-    for name, phase in BUDGET_FIELDS.items():
-        if hasattr(agent_config, name) and name not in keep:
-            changes[name] = max(1, offline_steps if phase == "offline" else online_updates)
-    return replace(agent_config, **changes) if changes else agent_config
-
-
 def is_sparse_maze(dataset: Any) -> bool:
     env_id = str(dataset.env_id or "").lower()
     name = str(dataset.name).lower()
     return "maze" in env_id or "maze" in name
 
 
-def preprocess_for(algo: str, dataset: Any, config: PipelineConfig) -> tuple[Preprocess, str]:
-    """State statistics and reward transform (r' = scale·r + shift) and a description."""
+def preprocess_for(
+    agent_config: Any, dataset: Any, config: PipelineConfig
+) -> tuple[Preprocess, str]:
+    """State statistics and reward transform (r' = scale·r + shift) and a description; the
+    convention under ``auto`` is the agent's for the dataset's domain."""
     convention = config.reward_convention
     if convention == "auto":
-        if is_sparse_maze(dataset):
-            convention = MAZE_REWARD.get(algo, "none")
-        else:
-            convention = "iql_locomotion" if algo == "iql" else "none"
+        domain = "maze" if is_sparse_maze(dataset) else "locomotion"
+        convention = agent_config.reward_conventions[domain]
     scale, shift = 1.0, 0.0
     if convention == "iql_locomotion":
         returns = dataset.episode_returns(include_incomplete=True)
@@ -177,28 +158,32 @@ class Pipeline:
     def __init__(
         self,
         algo: str,
-        agent: Any,
+        agent_config: Any,
         config: PipelineConfig,
         dataset: Any = None,
-        agent_config: Any = None,
-        method: FinetuneMethod | None = None,
+        methods: Methods | None = None,
     ):
-        """``agent`` must have been created with ``method.hooks(algo)`` when a method is on."""
+        """One run: ``agent_config`` (its ``create(hooks)`` builds the agent) pre-trained on
+        ``dataset`` then fine-tuned with ``methods`` (vanilla when None)."""
         from o2o import data as datasets
 
-        self.algo, self.agent, self.config = algo, agent, config
-        self.agent_config = agent_config
-        self.method = method or Vanilla()
+        self.algo, self.agent_config, self.config = algo, agent_config, config
+        self.methods = methods if methods is not None else VANILLA
+        self.agent = agent_config.create(hooks=self.methods)
+        for method in self.methods:
+            method.check_agent(algo, self.agent)
         self.dataset = dataset if dataset is not None else datasets.load(config.dataset)
         self.env_id = datasets.env_id_for(self.dataset)
         self.dataset_size = int(self.dataset.size)  # kept: SAMG drops the dataset itself
         self.score = datasets.score_reference(self.dataset)
-        self.preprocess, self.reward_convention = preprocess_for(algo, self.dataset, config)
-        self.policy = (
-            config.data_policy
-            or self.method.data_policy()
-            or DEFAULT_DATA_POLICY.get(algo, "union")
-        )
+        self.preprocess, self.reward_convention = preprocess_for(agent_config, self.dataset, config)
+        method_policy = self.methods.data_policy()
+        if method_policy and config.data_policy and config.data_policy != method_policy:
+            raise ConfigError(
+                f"{self.methods.label} fine-tunes with the '{method_policy}' data policy; "
+                f"--data-policy {config.data_policy} would change the method, drop it"
+            )
+        self.policy = config.data_policy or method_policy or agent_config.online_data_policy
         sparse = (
             -1.0
             if self.reward_convention == "antmaze_minus_one"
@@ -217,11 +202,14 @@ class Pipeline:
             mc_returns=mc,
         )
         self.obs_dim, self.act_dim = self.dataset.obs_dim, self.dataset.act_dim
+        phases = (*self.agent.phases(), *self.methods.phases(self.agent))
+        self.phases_before_offline = tuple(p for p in phases if p.when == "before_offline")
+        self.phases_before_online = tuple(p for p in phases if p.when == "before_online")
 
     def describe(self) -> dict[str, Any]:
         return {
             "env_id": self.env_id,
-            "finetune": self.method.name,
+            "finetune": self.methods.label,
             "data_policy": self.policy,
             "reward_convention": self.reward_convention,
             "score_reference": self.score.describe(),
@@ -229,60 +217,98 @@ class Pipeline:
             "dataset_transitions": self.dataset_size,
         }
 
-    # --- offline -----------------------------------------------------------------------------
-    def run_offline(
-        self, run: RunDir | None, resume: bool, progress: bool, on_eval: Any = None
-    ) -> Any:
+    def initial_states(self) -> tuple[Any, Any]:
+        """(agent states, train keys) of every seed, with the state of methods that train
+        from the start of offline training."""
         c = self.config
-        roots = seed_keys(c.seed, c.seeds)
-        split = jax.vmap(jax.random.split)(roots)
+        split = jax.vmap(jax.random.split)(seed_keys(c.seed, c.seeds))
         init_keys, train_keys = split[:, 0], split[:, 1]
         states = jax.vmap(lambda k: self.agent.init(k, self.obs_dim, self.act_dim))(init_keys)
-        carry = {"states": states, "keys": train_keys, "step": np.int64(0)}
-        if run is not None and (run.path / OFFLINE_CHECKPOINT).exists():
-            return jax.tree.map(
-                jnp.asarray,
-                load_checkpoint(run.path / OFFLINE_CHECKPOINT, {"states": states})["states"],
-            )
-        if resume and run is not None and _phase(run) == "offline" and run.has_checkpoint():
+        states = self.methods.init_states(
+            self.agent, states, _named_keys(c, "init"), self.preprocess, offline=True
+        )
+        return states, train_keys
+
+    def _greedy(self, agent: Any) -> Any:
+        greedy = jax.jit(jax.vmap(lambda s, o: agent.act(s, o, jax.random.PRNGKey(0), True)))
+
+        def act(states: Any, obs: np.ndarray) -> Any:
+            return greedy(states, jnp.asarray(self.preprocess.observations(obs)))
+
+        return act
+
+    def evaluate(self, grid: EnvGrid, act: Any, states: Any) -> Any:
+        c = self.config
+        return evaluate(
+            grid,
+            lambda obs: act(states, obs),
+            seed=[_eval_seed(c.seed + s) for s in range(c.seeds)],
+        )
+
+    # --- phases run by the engine on the offline data ----------------------------------------
+    def run_phase(
+        self,
+        phase: Any,
+        states: Any,
+        keys: Any,
+        run: RunDir | None,
+        resume: bool,
+        progress: bool,
+        on_eval: Any = None,
+    ) -> tuple[Any, Any]:
+        """``phase.steps`` updates of ``phase.update`` (or the agent's, for ``offline``), fused
+        in chunks, seeds vmapped; a row (evaluated where the policy changes) at every
+        interval, each with its checkpoint, so a killed run resumes inside the phase."""
+        c = self.config
+        name, total = phase.name, phase.steps
+        carry = {"states": states, "keys": keys, "step": np.int64(0)}
+        if resume and run is not None and _phase(run) == name and run.has_checkpoint():
             carry = jax.tree.map(jnp.asarray, load_checkpoint(run.checkpoint_path, carry))
-            run.truncate_after(int(carry["step"]))
+            run.truncate_after(int(carry["step"]), phase=name)
+        elif run is not None:
+            # A fresh start (also after a kill before this phase's first phase.json): rows a
+            # killed attempt logged must not stay twice.
+            run.truncate_after(0, phase=name)
         step = int(carry["step"])
         states, keys = carry["states"], carry["keys"]
-        if c.offline_steps == 0:
-            return states
+        if step >= total:
+            return states, keys
+        chunk = min(c.offline_chunk, total)
+        every = c.offline_eval_every if name == OFFLINE else _row_interval(total, chunk)
         data = {"replay": _stack(buf.buffer_from_transitions(self.offline), c.seeds)}
-        chunk = min(c.offline_chunk, c.offline_steps)
-        if step == 0 and hasattr(self.agent, "pretrain_update"):
-            states, keys = self._pretrain(states, data, keys, progress)
-        fused = compile_fused(self.agent.update, buf.Sampler(c.batch_size), chunk)
-        grid = EnvGrid(self.env_id, c.seeds, c.eval_episodes)
-        greedy = jax.jit(jax.vmap(lambda s, o: self.agent.act(s, o, jax.random.PRNGKey(0), True)))
+        compiled: dict[int, Any] = {}
+        grid = EnvGrid(self.env_id, c.seeds, c.eval_episodes) if phase.evaluate else None
+        act = self._greedy(self.agent)
         start = time.perf_counter()
-        metrics: dict[str, Any] = {}
-        bar = RunProgress(c.offline_steps, f"offline {self.algo}", enabled=progress)
+        bar = RunProgress(total, f"{name} {self.algo}", enabled=progress)
         bar.advance_to(step)
-        with bar:
-            while step < c.offline_steps:
-                states, keys, metrics = fused(states, data, keys)
-                step += chunk
-                bar.advance_to(step, updates=step - int(carry["step"]))
-                if step % c.offline_eval_every == 0 or step >= c.offline_steps:
-                    result = evaluate(
-                        grid,
-                        lambda obs, states=states: greedy(
-                            states, jnp.asarray(self.preprocess.observations(obs))
-                        ),
-                        seed=[_eval_seed(c.seed + s) for s in range(c.seeds)],
-                    )
-                    row = self._row(
-                        "offline",
-                        step,
-                        time.perf_counter() - start,
-                        result.mean_return,
-                        result.success_rate,
-                        metrics,
-                    )
+        try:
+            with bar:
+                for size in chunk_sizes(step, total, chunk):
+                    if size not in compiled:
+                        sampler = buf.Sampler(c.batch_size)
+                        compiled[size] = compile_fused(phase.update, sampler, size)
+                    states, keys, metrics = compiled[size](states, data, keys)
+                    step += size
+                    bar.advance_to(step, updates=step - int(carry["step"]))
+                    if step % every != 0 and step < total:
+                        continue
+                    wall = time.perf_counter() - start
+                    if grid is not None:
+                        result = self.evaluate(grid, act, states)
+                        row = evaluation_row(
+                            name,
+                            step,
+                            wall,
+                            result.mean_return,
+                            result.success_rate,
+                            metrics,
+                            self.score.normalize,
+                            updates=step,
+                        )
+                    else:
+                        row = {"phase": name, "step": step, "updates": step}
+                        row.update(wall_time=round(wall, 3), **train_metrics(metrics))
                     bar.report(row)
                     if run is not None:
                         run.append(METRICS, row)
@@ -290,30 +316,45 @@ class Pipeline:
                             run.checkpoint_path,
                             {"states": states, "keys": keys, "step": np.int64(step)},
                         )
-                        _set_phase(run, "offline", step)
-                    if on_eval is not None:
+                        _set_phase(run, name, step)
+                    if on_eval is not None and grid is not None:
                         on_eval(row)
-        grid.close()
+        finally:
+            if grid is not None:
+                grid.close()
+        if phase.finish is not None:
+            states, rows = phase.finish(states, self.offline)
+            if run is not None:
+                for row in rows:
+                    run.append(FINETUNE, {**row, "during": name, "step": step})
+        return states, keys
+
+    # --- offline -----------------------------------------------------------------------------
+    def offline_phase(self) -> Phase:
+        update = self.methods.wrap_update(self.agent)  # methods that train from the start
+        return Phase(OFFLINE, self.config.offline_steps, update, evaluate=True)
+
+    def run_offline(
+        self, run: RunDir | None, resume: bool, progress: bool, on_eval: Any = None
+    ) -> Any:
+        """The agent's (and methods') phases before offline, then offline pre-training;
+        ``offline.msgpack`` holds the result."""
+        states, keys = self.initial_states()
+        if run is not None and (run.path / OFFLINE_CHECKPOINT).exists():
+            return jax.tree.map(
+                jnp.asarray,
+                load_checkpoint(run.path / OFFLINE_CHECKPOINT, {"states": states})["states"],
+            )
+        current = _phase(run) if resume and run is not None else None
+        order = [p.name for p in self.phases_before_offline] + [OFFLINE]
+        done = order.index(current) if current in order else 0
+        for phase in (*self.phases_before_offline, self.offline_phase())[done:]:
+            states, keys = self.run_phase(
+                phase, states, keys, run, resume and phase.name == current, progress, on_eval
+            )
         if run is not None:
             save_checkpoint(run.path / OFFLINE_CHECKPOINT, {"states": states})
         return states
-
-    def _pretrain(self, states: Any, data: dict, keys: Any, progress: bool) -> tuple[Any, Any]:
-        """Agents with a model fitted before the actor-critic (SPOT's behaviour VAE) train it
-        here, through the same fused engine. A crash before the first offline checkpoint
-        repeats it (deterministically)."""
-        total = int(self.agent.pretrain_steps)
-        chunk = min(self.config.offline_chunk, total)
-        fused = compile_fused(
-            self.agent.pretrain_update, buf.Sampler(self.config.batch_size), chunk
-        )
-        done = 0
-        with RunProgress(total, f"pretrain {self.algo}", enabled=progress) as bar:
-            while done < total:
-                states, keys, _ = fused(states, data, keys)
-                done += chunk
-                bar.advance_to(done, updates=done)
-        return states, keys
 
     # --- online ------------------------------------------------------------------------------
     def online_data(self, capacity: int) -> OnlineData:
@@ -339,7 +380,6 @@ class Pipeline:
 
     def online_config(self) -> OnlineConfig:
         c = self.config
-        overrides = self.method.online_overrides()
         config = OnlineConfig(
             env=self.env_id,
             steps=c.online_steps,
@@ -354,37 +394,35 @@ class Pipeline:
             seed=c.seed,
             seeds=c.seeds,
         )
-        return replace(config, **overrides)
+        return replace(config, **self.methods.online_overrides())
 
-    def prepare_finetuning(self, offline_states: Any, run: RunDir | None, progress: bool) -> Any:
-        """The method's step between the phases, cached in the run directory (``prepared``)."""
-        if type(self.method) is Vanilla:
-            return offline_states
-        template = None
+    def prepare_finetuning(
+        self, offline_states: Any, run: RunDir | None, resume: bool, progress: bool
+    ) -> Any:
+        """Between the phases: the state of methods that start online, then their phases
+        (SAMG's C-VAE fit); the result is cached in the run directory (``prepared``)."""
+        c = self.config
+        states = self.methods.init_states(
+            self.agent, offline_states, _named_keys(c, "init"), self.preprocess, offline=False
+        )
+        if not self.phases_before_online:
+            return states
         path = run.path / PREPARED_CHECKPOINT if run is not None else None
-        prepared = (
-            self.method.prepare(
-                self.agent,
-                offline_states,
-                self.offline,
-                self.preprocess,
-                self.config.seed,
+        if path is not None and path.exists():
+            return jax.tree.map(jnp.asarray, load_checkpoint(path, {"states": states})["states"])
+        current = _phase(run) if resume and run is not None else None
+        for phase in self.phases_before_online:
+            states, _ = self.run_phase(
+                phase,
+                states,
+                _named_keys(c, phase.name),
+                run,
+                resume and phase.name == current,
                 progress,
             )
-            if path is None or not path.exists()
-            else None
-        )
-        if prepared is not None:
-            if run is not None:
-                for row in prepared.diagnostics:
-                    run.append(FINETUNE, {**row, "step": self.config.offline_steps})
-                save_checkpoint(path, {"states": prepared.states})
-            return prepared.states
-        # Resuming: rebuild the structure (cheaply, with zero C-VAE steps) and load the saved states.
-        template = self.method.prepare_template(
-            self.agent, offline_states, self.offline, self.preprocess, self.config.seed
-        )
-        return jax.tree.map(jnp.asarray, load_checkpoint(path, {"states": template})["states"])
+        if path is not None:
+            save_checkpoint(path, {"states": states})
+        return states
 
     def run(
         self,
@@ -407,10 +445,11 @@ class Pipeline:
         states = offline_states
         section_seconds: dict[str, float] = {}
         if c.online_steps > 0:
-            start_states = self.prepare_finetuning(offline_states, run, progress)
+            start_states = self.prepare_finetuning(offline_states, run, resume, progress)
             online = self.online_config()
             capacity = online.buffer_capacity or c.online_steps
-            data = self.online_data(capacity)
+            # An on-policy agent learns from its own rollouts: no replay data to build.
+            data = None if self.agent.on_policy else self.online_data(capacity)
             # The online data holds what fine-tuning samples (under union/mixed, its own copy
             # of the offline transitions); under the online-only policy nothing of the offline
             # data stays in memory once fine-tuning starts.
@@ -420,21 +459,29 @@ class Pipeline:
             if on_online_start is not None:
                 on_online_start()
             online_agent = self.agent.for_online()
-            method = self.method
+            methods = self.methods
 
             def on_chunk(step: int, states: Any, buffers: dict) -> tuple[Any, list[dict]]:
-                return method.on_chunk(online_agent, step, states, buffers, c.seed)
+                return methods.on_chunk(online_agent, step, states, buffers, c.seed)
 
-            trainer = OnlineTrainer(
-                online_agent,
-                online,
+            common = dict(
                 score_fn=self.score.normalize,
                 preprocess=self.preprocess,
                 data=data,
                 initial_states=start_states,
                 step_offset=c.offline_steps,
-                on_chunk=None if type(method) is Vanilla else on_chunk,
+                on_chunk=on_chunk if methods.has_events() else None,
             )
+            if self.agent.on_policy:
+                check(
+                    methods.wrap_update(online_agent) == online_agent.update,
+                    f"{methods.label} trains networks of its own in the replay update; "
+                    "on-policy agents do not run it",
+                )
+                trainer = RolloutTrainer(online_agent, online, **common)
+            else:
+                update = methods.wrap_update(online_agent)
+                trainer = OnlineTrainer(online_agent, online, update=update, **common)
             del data  # the trainer owns the buffers now (a union buffer is the largest array)
             try:
                 resume_online = resume and run is not None and _phase(run) == "online"
@@ -451,31 +498,17 @@ class Pipeline:
         rows = run.rows(METRICS) if run is not None else []
         return PipelineResult(offline_states, states, rows, section_seconds)
 
-    def _row(
-        self,
-        phase: str,
-        step: int,
-        wall: float,
-        returns: np.ndarray,
-        success: np.ndarray | None,
-        metrics: dict,
-    ) -> dict:
-        scores = self.score.normalize(returns)
-        row: dict[str, Any] = {
-            "phase": phase,
-            "step": int(step),
-            "wall_time": round(wall, 3),
-            "return": float(np.mean(returns)),
-            "return_std": float(np.std(returns)),
-            "seed_returns": [float(x) for x in returns],
-            "normalized_score": float(np.mean(scores)),
-            "seed_normalized_scores": [float(x) for x in np.atleast_1d(scores)],
-        }
-        if success is not None:
-            row["success_rate"] = float(np.mean(success))
-        for name, value in metrics.items():
-            row[f"train/{name}"] = float(np.nanmean(np.asarray(value)))
-        return row
+
+def _row_interval(total: int, chunk: int, rows: int = 20) -> int:
+    """A row interval (a multiple of ``chunk``) giving about ``rows`` rows over ``total``."""
+    return chunk * max(1, -(-total // (chunk * rows)))
+
+
+def _named_keys(config: PipelineConfig, name: str) -> Any:
+    """Per-seed keys for a named piece of the run (a method's init or phase), independent of
+    the training keys and of each other, and the same in a resumed or paired run."""
+    salt = zlib.crc32(name.encode())
+    return jax.vmap(lambda k: jax.random.fold_in(k, salt))(seed_keys(config.seed, config.seeds))
 
 
 def release_freed_memory() -> None:
@@ -496,18 +529,3 @@ def _phase(run: RunDir) -> str | None:
 
 def _set_phase(run: RunDir, phase: str, step: int) -> None:
     atomic_write_bytes(run.path / PHASE_FILE, json.dumps({"phase": phase, "step": step}).encode())
-
-
-def pipeline_config_dict(algo: str, agent_config: Any, config: PipelineConfig) -> dict[str, Any]:
-    return {
-        "algo": algo,
-        "agent": plain_config(asdict(agent_config)),
-        "pipeline": plain_config(asdict(config)),
-    }
-
-
-def with_overrides(config: PipelineConfig, **changes: Any) -> PipelineConfig:
-    try:
-        return replace(config, **changes)
-    except TypeError as error:
-        raise ConfigError(str(error)) from None

@@ -55,6 +55,16 @@ class RunProgress:
         self._progress.update(self._task, completed=step, rate=self._rate)
 
     def report(self, row: dict) -> None:
+        """The last row in the bar: its evaluation, or (a phase that does not evaluate) its
+        first train metrics."""
+        if "return" not in row:
+            train = [
+                (k.removeprefix("train/"), v) for k, v in row.items() if k.startswith("train/")
+            ]
+            text = " | ".join(f"{name} {value:.3g}" for name, value in train[:3])
+            self._last_eval = text
+            self._progress.update(self._task, last_eval=text)
+            return
         text = f"return {row['return']:.1f}"
         if "normalized_score" in row:
             text += f" | score {row['normalized_score']:.1f}"

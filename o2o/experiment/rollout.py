@@ -62,6 +62,10 @@ class RolloutTrainer(EnvLoop):
         check(
             data is None, "an on-policy agent learns from its own rollouts; it takes no replay data"
         )
+        check(
+            config.warmup_steps == 0,
+            "warmup_steps is a replay-buffer setting; an on-policy agent collects its own rollouts",
+        )
         self.spec = agent.rollout_spec
         check(
             config.eval_every % self.spec.length == 0,

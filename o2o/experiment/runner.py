@@ -9,7 +9,6 @@ the same (dataset, algorithm), which runs first if it is missing.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,73 +36,28 @@ class Outcome:
 
 def run_configuration(out: Path, config: Configuration, progress: bool = False) -> dict[str, Any]:
     """Run (or resume) one configuration into ``out/<dataset>/<algo>/<method>``; its summary."""
-    import jax
-
-    from o2o import data as datasets
-    from o2o.experiment.checkpoint import load_checkpoint
-    from o2o.experiment.overrides import coerce_overrides
-    from o2o.experiment.pipeline import Pipeline
-    from o2o.finetune import make_method, method_config_class
+    from o2o.experiment.builder import execute
 
     path = Path(out) / config.relpath
     finished = RunDir(path).summary()
     if finished is not None:
         return finished
-    stored = config.stored_config()
+    spec = config.spec()
+    stored = spec.stored()
     resume = (path / CONFIG).exists()
     if resume:
         check_same_config(path, stored)
-    if config.paired:
+    source = None
+    if spec.paired:
         source = Path(out) / config.vanilla().relpath / OFFLINE_CHECKPOINT
         if not source.exists():
             run_configuration(out, config.vanilla(), progress)
         if not source.exists():
             raise O2OError(missing_checkpoint_message(out, config))
-    dataset = datasets.load(config.dataset)
-    agent_config = config.agent_config()
-    config_cls = method_config_class(config.method.name)
-    options = coerce_overrides(config.method.options, config_cls) if config_cls else {}
-    method = make_method(config.method.name, options, dataset.obs_dim, dataset.act_dim)
-    agent = agent_config.create(hooks=method.hooks(config.algo))
     run = RunDir.create(path, stored, resume=resume)
-    pipeline = Pipeline(
-        config.algo,
-        agent,
-        config.pipeline,
-        dataset=dataset,
-        agent_config=agent_config,
-        method=method,
+    _, summary = execute(
+        spec, run, resume=resume, progress=progress, offline_from=source, label=config.method.label
     )
-    offline_states = None
-    if config.paired:
-        template = jax.vmap(lambda k: agent.init(k, pipeline.obs_dim, pipeline.act_dim))(
-            jax.random.split(jax.random.PRNGKey(0), config.pipeline.seeds)
-        )
-        offline_states = jax.tree.map(
-            jax.numpy.asarray, load_checkpoint(source, {"states": template})["states"]
-        )
-        # The paired run's report shows the offline phase it started from.
-        if not any(row.get("phase") == "offline" for row in run.rows()):
-            for row in RunDir(source.parent).rows():
-                if row.get("phase") == "offline":
-                    run.append("metrics.jsonl", row)
-    start = time.perf_counter()
-    del dataset  # SAMG keeps no offline data in memory once fine-tuning starts
-    result = pipeline.run(run, resume=resume, progress=progress, offline_states=offline_states)
-    summary: dict[str, Any] = {
-        "dataset": config.dataset,
-        "algo": config.algo,
-        "method": config.method.label,
-        "seconds": time.perf_counter() - start,
-        **pipeline.describe(),
-    }
-    for phase in ("offline", "online"):
-        rows = [r for r in result.rows if r.get("phase") == phase]
-        if rows:
-            summary[f"{phase}_scores"] = rows[-1]["seed_normalized_scores"]
-    if config.method.name.startswith("samg"):
-        summary["final_p_mean"] = result.rows[-1].get("train/samg/p_mean")
-    run.write_summary(summary)
     return summary
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from o2o.errors import ConfigError, O2OError
@@ -77,11 +78,24 @@ class RunDir:
                     break  # a half-written last line from a crash
         return rows
 
-    def truncate_after(self, step: int) -> None:
-        """Drop rows logged after the checkpoint a resumed run continues from."""
+    def truncate_after(self, step: int, phase: str = "online") -> None:
+        """Drop the rows of ``phase`` logged after the checkpoint a resumed run continues
+        from (steps count within a phase; online rows are offset by the offline steps).
+        Diagnostic rows name the phase they were written in as ``during`` (online if absent);
+        episode rows exist only online."""
+
+        def written_later(filename: str, row: dict) -> bool:
+            if row.get("step", 0) <= step:
+                return False
+            if filename == METRICS:
+                return row.get("phase", "online") == phase
+            if filename == FINETUNE:
+                return row.get("during", "online") == phase
+            return phase == "online"
+
         for filename in (METRICS, EPISODES, FINETUNE):
             if (self.path / filename).exists():
-                kept = [r for r in self.rows(filename) if r.get("step", 0) <= step]
+                kept = [r for r in self.rows(filename) if not written_later(filename, r)]
                 atomic_write_bytes(
                     self.path / filename, "".join(json.dumps(r) + "\n" for r in kept).encode()
                 )
@@ -114,3 +128,40 @@ def require_positive(**values: float) -> None:
     for name, value in values.items():
         if not value > 0:
             raise ConfigError(f"{name} must be positive, got {value}")
+
+
+def evaluation_row(
+    phase: str,
+    step: int,
+    wall_time: float,
+    returns: Any,
+    success: Any = None,
+    metrics: dict | None = None,
+    score_fn: Any = None,
+    updates: int | None = None,
+) -> dict[str, Any]:
+    """One metrics.jsonl row: per-seed returns (and normalized scores when ``score_fn`` maps
+    returns to scores), success rate, gradient ``updates`` so far in the phase, and the train
+    metrics of the last fused call averaged over seeds (NaN-safe: TD3's critic-only steps)."""
+    returns = np.atleast_1d(np.asarray(returns))
+    row: dict[str, Any] = {"phase": phase, "step": int(step)}
+    if updates is not None:
+        row["updates"] = int(updates)
+    row.update(
+        wall_time=round(float(wall_time), 3),
+        **{"return": float(returns.mean()), "return_std": float(returns.std())},
+        seed_returns=[float(r) for r in returns],
+    )
+    if score_fn is not None:
+        scores = np.atleast_1d(np.asarray(score_fn(returns)))
+        row["normalized_score"] = float(scores.mean())
+        row["seed_normalized_scores"] = [float(x) for x in scores]
+    if success is not None:
+        row["success_rate"] = float(np.mean(success))
+    row.update(train_metrics(metrics or {}))
+    return row
+
+
+def train_metrics(metrics: dict) -> dict[str, float]:
+    """``train/<name>`` of each metric of the last fused call, averaged over seeds."""
+    return {f"train/{name}": float(np.nanmean(np.asarray(v))) for name, v in metrics.items()}

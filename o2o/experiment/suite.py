@@ -27,10 +27,9 @@ from typing import Any
 
 import yaml
 
+from o2o.core.overrides import coerce_overrides
 from o2o.errors import ConfigError, DatasetError, O2OError
-from o2o.experiment.overrides import coerce_overrides
-from o2o.experiment.pipeline import PipelineConfig, fit_to_budget, pipeline_config_dict
-from o2o.experiment.runs import plain_config
+from o2o.experiment.pipeline import PipelineConfig
 
 SUITE_FIELDS = (
     "name",
@@ -105,32 +104,29 @@ class Configuration:
     @property
     def paired(self) -> bool:
         """Fine-tuning methods start from the vanilla run's offline checkpoint."""
-        return self.method.name != "vanilla"
+        return self.spec().paired
 
     def vanilla(self) -> Configuration:
         return dataclasses.replace(self, method=VANILLA)
 
-    def agent_config(self) -> Any:
-        from o2o.agents import CONFIGS, domain_config
+    def spec(self) -> Any:
+        from o2o.experiment.builder import RunSpec
 
-        config_cls = CONFIGS[self.algo]
-        base = domain_config(self.algo, self.domain)
-        overrides = coerce_overrides(self.agent_overrides, config_cls)
-        return fit_to_budget(
-            dataclasses.replace(base, **overrides),
-            self.pipeline.offline_steps,
-            self.pipeline.online_steps * self.pipeline.utd,
-            keep=tuple(overrides),
+        return RunSpec.create(
+            self.algo,
+            self.pipeline,
+            self.method.name,
+            self.method.options,
+            self.agent_overrides,
+            self.domain,
         )
+
+    def agent_config(self) -> Any:
+        return self.spec().agent
 
     def stored_config(self) -> dict[str, Any]:
         """What ``config.yaml`` of this configuration's run directory holds."""
-        return plain_config(
-            {
-                **pipeline_config_dict(self.algo, self.agent_config(), self.pipeline),
-                "finetune": {"name": self.method.name, "options": dict(self.method.options)},
-            }
-        )
+        return self.spec().stored()
 
 
 @dataclass(frozen=True)
@@ -259,7 +255,7 @@ def _method_spec(entry: Any) -> MethodSpec:
 def validate(suite: Suite) -> Suite:
     """Every name known, every option of the right kind, every budget valid; else ConfigError."""
     from o2o.agents import CONFIGS
-    from o2o.finetune import METHODS, method_config_class
+    from o2o.finetune import coerce_method_options
 
     for key in ("seeds", "seed", "offline_steps", "online_steps", "eval_episodes"):
         value = getattr(suite, key)
@@ -291,15 +287,7 @@ def validate(suite: Suite) -> Suite:
     if len(set(labels)) != len(labels):
         raise ConfigError(f"two suite methods share a label: {', '.join(labels)}")
     for method in suite.methods:
-        if method.name not in METHODS:
-            raise ConfigError(
-                f"unknown fine-tuning method '{method.name}'; choose from {', '.join(METHODS)}"
-            )
-        config_cls = method_config_class(method.name)
-        if config_cls is None and method.options:
-            raise ConfigError(f"fine-tuning method '{method.name}' takes no options")
-        if config_cls is not None:
-            config_cls.ablation(method.name, **coerce_overrides(method.options, config_cls))
+        coerce_method_options(method.name, method.options)
         if method.label == "vanilla" and method.name != "vanilla":
             raise ConfigError("the label 'vanilla' is reserved for the vanilla method")
     for dataset in suite.datasets:

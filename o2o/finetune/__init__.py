@@ -1,37 +1,107 @@
-"""Fine-tuning methods, one file each; ``make_method`` builds one by name."""
+"""Fine-tuning methods, one file each, and the registry that names them.
+
+``--finetune a+b`` composes registered methods; options go to one method by its field name
+(``threshold=0.4``) or, where several methods are on, by ``label.field`` (``samg.threshold=0.4``).
+A new method is one file plus one ``register`` line below.
+"""
 
 from __future__ import annotations
 
-import dataclasses
+from dataclasses import fields
 from typing import Any
 
+from o2o.core.overrides import coerce_overrides
 from o2o.errors import ConfigError
-from o2o.finetune.base import FinetuneMethod, Prepared, Vanilla
+from o2o.finetune.base import SLOTS, VANILLA, Method, Methods
 from o2o.finetune.samg import SAMG, SAMGConfig
 
-METHODS = ("vanilla", "samg", "samg-even", "samg-random", "samg-embedding")
+REGISTRY: dict[str, tuple[type[Method], dict[str, Any]]] = {}
 
 
-def method_config_class(name: str) -> type | None:
-    return SAMGConfig if name.startswith("samg") else None
+def register(cls: type[Method], label: str | None = None, **preset: Any) -> None:
+    """``label`` (default: the method's name) builds ``cls`` with the ``preset`` options."""
+    REGISTRY[label or cls.name] = (cls, preset)
 
 
-def make_method(name: str, options: dict[str, Any], obs_dim: int, act_dim: int) -> FinetuneMethod:
-    """The method ``name`` with config ``options`` for a dataset's dimensions."""
-    if name not in METHODS:
-        raise ConfigError(f"unknown fine-tuning method '{name}'; choose from {', '.join(METHODS)}")
-    if name == "vanilla":
-        if options:
-            raise ConfigError("vanilla fine-tuning takes no --method-set options")
-        return Vanilla()
-    try:
-        config = SAMGConfig.ablation(name, **options)
-    except TypeError as error:
-        fields = ", ".join(f.name for f in dataclasses.fields(SAMGConfig))
-        raise ConfigError(f"{error}; SAMG options: {fields}") from None
-    method = SAMG(config, obs_dim, act_dim)
-    method.name = name
-    return method
+register(SAMG)
+register(SAMG, "samg-even", weight="even")
+register(SAMG, "samg-random", weight="random")
+register(SAMG, "samg-embedding", weight="embedding")
 
 
-__all__ = ["METHODS", "SAMG", "FinetuneMethod", "Prepared", "SAMGConfig", "Vanilla", "make_method"]
+def method_labels() -> list[str]:
+    """Every name ``--finetune`` accepts (besides ``vanilla`` and compositions)."""
+    return ["vanilla", *REGISTRY]
+
+
+def parse_labels(name: str) -> tuple[str, ...]:
+    """``"samg+sera"`` -> ``("samg", "sera")``; ``"vanilla"`` -> ``()``."""
+    labels = tuple(part.strip() for part in str(name).split("+"))
+    if labels == ("vanilla",):
+        return ()
+    for label in labels:
+        if label not in REGISTRY:
+            raise ConfigError(
+                f"unknown fine-tuning method '{label}'; choose from "
+                f"{', '.join(method_labels())}, or join several with '+'"
+            )
+    return labels
+
+
+def split_options(labels: tuple[str, ...], options: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Route ``{"threshold": .4}`` / ``{"samg.threshold": .4}`` to each method's own options."""
+    routed: dict[str, dict[str, Any]] = {label: {} for label in labels}
+    for key, value in options.items():
+        prefix, dot, field = str(key).partition(".")
+        if dot:
+            if prefix not in routed:
+                raise ConfigError(
+                    f"method option '{key}' names '{prefix}', which is not among "
+                    f"{', '.join(labels) or 'the methods on (vanilla takes no options)'}"
+                )
+            routed[prefix][field] = value
+        elif len(labels) == 1:
+            routed[labels[0]][key] = value
+        else:
+            raise ConfigError(
+                f"method option '{key}' is ambiguous with {'+'.join(labels) or 'vanilla'}: "
+                f"write it as LABEL.{key}"
+                if labels
+                else "vanilla fine-tuning takes no method options"
+            )
+    return routed
+
+
+def coerce_method_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Typed options (strings from the command line, lists from YAML) for ``name``'s methods,
+    with the keys as given; unknown options are an error."""
+    labels = parse_labels(name)
+    typed: dict[str, Any] = {}
+    for label, own in split_options(labels, options).items():
+        cls = REGISTRY[label][0]
+        coerced = coerce_overrides(own, cls.config_class)
+        prefix = f"{label}." if len(labels) > 1 or any("." in str(k) for k in options) else ""
+        typed.update({f"{prefix}{k}": v for k, v in coerced.items()})
+    return typed
+
+
+def make_methods(name: str, options: dict[str, Any], obs_dim: int, act_dim: int) -> Methods:
+    """The composition ``name`` (e.g. ``samg+sera``) with ``options`` for a dataset's sizes."""
+    labels = parse_labels(name)
+    built = []
+    for label, own in split_options(labels, options).items():
+        cls, preset = REGISTRY[label]
+        typed = coerce_overrides(own, cls.config_class)
+        try:
+            config = cls.config_class(**{**preset, **typed})
+        except TypeError as error:
+            names = ", ".join(f.name for f in fields(cls.config_class))
+            raise ConfigError(f"{error}; {label} options: {names}") from None
+        method = cls(config, obs_dim, act_dim)
+        method.label = label
+        built.append(method)
+    return Methods(tuple(built))
+
+
+__all__ = ["REGISTRY", "SAMG", "SLOTS", "VANILLA", "Method", "Methods", "SAMGConfig"]
+__all__ += ["coerce_method_options", "make_methods", "method_labels", "parse_labels", "register"]

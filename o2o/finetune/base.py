@@ -1,62 +1,338 @@
-"""What a fine-tuning method provides to the pipeline (DESIGN.md, "How fine-tuning methods
-plug in"). ``Vanilla`` is the base algorithm's own fine-tuning."""
+"""The fine-tuning method seam (DESIGN.md, "How fine-tuning methods plug in"; docs/methods.md).
+
+A method is one class: a name, a config dataclass, the slots it uses and what it does in
+them. ``Methods`` composes several (``--finetune samg+sera``) into the one ``Hooks`` object an
+agent is created with; each method keeps its own state in ``agent_state.extras[method.name]``,
+so it is jitted, seed-vmapped and checkpointed with the agent. A method's hooks are inert
+until its state exists: from the start of offline training for ``trains_offline`` methods,
+from the end of the offline phase otherwise.
+
+Slots (a method declares the ones it uses; two methods may not share an exclusive one):
+
+=================  =========================================================================
+``data_policy``    which buffers online updates sample (exclusive)
+``reward``         the reward in the critic target                          ``reward``
+``bootstrap``      the bootstrap value in the critic target                 ``next_value``
+``critic_terms``   extra critic losses, conservative-term weights   ``critic_penalty`` ...
+``actor_terms``    extra actor losses                                       ``actor_penalty``
+``policy_inputs``  extra actor inputs per sample and when acting (exclusive)
+``state_update``   method-owned networks trained inside the fused update    ``update``
+``phases``         engine-run updates before offline / before online        ``phases``
+``events``         host-side periodic events online                         ``on_chunk``
+=================  =========================================================================
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, ClassVar
 
-import numpy as np
+import jax
 
-from o2o.core.hooks import NO_HOOKS, Hooks
+from o2o.core.engine import Phase
+from o2o.core.hooks import ActorInputs, Hooks, TargetInputs
+from o2o.core.types import Transition
+from o2o.errors import ConfigError
+
+Array = jax.Array
+
+SLOTS = (
+    "data_policy",
+    "reward",
+    "bootstrap",
+    "critic_terms",
+    "actor_terms",
+    "policy_inputs",
+    "state_update",
+    "phases",
+    "events",
+)
+EXCLUSIVE_SLOTS = frozenset({"data_policy", "policy_inputs"})
+METHOD_KEY = 0x3E7D  # folded into the update key for method-owned updates
 
 
-@dataclass(frozen=True)
-class Prepared:
-    """The online start: agent states (seed axis) with the method's ``extras`` filled in."""
+class Method:
+    """Base of every fine-tuning method: identity in every slot. Subclasses set ``name``,
+    ``config_class`` and ``slots`` and override what they change. ``state`` arguments are the
+    method's own entry of ``extras``."""
 
-    states: Any
-    diagnostics: list[dict]
+    name: ClassVar[str]
+    config_class: ClassVar[type]
+    slots: ClassVar[frozenset[str]] = frozenset()
+    trains_offline: ClassVar[bool] = False  # its state exists from the start of offline training
+    policy_input_dim: int = 0
 
+    def __init__(self, config: Any, obs_dim: int, act_dim: int):
+        self.config, self.obs_dim, self.act_dim = config, obs_dim, act_dim
+        self.label = self.name  # the registry name it was built from (e.g. samg-even)
 
-class FinetuneMethod:
-    """Identity method (vanilla fine-tuning). Subclasses override what they change."""
+    # --- inside the jitted update ----------------------------------------------------------
+    def reward(self, state: Any, batch: Transition, key: Array) -> Array:
+        return batch.rewards
 
-    name = "vanilla"
+    def next_value(self, state: Any, inputs: TargetInputs) -> Array:
+        return inputs.next_value
 
-    def hooks(self, algo: str) -> Hooks:
-        """Hooks the agent is created with; they must be no-ops while ``extras`` is None
-        (the offline phase)."""
-        return NO_HOOKS
+    def conservative_weights(self, state: Any, batch: Transition, key: Array) -> Array | None:
+        return None
+
+    def critic_penalty(
+        self, state: Any, batch: Transition, critic_params: Any, key: Array
+    ) -> tuple[Array, dict]:
+        return 0.0, {}
+
+    def actor_penalty(self, state: Any, inputs: ActorInputs) -> tuple[Array, dict]:
+        return 0.0, {}
+
+    def policy_inputs(self, state: Any, batch: Transition, key: Array) -> Array | None:
+        return None
+
+    def acting_inputs(
+        self, state: Any, observations: Array, key: Array, deterministic: bool
+    ) -> Array | None:
+        return None
+
+    def update(
+        self, state: Any, agent: Any, agent_state: Any, batch: Transition, key: Array
+    ) -> tuple[Any, dict]:
+        """One step of the method's own networks, after the agent's update in the same fused
+        step (``agent_state`` is the agent after its update)."""
+        return state, {}
+
+    # --- on the host ------------------------------------------------------------------------
+    def check_agent(self, algo: str, agent: Any) -> None:
+        """Refuse (ConfigError) an agent the method cannot work with."""
+
+    def init_state(self, agent: Any, agent_state: Any, key: Array, preprocess: Any) -> Any:
+        """The method's state for one seed (pure: it is vmapped over seeds)."""
+        return {}
+
+    def phases(self, agent: Any) -> tuple[Phase, ...]:
+        return ()
 
     def data_policy(self) -> str | None:
-        """Online data policy override (None: the algorithm's default)."""
         return None
 
     def online_overrides(self) -> dict[str, Any]:
         """OnlineConfig fields the method fixes (buffer capacity, warm-up transitions)."""
         return {}
 
-    def prepare(
-        self, agent: Any, states: Any, offline: Any, preprocess: Any, seed: int, progress: bool
-    ) -> Prepared:
-        """Between the phases: e.g. fit a C-VAE on the offline transitions ``offline``
-        (a host ``Transition`` in the agent's preprocessed convention)."""
-        return Prepared(states, [])
+    def on_chunk(
+        self, agent: Any, step: int, states: Any, buffers: dict, seed: int
+    ) -> tuple[Any, list[dict]]:
+        """After every fused online update call at env step ``step``: new states (seed axis)
+        and diagnostic rows. Must be deterministic in its inputs (resume)."""
+        return states, []
+
+    def summary(self, rows: list[dict]) -> dict[str, Any]:
+        """What the run's summary.json records of this method, from its metrics rows."""
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return {"method": self.label, **asdict(self.config)}
+
+    def __hash__(self) -> int:
+        return hash((type(self), self.config, self.obs_dim, self.act_dim))
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            type(self) is type(other)
+            and self.config == other.config  # type: ignore[attr-defined]
+            and (self.obs_dim, self.act_dim) == (other.obs_dim, other.act_dim)  # type: ignore[attr-defined]
+        )
+
+
+class Methods(Hooks):
+    """Several methods as the agent's hooks, applied in the order given: rewards and bootstrap
+    values pass through each method in turn, conservative weights multiply, penalties add."""
+
+    def __init__(self, methods: tuple[Method, ...] = ()):
+        self.methods = tuple(methods)
+        names = [m.name for m in self.methods]
+        for name in set(names):
+            if names.count(name) > 1:
+                raise ConfigError(f"fine-tuning method '{name}' is named twice")
+        for slot in EXCLUSIVE_SLOTS:
+            claiming = [m.label for m in self.methods if slot in m.slots]
+            if len(claiming) > 1:
+                raise ConfigError(
+                    f"{' and '.join(claiming)} cannot be combined: both set the {slot} slot"
+                )
+        for method in self.methods:
+            if "policy_inputs" in method.slots and not method.trains_offline:
+                raise ConfigError(
+                    f"{method.label} adds policy inputs, so its state must exist from the start "
+                    "of offline training (trains_offline = True): the actor is built wider"
+                )
+        self.policy_input_dim = sum(m.policy_input_dim for m in self.methods)
+
+    @property
+    def label(self) -> str:
+        return "+".join(m.label for m in self.methods) or "vanilla"
+
+    @property
+    def trains_offline(self) -> bool:
+        return any(m.trains_offline for m in self.methods)
+
+    def __iter__(self) -> Iterator[Method]:
+        return iter(self.methods)
+
+    def __len__(self) -> int:
+        return len(self.methods)
+
+    def __hash__(self) -> int:
+        return hash((Methods, self.methods))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Methods) and self.methods == other.methods
+
+    def active(self, extras: Any) -> Iterator[tuple[Method, Any]]:
+        """The methods whose state exists (decided at trace time: no cost in the update)."""
+        for method in self.methods:
+            if isinstance(extras, dict) and method.name in extras:
+                yield method, extras[method.name]
+
+    def active_with_keys(self, extras: Any, key: Array) -> Iterator[tuple[Method, Any, Array]]:
+        for i, (method, state) in enumerate(self.active(extras)):
+            yield method, state, jax.random.fold_in(key, i)
+
+    # --- Hooks ------------------------------------------------------------------------------
+    # Each method gets its own key, the same one in every hook of a step (see core/hooks.py).
+    def reward(self, extras: Any, batch: Transition, key: Array) -> Array:
+        for method, state, own_key in self.active_with_keys(extras, key):
+            batch = batch._replace(rewards=method.reward(state, batch, own_key))
+        return batch.rewards
+
+    def next_value(self, extras: Any, inputs: TargetInputs) -> Array:
+        value = inputs.next_value
+        for method, state, own_key in self.active_with_keys(extras, inputs.key):
+            value = method.next_value(
+                state,
+                TargetInputs(
+                    inputs.batch,
+                    value,
+                    inputs.value_with,
+                    own_key,
+                    inputs.next_actions,
+                    inputs.next_log_probs,
+                ),
+            )
+        return value
+
+    def conservative_weights(self, extras: Any, batch: Transition, key: Array) -> Array | None:
+        weights = None
+        for method, state, own_key in self.active_with_keys(extras, key):
+            w = method.conservative_weights(state, batch, own_key)
+            if w is not None:
+                weights = w if weights is None else weights * w
+        return weights
+
+    def critic_penalty(
+        self, extras: Any, batch: Transition, critic_params: Any, key: Array
+    ) -> tuple[Array, dict]:
+        return _summed(
+            m.critic_penalty(s, batch, critic_params, k)
+            for m, s, k in self.active_with_keys(extras, key)
+        )
+
+    def actor_penalty(self, extras: Any, inputs: ActorInputs) -> tuple[Array, dict]:
+        return _summed(m.actor_penalty(s, inputs) for m, s in self.active(extras))
+
+    def policy_inputs(self, extras: Any, batch: Transition, key: Array) -> Array | None:
+        for method, state in self.active(extras):
+            if "policy_inputs" in method.slots:
+                return method.policy_inputs(state, batch, key)
+        return None
+
+    def acting_inputs(
+        self, extras: Any, observations: Array, key: Array, deterministic: bool
+    ) -> Array | None:
+        for method, state in self.active(extras):
+            if "policy_inputs" in method.slots:
+                return method.acting_inputs(state, observations, key, deterministic)
+        return None
+
+    # --- around the agent -------------------------------------------------------------------
+    def wrap_update(self, agent: Any) -> Any:
+        """``agent.update`` followed by the method-owned updates, as one update function (the
+        agent's own update, untouched, where no method owns networks)."""
+        owners = [m for m in self.methods if "state_update" in m.slots]
+        if not owners:
+            return agent.update
+
+        def update(state, batch, key):
+            state, metrics = agent.update(state, batch, key)
+            extras = dict(state.extras or {})
+            method_key = jax.random.fold_in(key, METHOD_KEY)
+            for i, method in enumerate(owners):
+                if method.name in extras:
+                    extras[method.name], own = method.update(
+                        extras[method.name], agent, state, batch, jax.random.fold_in(method_key, i)
+                    )
+                    metrics = {**metrics, **own}
+            return state.replace(extras=extras), metrics
+
+        return update
+
+    def init_states(
+        self, agent: Any, states: Any, keys: Array, preprocess: Any, offline: bool
+    ) -> Any:
+        """``states`` (seed axis) with the state of every method that starts now added to
+        ``extras``: ``offline=True`` at the start of offline training, False at its end."""
+        starting = [m for m in self.methods if m.trains_offline == offline]
+        if not starting:
+            return states
+        extras = dict(states.extras or {})
+        for i, method in enumerate(starting):
+            method_keys = jax.vmap(lambda k, i=i: jax.random.fold_in(k, i))(keys)
+            extras[method.name] = jax.vmap(
+                lambda state, key, method=method: method.init_state(agent, state, key, preprocess)
+            )(states, method_keys)
+        return states.replace(extras=extras)
+
+    def phases(self, agent: Any) -> tuple[Phase, ...]:
+        return tuple(phase for method in self.methods for phase in method.phases(agent))
+
+    def data_policy(self) -> str | None:
+        for method in self.methods:
+            if "data_policy" in method.slots:
+                return method.data_policy()
+        return None
+
+    def online_overrides(self) -> dict[str, Any]:
+        overrides: dict[str, Any] = {}
+        for method in self.methods:
+            overrides.update(method.online_overrides())
+        return overrides
 
     def on_chunk(
         self, agent: Any, step: int, states: Any, buffers: dict, seed: int
     ) -> tuple[Any, list[dict]]:
-        """Called after every fused online update call at env step ``step``; returns new
-        states and diagnostic rows. Must be deterministic in its inputs (resume)."""
-        return states, []
+        rows: list[dict] = []
+        for method in self.methods:
+            if "events" in method.slots:
+                states, new = method.on_chunk(agent, step, states, buffers, seed)
+                rows.extend(new)
+        return states, rows
+
+    def has_events(self) -> bool:
+        return any("events" in m.slots for m in self.methods)
+
+    def summary(self, rows: list[dict]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for method in self.methods:
+            out.update(method.summary(rows))
+        return out
 
 
-class Vanilla(FinetuneMethod):
-    pass
+def _summed(parts) -> tuple[Array, dict]:
+    total, metrics = 0.0, {}
+    for loss, more in parts:
+        total = total + loss
+        metrics.update(more)
+    return total, metrics
 
 
-def to_numpy_tree(tree: Any) -> Any:
-    import jax
-
-    return jax.tree.map(np.asarray, tree)
+VANILLA = Methods(())

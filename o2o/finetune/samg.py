@@ -6,23 +6,28 @@ IQL). The Bellman target mixes it in per sample:
     y = r + γ(1-d) · [(1 - p(s,a)) · Q̄(s',a') + p(s,a) · Q_off(s',a')]
 
 where p(s,a) says how in-distribution (s,a) is for the offline data: a state-action C-VAE
-(encoder q(z|s,a), decoder to s' from (z,s,a)) is fitted to the offline data, a normal is
-fitted per latent dimension to the encoder means of the offline pairs, and p is the mean
-over dimensions of a normal-CDF probability, zeroed below a threshold ε.
+(encoder q(z|s,a), decoder to s' from (z,s,a)) is fitted to the offline data (the phase
+``samg_cvae``, between offline and online), a normal is fitted per latent dimension to the
+encoder means of the offline pairs, and p is the mean over dimensions of a normal-CDF
+probability, zeroed below a threshold ε. Q_off is evaluated at the agent's own a'
+(``TargetInputs.value_with``), and CQL/Cal-QL's conservative term is weighted by p online.
 
 What is reconstructed rather than stated by the paper (methods.md §0) is a named option here,
 with the default in brackets: ``p_form`` (tail), ``window_delta`` (1.0), KL annealing shape
 (linear over ``kl_anneal_fraction`` = 0.2 of C-VAE training), VAE sizes (750-750, latent
-max(2|A|, 8)), ``cons_weighting`` (p), the "mastered" rule of the adaptive update (TD error
-below the median TD error of the buffer's in-distribution samples), the statistics merge
-(stored offline count/mean/var merged with the mastered samples'), ``guidance_steps``
-(whole run), ``refresh_offline_critic`` (off), and the TD error used for "mastered" (the
-greedy-action one-step error |Q(s,a) - r - γ(1-d)·min Q̄(s', π(s'))|, V(s') for IQL).
+max(2|A|, 8)), ``cons_weighting`` (p), ``guidance_steps`` (whole run; after it the agent is
+exactly its vanilla base, conservative term included), ``refresh_offline_critic`` (off), and
+the adaptive update: "mastered" = p = 0 and a TD error (the agent's own bootstrap,
+``agent.bootstrap_value``) below the median TD error of the buffer's in-distribution samples;
+after refitting the C-VAE on them, the latent statistics are recomputed *under the new
+encoder* from ``reference_pairs`` offline (s, a) pairs kept for this purpose (weighted as the
+whole offline dataset) merged with the mastered samples — the one piece of offline data SAMG
+keeps online (5,000 pairs by default, ≈ 0.2 MB on hopper).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import flax.linen as nn
@@ -32,16 +37,17 @@ import numpy as np
 import optax
 from jax.scipy.stats import norm
 
-from o2o.core.engine import stack_seeds, unstack_seeds
-from o2o.core.hooks import Hooks, TargetInputs
+from o2o.core.engine import Phase
+from o2o.core.hooks import TargetInputs
 from o2o.core.networks import MLP
 from o2o.core.train_state import TrainState
 from o2o.core.types import Transition
 from o2o.core.vae import ConditionalVAE, kl_to_standard_normal
-from o2o.errors import check
-from o2o.finetune.base import FinetuneMethod, Prepared
+from o2o.errors import ConfigError, check, check_non_negative, check_positive
+from o2o.finetune.base import Method
 
 Weight = Literal["cvae", "embedding", "even", "random"]
+STATS_CHUNK = 4096
 
 
 @dataclass(frozen=True)
@@ -53,7 +59,6 @@ class SAMGConfig:
     cons_weighting: Literal["p", "none", "plain"] = "p"  # CQL/Cal-QL conservative term online
     # The C-VAE, fitted on the offline data between the phases (raw, unnormalised states).
     cvae_steps: int = 10_000
-    cvae_batch_size: int = 256
     cvae_lr: float = 1e-3
     latent_dim: int | None = None  # None: max(2·|A|, 8)
     encoder_hidden_dims: tuple[int, ...] = (750, 750)
@@ -64,6 +69,9 @@ class SAMGConfig:
     kl_weight: float = 0.01
     kl_anneal_fraction: float = 0.2
     kl_reduction: Literal["mean", "sum"] = "mean"  # over latent dims; "mean" is BCQ's/SPOT's scale
+    # Collapse: no latent dimension whose encoder mean varies across the data by more than this
+    # fraction of the posterior std (the code then carries no information about (s, a)).
+    collapse_snr: float = 0.1
     # The embedding weight model (paper Appendix A.2, after Never Give Up).
     embedding_dim: int = 32
     embedding_hidden_dims: tuple[int, ...] = (256, 256)
@@ -72,6 +80,7 @@ class SAMGConfig:
     seed_transitions: int = 1_000  # collected by the offline policy before any update
     adaptive_every: int = 10_000  # env steps between C-VAE updates with mastered samples; 0: off
     adaptive_steps: int = 500
+    reference_pairs: int = 5_000  # offline (s, a) pairs kept to recompute statistics (adaptive)
     refresh_offline_critic: bool = False
     guidance_steps: int | None = None  # after this many online steps p ≡ 0 (vanilla); None: never
 
@@ -89,13 +98,15 @@ class SAMGConfig:
             f"cons_weighting must be p, none or plain, got {self.cons_weighting!r}",
         )
         check(0.0 <= self.threshold <= 1.0, f"threshold must be in [0, 1], got {self.threshold}")
-        check(self.window_delta > 0, f"window_delta must be positive, got {self.window_delta}")
-        for name in ("cvae_steps", "cvae_batch_size", "buffer_capacity", "adaptive_steps"):
-            check(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)}")
-        check(self.cvae_lr > 0, f"cvae_lr must be positive, got {self.cvae_lr}")
+        check_positive(
+            self, "window_delta", "cvae_steps", "cvae_lr", "buffer_capacity", "adaptive_steps"
+        )
+        check_non_negative(
+            self, "seed_transitions", "adaptive_every", "collapse_snr", "reference_pairs"
+        )
         check(
-            self.seed_transitions >= 0 and self.adaptive_every >= 0,
-            "seed_transitions and adaptive_every must be >= 0",
+            self.adaptive_every == 0 or self.reference_pairs > 0,
+            "the adaptive update (adaptive_every > 0) needs reference_pairs > 0",
         )
         check(0.0 <= self.kl_anneal_fraction <= 1.0, "kl_anneal_fraction must be in [0, 1]")
         check(
@@ -106,17 +117,10 @@ class SAMGConfig:
             self.guidance_steps is None or self.guidance_steps >= 0, "guidance_steps must be >= 0"
         )
 
-    @classmethod
-    def ablation(cls, name: str, **overrides: Any) -> SAMGConfig:
-        """``samg``, ``samg-even``, ``samg-random``, ``samg-embedding``."""
-        weights = {
-            "samg": "cvae",
-            "samg-even": "even",
-            "samg-random": "random",
-            "samg-embedding": "embedding",
-        }
-        check(name in weights, f"unknown SAMG variant {name!r}; choose from {', '.join(weights)}")
-        return cls(weight=weights[name], **overrides)
+    @property
+    def learned(self) -> bool:
+        """Whether p comes from a fitted model (C-VAE or embedding) rather than an ablation."""
+        return self.weight in ("cvae", "embedding")
 
 
 # --- the weight p(s, a) ---------------------------------------------------------------------
@@ -153,213 +157,9 @@ class SiameseActionPredictor(nn.Module):
         return self.head(nn.relu(both))
 
 
-def raw_observations(extras: dict, observations: jax.Array) -> jax.Array:
+def raw_observations(state: dict, observations: jax.Array) -> jax.Array:
     """Undo the agent's state normalisation: the weight models see raw states."""
-    return observations * extras["obs_std"] + extras["obs_mean"]
-
-
-@dataclass(frozen=True, eq=False)
-class SAMGHooks(Hooks):
-    config: SAMGConfig
-    vae: ConditionalVAE | None = None
-    predictor: SiameseActionPredictor | None = None
-
-    def __hash__(self) -> int:
-        return hash((type(self), self.config))
-
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and self.config == other.config  # type: ignore[attr-defined]
-
-    def statistic(self, extras: dict, batch: Transition) -> jax.Array:
-        """The per-sample quantity whose offline distribution was fitted: C-VAE latent means
-        (B, d), or the embedding model's action-prediction error (B, 1)."""
-        s = raw_observations(extras, batch.observations)
-        if self.config.weight == "embedding":
-            s_next = raw_observations(extras, batch.next_observations)
-            predicted = self.predictor.apply({"params": extras["model_params"]}, s, s_next)
-            return jnp.mean((predicted - batch.actions) ** 2, axis=-1, keepdims=True)
-        x = jnp.concatenate([s, batch.actions], axis=-1)
-        return self.vae.apply({"params": extras["model_params"]}, x, method="encode")[0]
-
-    def raw_weight(self, extras: dict, batch: Transition) -> jax.Array:
-        """p(s,a) before the guidance switch."""
-        c = self.config
-        n = batch.rewards.shape[0]
-        if c.weight == "even":
-            return jnp.full((n,), 0.5)
-        if c.weight == "random":
-            # Hooks get no key; a key from the batch's bits keeps the ablation pure and seeded.
-            bits = jax.lax.bitcast_convert_type(jnp.sum(batch.observations), jnp.uint32)
-            return jax.random.uniform(jax.random.PRNGKey(bits), (n,))
-        p_int = latent_probability(
-            self.statistic(extras, batch),
-            extras["stat_mean"],
-            extras["stat_std"],
-            c.p_form,
-            c.window_delta,
-        )
-        return thresholded(p_int, c.threshold)
-
-    def weight(self, extras: dict, batch: Transition) -> jax.Array:
-        return self.raw_weight(extras, batch) * extras["guidance"]
-
-    def next_value(self, extras: Any, inputs: TargetInputs) -> jax.Array:
-        if extras is None:  # offline phase: the base algorithm
-            return inputs.next_value
-        p = self.weight(extras, inputs.batch)
-        offline_value = inputs.value_with(extras["offline_params"])
-        return (1.0 - p) * inputs.next_value + p * offline_value
-
-    def conservative_weights(self, extras: Any, batch: Transition) -> jax.Array | None:
-        if extras is None or self.config.cons_weighting == "plain":
-            return None
-        if self.config.cons_weighting == "none":
-            return jnp.zeros_like(batch.rewards)
-        return self.weight(extras, batch)
-
-    def critic_penalty(
-        self, extras: Any, batch: Transition, critic_params: Any
-    ) -> tuple[jax.Array, dict]:
-        if extras is None:
-            return 0.0, {}
-        p = self.weight(extras, batch)
-        return 0.0, {"samg/p_mean": p.mean(), "samg/p_positive": jnp.mean(p > 0)}
-
-
-# --- fitting the weight models --------------------------------------------------------------
-
-
-def _kl_beta(config: SAMGConfig, step: jax.Array) -> jax.Array:
-    warmup = config.kl_anneal_fraction * config.cvae_steps
-    ramp = jnp.minimum(1.0, step / warmup) if warmup > 0 else 1.0
-    return config.kl_weight * ramp
-
-
-def cvae_losses(
-    vae: ConditionalVAE,
-    params: Any,
-    batch: Transition,
-    key: jax.Array,
-    obs_mean,
-    obs_std,
-    kl_reduction: str = "mean",
-):
-    """(reconstruction MSE of s' averaged over its dims, KL averaged or summed over latent
-    dims), batch means."""
-    s = batch.observations * obs_std + obs_mean
-    s_next = batch.next_observations * obs_std + obs_mean
-    x = jnp.concatenate([s, batch.actions], axis=-1)
-    mean, std = vae.apply({"params": params}, x, method="encode")
-    z = mean + std * jax.random.normal(key, mean.shape)
-    recon = vae.apply({"params": params}, x, z, method="decode")
-    reconstruction = jnp.mean((recon - s_next) ** 2)
-    kl = jnp.mean(kl_to_standard_normal(mean, std))
-    return reconstruction, kl * mean.shape[-1] if kl_reduction == "sum" else kl
-
-
-def embedding_loss(
-    predictor: SiameseActionPredictor, params: Any, batch: Transition, obs_mean, obs_std
-) -> jax.Array:
-    s = batch.observations * obs_std + obs_mean
-    s_next = batch.next_observations * obs_std + obs_mean
-    return jnp.mean((predictor.apply({"params": params}, s, s_next) - batch.actions) ** 2)
-
-
-def _sample_rows(
-    data: Transition, key: jax.Array, batch_size: int, row_weights: jax.Array | None = None
-) -> Transition:
-    n = data.rewards.shape[0]
-    if row_weights is None:
-        rows = jax.random.randint(key, (batch_size,), 0, n)
-    else:
-        rows = jax.random.choice(key, n, (batch_size,), p=row_weights / jnp.sum(row_weights))
-    return jax.tree.map(lambda c: c[rows], data)
-
-
-@dataclass
-class WeightModel:
-    """Builds, fits and summarises the weight model of one SAMG config."""
-
-    config: SAMGConfig
-    obs_dim: int
-    act_dim: int
-    vae: ConditionalVAE = field(init=False)
-    predictor: SiameseActionPredictor = field(init=False)
-
-    def __post_init__(self) -> None:
-        c = self.config
-        latent = c.latent_dim or max(2 * self.act_dim, 8)
-        self.vae = ConditionalVAE(
-            self.obs_dim, latent, c.encoder_hidden_dims, c.decoder_hidden_dims
-        )
-        self.predictor = SiameseActionPredictor(
-            c.embedding_hidden_dims, c.embedding_dim, self.act_dim
-        )
-
-    def hooks(self) -> SAMGHooks:
-        return SAMGHooks(self.config, self.vae, self.predictor)
-
-    def init(self, key: jax.Array) -> TrainState:
-        tx = optax.adam(self.config.cvae_lr)
-        if self.config.weight == "embedding":
-            obs = jnp.zeros((1, self.obs_dim))
-            return TrainState.create(self.predictor, key, (obs, obs), tx)
-        x = jnp.zeros((1, self.obs_dim + self.act_dim))
-        return TrainState.create(self.vae, key, (x, x), tx)
-
-    def loss(self, params, batch, key, step, obs_mean, obs_std):
-        if self.config.weight == "embedding":
-            loss = embedding_loss(self.predictor, params, batch, obs_mean, obs_std)
-            return loss, {"embedding_loss": loss}
-        reconstruction, kl = cvae_losses(
-            self.vae, params, batch, key, obs_mean, obs_std, self.config.kl_reduction
-        )
-        beta = _kl_beta(self.config, step)
-        return reconstruction + beta * kl, {
-            "reconstruction": reconstruction,
-            "kl": kl,
-            "kl_beta": jnp.asarray(beta, jnp.float32),
-        }
-
-    def fit(
-        self,
-        model: TrainState,
-        data: Transition,
-        key: jax.Array,
-        steps: int,
-        first_step: int,
-        obs_mean,
-        obs_std,
-        row_weights=None,
-    ):
-        """``steps`` Adam steps on batches of ``data`` (optionally weighted rows); returns the
-        model and the metrics averaged over each block of steps."""
-        batch_size = self.config.cvae_batch_size
-
-        def one(carry, step):
-            model, key = carry
-            key, sample_key, noise_key = jax.random.split(key, 3)
-            batch = _sample_rows(data, sample_key, batch_size, row_weights)
-            model, metrics = model.minimize(
-                lambda p: self.loss(p, batch, noise_key, step, obs_mean, obs_std)
-            )
-            return (model, key), metrics
-
-        (model, _), metrics = jax.lax.scan(one, (model, key), first_step + jnp.arange(steps))
-        return model, metrics
-
-    def statistic(
-        self, params: Any, data: Transition, obs_mean, obs_std, chunk: int = 4096
-    ) -> np.ndarray:
-        hooks = self.hooks()
-        extras = {"model_params": params, "obs_mean": obs_mean, "obs_std": obs_std}
-        f = jax.jit(lambda batch: hooks.statistic(extras, batch))
-        n = int(np.shape(data.rewards)[0])
-        parts = [
-            np.asarray(f(jax.tree.map(lambda c, i=i: jnp.asarray(c[i : i + chunk]), data)))
-            for i in range(0, n, chunk)
-        ]
-        return np.concatenate(parts)
+    return observations * state["obs_std"] + state["obs_mean"]
 
 
 def merge_statistics(count_a, mean_a, var_a, count_b, mean_b, var_b):
@@ -371,45 +171,271 @@ def merge_statistics(count_a, mean_a, var_a, count_b, mean_b, var_b):
     return total, mean, m2 / total
 
 
-def posterior_collapsed(latent_means: np.ndarray, kl: float) -> bool:
-    """KL ≈ 0 and encoder means that no longer depend on the input (methods.md §0.3)."""
-    return bool(kl < 1e-2 and float(np.max(latent_means.std(axis=0))) < 0.05)
+def latent_snr(latent_means: np.ndarray, latent_stds: np.ndarray) -> np.ndarray:
+    """Per latent dimension: the spread of the encoder means over a set of inputs divided by
+    the typical posterior std — how far the code of one input stands from another's, in units
+    of the code's own noise. ≈ 0 when the encoder ignores its input (posterior collapse). SAMG
+    measures it over the offline pairs and the same states with uniform-random actions, so a
+    tight dataset (little spread of its own) does not pass for a collapsed encoder."""
+    spread = latent_means.std(axis=0)
+    noise = np.sqrt(np.mean(latent_stds**2, axis=0))
+    return spread / np.maximum(noise, 1e-12)
 
 
-def offline_bootstrap_params(state: Any) -> Any:
-    """The parameters ``TargetInputs.value_with`` expects: V for IQL, the critic otherwise."""
-    return state.value.params if hasattr(state, "value") else state.critic.params
-
-
-def td_errors(agent: Any, state: Any, batch: Transition, key: jax.Array) -> jax.Array:
-    """|Q(s,a) - r - γ(1-d)·V(s')| with V(s') = V for IQL, min Q̄(s', π(s')) otherwise."""
-    discount = agent.config.discount
-    if hasattr(state, "value"):
-        next_value = state.value(batch.next_observations)
-    else:
-        next_actions = agent.act(state, batch.next_observations, key, True)
-        next_value = state.critic(
-            batch.next_observations, next_actions, params=state.target_critic_params
-        ).min(axis=0)
-    target = batch.rewards + discount * (1.0 - batch.terminals) * next_value
-    return jnp.abs(state.critic(batch.observations, batch.actions).min(axis=0) - target)
+def posterior_collapsed(latent_means: np.ndarray, latent_stds: np.ndarray, snr: float) -> bool:
+    """No latent dimension distinguishes inputs (methods.md §0.3's collapse diagnostic)."""
+    return bool(np.max(latent_snr(latent_means, latent_stds)) < snr)
 
 
 # --- the method -----------------------------------------------------------------------------
 
 
-class SAMG(FinetuneMethod):
+class SAMG(Method):
     name = "samg"
+    config_class = SAMGConfig
+    slots = frozenset({"data_policy", "bootstrap", "critic_terms", "phases", "events"})
 
     def __init__(self, config: SAMGConfig | None = None, obs_dim: int = 0, act_dim: int = 0):
-        self.config = config or SAMGConfig()
-        self.model = WeightModel(self.config, obs_dim, act_dim)
+        super().__init__(config or SAMGConfig(), obs_dim, act_dim)
+        c = self.config
+        latent = c.latent_dim or max(2 * act_dim, 8)
+        self.vae = ConditionalVAE(obs_dim, latent, c.encoder_hidden_dims, c.decoder_hidden_dims)
+        self.predictor = SiameseActionPredictor(c.embedding_hidden_dims, c.embedding_dim, act_dim)
+        self.module = self.predictor if c.weight == "embedding" else self.vae
+        self.stat_dim = 1 if c.weight == "embedding" else latent
 
-    def describe(self) -> dict[str, Any]:
-        return {"method": self.name, **asdict(self.config)}
+    # --- p ----------------------------------------------------------------------------------
+    def statistic(self, state: dict, params: Any, batch: Transition) -> jax.Array:
+        """The per-sample quantity whose offline distribution is fitted: C-VAE latent means
+        (B, d), or the embedding model's action-prediction error (B, 1)."""
+        s = raw_observations(state, batch.observations)
+        if self.config.weight == "embedding":
+            s_next = raw_observations(state, batch.next_observations)
+            predicted = self.predictor.apply({"params": params}, s, s_next)
+            return jnp.mean((predicted - batch.actions) ** 2, axis=-1, keepdims=True)
+        x = jnp.concatenate([s, batch.actions], axis=-1)
+        return self.vae.apply({"params": params}, x, method="encode")[0]
 
-    def hooks(self, algo: str) -> SAMGHooks:
-        return self.model.hooks()
+    def raw_weight(self, state: dict, batch: Transition, key: jax.Array) -> jax.Array:
+        """p(s,a) before the guidance cut-off."""
+        c = self.config
+        n = batch.rewards.shape[0]
+        if c.weight == "even":
+            return jnp.full((n,), 0.5)
+        if c.weight == "random":
+            return jax.random.uniform(key, (n,))
+        p_int = latent_probability(
+            self.statistic(state, state["model"].params, batch),
+            state["stat_mean"],
+            state["stat_std"],
+            c.p_form,
+            c.window_delta,
+        )
+        return thresholded(p_int, c.threshold)
+
+    def weight(self, state: dict, batch: Transition, key: jax.Array) -> jax.Array:
+        return self.raw_weight(state, batch, key) * state["guidance"]
+
+    # --- hooks ------------------------------------------------------------------------------
+    def next_value(self, state: dict, inputs: TargetInputs) -> jax.Array:
+        p = self.weight(state, inputs.batch, inputs.key)
+        offline_value = inputs.value_with(state["offline_params"])
+        return (1.0 - p) * inputs.next_value + p * offline_value
+
+    def conservative_weights(self, state: dict, batch: Transition, key: jax.Array):
+        c = self.config
+        if c.cons_weighting == "plain":
+            return None
+        weights = (
+            self.raw_weight(state, batch, key)
+            if c.cons_weighting == "p"
+            else jnp.zeros_like(batch.rewards)
+        )
+        # After the cut-off the agent is its vanilla base: an unweighted conservative term.
+        guidance = state["guidance"]
+        return guidance * weights + (1.0 - guidance)
+
+    def critic_penalty(self, state: dict, batch: Transition, critic_params: Any, key: jax.Array):
+        p = self.weight(state, batch, key)
+        return 0.0, {"samg/p_mean": p.mean(), "samg/p_positive": jnp.mean(p > 0)}
+
+    # --- state and phases -------------------------------------------------------------------
+    def check_agent(self, algo: str, agent: Any) -> None:
+        try:
+            agent.bootstrap_params(jax.eval_shape(lambda: agent.init(jax.random.PRNGKey(0), 1, 1)))
+        except ConfigError:
+            raise ConfigError(
+                f"SAMG mixes a frozen offline critic into the critic target; {algo} has no critic"
+            ) from None
+
+    def init_state(self, agent: Any, agent_state: Any, key: jax.Array, preprocess: Any) -> dict:
+        c = self.config
+        obs_dim = self.obs_dim
+        mean = preprocess.obs_mean if preprocess.obs_mean is not None else np.zeros(obs_dim)
+        std = preprocess.obs_std if preprocess.obs_std is not None else np.ones(obs_dim)
+        state: dict[str, Any] = {
+            "guidance": jnp.float32(1.0),
+            "offline_params": jax.tree.map(jnp.copy, agent.bootstrap_params(agent_state)),
+            "obs_mean": jnp.asarray(mean, jnp.float32),
+            "obs_std": jnp.asarray(std, jnp.float32),
+        }
+        if not c.learned:
+            return state
+        if c.weight == "embedding":
+            example = (jnp.zeros((1, obs_dim)), jnp.zeros((1, obs_dim)))
+        else:
+            x = jnp.zeros((1, obs_dim + self.act_dim))
+            example = (x, x)
+        reference = c.reference_pairs if c.adaptive_every > 0 else 0
+        state.update(
+            model=TrainState.create(self.module, key, example, optax.adam(c.cvae_lr)),
+            fit_step=jnp.int32(0),
+            stat_mean=jnp.zeros(self.stat_dim),
+            stat_std=jnp.ones(self.stat_dim),
+            stat_var=jnp.ones(self.stat_dim),
+            stat_count=jnp.float32(0.0),
+            reference=Transition(
+                *(
+                    jnp.zeros(shape, jnp.float32)
+                    for shape in (
+                        (reference, obs_dim),
+                        (reference, self.act_dim),
+                        (reference,),
+                        (reference, obs_dim),
+                        (reference,),
+                        (reference,),
+                    )
+                )
+            ),
+        )
+        return state
+
+    def model_loss(self, state: dict, params: Any, batch: Transition, key: jax.Array):
+        c = self.config
+        s = raw_observations(state, batch.observations)
+        s_next = raw_observations(state, batch.next_observations)
+        if c.weight == "embedding":
+            loss = jnp.mean(
+                (self.predictor.apply({"params": params}, s, s_next) - batch.actions) ** 2
+            )
+            return loss, {"samg/embedding_loss": loss}
+        x = jnp.concatenate([s, batch.actions], axis=-1)
+        mean, std = self.vae.apply({"params": params}, x, method="encode")
+        z = mean + std * jax.random.normal(key, mean.shape)
+        recon = self.vae.apply({"params": params}, x, z, method="decode")
+        reconstruction = jnp.mean((recon - s_next) ** 2)
+        kl = jnp.mean(kl_to_standard_normal(mean, std))
+        if c.kl_reduction == "sum":
+            kl = kl * mean.shape[-1]
+        warmup = c.kl_anneal_fraction * c.cvae_steps
+        ramp = jnp.minimum(1.0, state["fit_step"] / warmup) if warmup > 0 else 1.0
+        beta = c.kl_weight * ramp
+        return reconstruction + beta * kl, {
+            "samg/cvae_reconstruction": reconstruction,
+            "samg/cvae_kl": kl,
+            "samg/cvae_kl_beta": jnp.asarray(beta, jnp.float32),
+        }
+
+    def fit_step(self, state: dict, batch: Transition, key: jax.Array) -> tuple[dict, dict]:
+        """One Adam step of the weight model on ``batch``."""
+        model, metrics = state["model"].minimize(lambda p: self.model_loss(state, p, batch, key))
+        return {**state, "model": model, "fit_step": state["fit_step"] + 1}, metrics
+
+    def phases(self, agent: Any) -> tuple[Phase, ...]:
+        if not self.config.learned:
+            return ()
+
+        def update(agent_state, batch, key):
+            own, metrics = self.fit_step(agent_state.extras[self.name], batch, key)
+            return agent_state.replace(extras={**agent_state.extras, self.name: own}), metrics
+
+        return (
+            Phase(
+                "samg_cvae", self.config.cvae_steps, update, "before_online", finish=self.fit_stats
+            ),
+        )
+
+    def offline_statistics(self, states: Any, data: Transition) -> tuple[np.ndarray, ...]:
+        """Encoder statistic and posterior std of every row of ``data`` for every seed:
+        (seeds, N, d) each."""
+        own = states.extras[self.name]
+
+        def one(state, batch):
+            stat = self.statistic(state, state["model"].params, batch)
+            if self.config.weight == "embedding":
+                return stat, jnp.ones_like(stat)
+            s = raw_observations(state, batch.observations)
+            x = jnp.concatenate([s, batch.actions], axis=-1)
+            return stat, self.vae.apply({"params": state["model"].params}, x, method="encode")[1]
+
+        fn = jax.jit(jax.vmap(one, in_axes=(0, None)))
+        n = int(np.shape(data.rewards)[0])
+        parts = [
+            fn(own, jax.tree.map(lambda c, i=i: jnp.asarray(c[i : i + STATS_CHUNK]), data))
+            for i in range(0, n, STATS_CHUNK)
+        ]
+        return tuple(np.concatenate([np.asarray(p[k]) for p in parts], axis=1) for k in (0, 1))
+
+    def fit_stats(self, states: Any, data: Transition) -> tuple[Any, list[dict]]:
+        """After the fit: the offline latent statistics per seed, the reference pairs for the
+        adaptive update, and diagnostics (collapse, p on the data and on random actions)."""
+        c = self.config
+        stat, stat_std = self.offline_statistics(states, data)
+        own = dict(states.extras[self.name])
+        own["stat_mean"] = jnp.asarray(stat.mean(axis=1), jnp.float32)
+        own["stat_var"] = jnp.asarray(stat.var(axis=1), jnp.float32)
+        own["stat_std"] = jnp.asarray(np.sqrt(stat.var(axis=1)) + 1e-6, jnp.float32)
+        own["stat_count"] = jnp.full(stat.shape[0], stat.shape[1], jnp.float32)
+        n = int(np.shape(data.rewards)[0])
+        reference = own["reference"].rewards.shape[-1]
+        if reference:
+            rows = np.random.default_rng(0).choice(n, size=reference, replace=n < reference)
+            seeds = stat.shape[0]
+            own["reference"] = jax.tree.map(
+                lambda col: jnp.broadcast_to(
+                    jnp.asarray(np.asarray(col)[rows]), (seeds, reference, *np.shape(col)[1:])
+                ),
+                data._replace(policy_inputs=None),
+            )
+        states = states.replace(extras={**states.extras, self.name: own})
+        probe = jax.tree.map(lambda col: jnp.asarray(np.asarray(col)[:STATS_CHUNK]), data)
+        random_actions = jax.random.uniform(
+            jax.random.PRNGKey(0), probe.actions.shape, minval=-1.0, maxval=1.0
+        )
+        weight = jax.jit(
+            jax.vmap(lambda s, b: self.raw_weight(s, b, jax.random.PRNGKey(0)), in_axes=(0, None))
+        )
+        perturbed = probe._replace(actions=random_actions)
+        p_data = np.asarray(weight(own, probe))
+        p_random = np.asarray(weight(own, perturbed))
+        probe_stat, probe_std = self.offline_statistics(states, perturbed)
+        rows = []
+        for s in range(stat.shape[0]):
+            snr = latent_snr(
+                np.concatenate([stat[s, :STATS_CHUNK], probe_stat[s]]),
+                np.concatenate([stat_std[s, :STATS_CHUNK], probe_std[s]]),
+            )
+            row = {
+                "phase": "samg_stats",
+                "seed_index": s,
+                "latent_mean": stat[s].mean(axis=0).tolist(),
+                "latent_std": stat[s].std(axis=0).tolist(),
+                "latent_snr": snr.tolist(),
+                "offline_p_mean": float(p_data[s].mean()),
+                "offline_p_positive": float((p_data[s] > 0).mean()),
+                "random_action_p_mean": float(p_random[s].mean()),
+            }
+            if c.weight == "cvae":
+                row["posterior_collapse"] = bool(np.max(snr) < c.collapse_snr)
+                if row["posterior_collapse"]:
+                    print(
+                        f"warning: SAMG C-VAE of seed index {s} shows posterior collapse: its "
+                        f"codes differ across inputs by {np.max(snr):.3f} of their own noise "
+                        f"(< collapse_snr {c.collapse_snr}), so p rests on near-constant encoder "
+                        "means; a lower kl_weight or more cvae_steps may help"
+                    )
+            rows.append(row)
+        return states, rows
 
     def data_policy(self) -> str:
         return "online"
@@ -417,196 +443,104 @@ class SAMG(FinetuneMethod):
     def online_overrides(self) -> dict[str, Any]:
         return {
             "buffer_capacity": self.config.buffer_capacity,
-            "update_after": self.config.seed_transitions,
+            "warmup_steps": self.config.seed_transitions,
         }
 
-    def prepare_template(self, agent, states, offline: Transition, preprocess, seed: int) -> Any:
-        """States with extras of the right structure (no fitting), to load a saved start into."""
-        return self.prepare(
-            agent, states, offline, preprocess, seed, progress=False, fit=False
-        ).states
+    def summary(self, rows: list[dict]) -> dict[str, Any]:
+        online = [r for r in rows if r.get("phase") == "online"]
+        return {"final_p_mean": online[-1].get("train/samg/p_mean")} if online else {}
 
-    def prepare(
-        self,
-        agent,
-        states,
-        offline: Transition,
-        preprocess,
-        seed: int,
-        progress: bool,
-        fit: bool = True,
-    ) -> Prepared:
-        c = self.config
-        obs_mean = jnp.asarray(
-            preprocess.obs_mean
-            if preprocess.obs_mean is not None
-            else np.zeros(self.model.obs_dim),
-            jnp.float32,
-        )
-        obs_std = jnp.asarray(
-            preprocess.obs_std if preprocess.obs_std is not None else np.ones(self.model.obs_dim),
-            jnp.float32,
-        )
-        data = jax.tree.map(jnp.asarray, offline)
-        diagnostics: list[dict] = []
-        extras_per_seed = []
-        needs_model = c.weight in ("cvae", "embedding")
-        for s, state in enumerate(unstack_seeds(states)):
-            key = jax.random.fold_in(jax.random.PRNGKey(seed + s), 0x5A36)
-            extras: dict[str, Any] = {
-                "guidance": jnp.float32(1.0),
-                "offline_params": jax.tree.map(lambda x: x.copy(), offline_bootstrap_params(state)),
-                "obs_mean": obs_mean,
-                "obs_std": obs_std,
-            }
-            if needs_model:
-                init_key, fit_key = jax.random.split(key)
-                model = self.model.init(init_key)
-                fit = jax.jit(
-                    lambda m, k, first: self.model.fit(m, data, k, 1000, first, obs_mean, obs_std)
-                )
-                done = 0
-                while fit and done < c.cvae_steps:
-                    model, metrics = fit(model, jax.random.fold_in(fit_key, done), done)
-                    done += 1000
-                    row = {
-                        "phase": "samg_fit",
-                        "seed": seed + s,
-                        "cvae_step": done,
-                        **{k: float(np.mean(v)) for k, v in metrics.items()},
-                    }
-                    diagnostics.append(row)
-                stat = self.model.statistic(
-                    model.params,
-                    offline if fit else jax.tree.map(lambda x: x[:2], offline),
-                    obs_mean,
-                    obs_std,
-                )
-                stat_mean, stat_var = stat.mean(axis=0), stat.var(axis=0)
-                extras.update(
-                    model_params=model.params,
-                    model_opt_state=model.opt_state,
-                    stat_mean=jnp.asarray(stat_mean, jnp.float32),
-                    stat_std=jnp.asarray(np.sqrt(stat_var) + 1e-6, jnp.float32),
-                    stat_var=jnp.asarray(stat_var, jnp.float32),
-                    stat_count=jnp.float32(stat.shape[0]),
-                )
-                summary = {
-                    "phase": "samg_stats",
-                    "seed": seed + s,
-                    "latent_mean": stat_mean.tolist(),
-                    "latent_std": np.sqrt(stat_var).tolist(),
-                }
-                if not fit:
-                    extras_per_seed.append(extras)
-                    continue
-                if c.weight == "cvae":
-                    summary["posterior_collapse"] = posterior_collapsed(stat, diagnostics[-1]["kl"])
-                    if summary["posterior_collapse"]:
-                        print(
-                            f"warning: SAMG C-VAE of seed {seed + s} shows posterior collapse (KL {diagnostics[-1]['kl']:.4f}, encoder means constant); p carries no information"
-                        )
-                hooks = self.model.hooks()
-                p = np.asarray(
-                    jax.jit(lambda b, e=extras, h=hooks: h.weight(e, b))(
-                        jax.tree.map(lambda x: x[:4096], data)
-                    )
-                )
-                summary["offline_p_mean"] = float(p.mean())
-                summary["offline_p_positive"] = float((p > 0).mean())
-                diagnostics.append(summary)
-            extras_per_seed.append(extras)
-        states = stack_seeds(
-            [
-                st.replace(extras=ex)
-                for st, ex in zip(unstack_seeds(states), extras_per_seed, strict=True)
-            ]
-        )
-        return Prepared(states, diagnostics)
-
+    # --- online events ----------------------------------------------------------------------
     def on_chunk(self, agent, step: int, states, buffers: dict, seed: int):
         c = self.config
         rows: list[dict] = []
         if c.guidance_steps is not None and step >= c.guidance_steps:
-            states = states.replace(
-                extras={**states.extras, "guidance": jnp.zeros_like(states.extras["guidance"])}
-            )
-        if (
-            c.weight not in ("cvae", "embedding")
-            or c.adaptive_every == 0
-            or step % c.adaptive_every != 0
-        ):
+            own = states.extras[self.name]
+            if float(np.max(np.asarray(own["guidance"]))) > 0:
+                rows.append({"phase": "samg_guidance_off", "guidance_steps": c.guidance_steps})
+            own = {**own, "guidance": jnp.zeros_like(own["guidance"])}
+            states = states.replace(extras={**states.extras, self.name: own})
+        if not c.learned or c.adaptive_every == 0 or step % c.adaptive_every != 0:
             return states, rows
+        seeds = np.shape(states.extras[self.name]["guidance"])[0]
         updated = []
-        for s, state in enumerate(unstack_seeds(states)):
+        for s in range(seeds):
+            state = jax.tree.map(lambda x, s=s: x[s], states)
             buffer = jax.tree.map(lambda x, s=s: x[s], buffers["online"])
             state, row = self._adaptive_update(
                 agent, state, buffer, jax.random.PRNGKey(seed + s + 7919 * step)
             )
-            rows.append({"phase": "samg_adaptive", "step": step, "seed": seed + s, **row})
+            rows.append({"phase": "samg_adaptive", "seed": seed + s, **row})
             updated.append(state)
-        return stack_seeds(updated), rows
+        return jax.tree.map(lambda *xs: jnp.stack(xs), *updated), rows
 
-    def _adaptive_update(self, agent, state, buffer, key):
+    def _adaptive_update(self, agent, agent_state, buffer, key):
         c = self.config
         n = int(buffer.size)
         data = jax.tree.map(lambda col: col[:n], buffer.data)
-        extras = state.extras
-        hooks = self.model.hooks()
-        p = np.asarray(jax.jit(hooks.raw_weight)(extras, data))
-        td = np.asarray(jax.jit(lambda st, b, k: td_errors(agent, st, b, k))(state, data, key))
+        own = agent_state.extras[self.name]
+        weight_key, td_key, fit_key = jax.random.split(key, 3)
+        p = np.asarray(jax.jit(self.raw_weight)(own, data, weight_key))
+        td = np.asarray(
+            jax.jit(lambda st, b, k: td_errors(agent, st, b, k))(agent_state, data, td_key)
+        )
         in_dist = p > 0
         reference = np.median(td[in_dist]) if in_dist.any() else np.median(td)
         mastered = (~in_dist) & (td < reference)
         row = {"buffer": n, "p_positive": float(in_dist.mean()), "mastered": int(mastered.sum())}
-        if refresh := c.refresh_offline_critic:
-            extras = {
-                **extras,
-                "offline_params": jax.tree.map(lambda x: x.copy(), offline_bootstrap_params(state)),
+        if c.refresh_offline_critic:
+            own = {
+                **own,
+                "offline_params": jax.tree.map(jnp.copy, agent.bootstrap_params(agent_state)),
             }
-        row["refreshed_offline_critic"] = bool(refresh)
+        row["refreshed_offline_critic"] = c.refresh_offline_critic
         if mastered.sum() >= 2:
-            model = TrainState(
-                extras["model_params"],
-                extras["model_opt_state"],
-                self.model.vae.apply if c.weight == "cvae" else self.model.predictor.apply,
-                optax.adam(c.cvae_lr),
-            )
             weights = jnp.asarray(mastered, jnp.float32)
-            model, metrics = jax.jit(
-                lambda m, k: self.model.fit(
-                    m,
-                    data,
-                    k,
-                    c.adaptive_steps,
-                    c.cvae_steps,
-                    extras["obs_mean"],
-                    extras["obs_std"],
-                    weights,
-                )
-            )(model, key)
-            new = self.model.statistic(
-                model.params,
-                jax.tree.map(lambda x: np.asarray(x)[mastered], data),
-                extras["obs_mean"],
-                extras["obs_std"],
+            own, metrics = jax.jit(self._weighted_fit)(own, data, weights, fit_key)
+            # Both parts of the statistics under the new encoder: the kept offline pairs
+            # (standing for the whole offline dataset) and the mastered samples.
+            params = own["model"].params
+            ref = np.asarray(jax.jit(self.statistic)(own, params, own["reference"]))
+            new = np.asarray(
+                jax.jit(self.statistic)(own, params, jax.tree.map(lambda x: x[mastered], data))
             )
             count, mean, var = merge_statistics(
-                float(extras["stat_count"]),
-                np.asarray(extras["stat_mean"]),
-                np.asarray(extras["stat_var"]),
+                float(own["stat_count"]),
+                ref.mean(axis=0),
+                ref.var(axis=0),
                 float(new.shape[0]),
                 new.mean(axis=0),
                 new.var(axis=0),
             )
-            extras = {
-                **extras,
-                "model_params": model.params,
-                "model_opt_state": model.opt_state,
+            own = {
+                **own,
                 "stat_mean": jnp.asarray(mean, jnp.float32),
                 "stat_var": jnp.asarray(var, jnp.float32),
                 "stat_std": jnp.asarray(np.sqrt(var) + 1e-6, jnp.float32),
-                "stat_count": jnp.float32(count),
             }
             row.update({k: float(np.mean(v)) for k, v in metrics.items()})
-        return state.replace(extras=extras), row
+        return agent_state.replace(extras={**agent_state.extras, self.name: own}), row
+
+    def _weighted_fit(self, state: dict, data: Transition, row_weights, key):
+        """``adaptive_steps`` model steps on batches drawn from the mastered rows."""
+        n = data.rewards.shape[0]
+        probabilities = row_weights / jnp.sum(row_weights)
+
+        def one(carry, _):
+            state, key = carry
+            key, sample_key, step_key = jax.random.split(key, 3)
+            rows = jax.random.choice(sample_key, n, (256,), p=probabilities)
+            state, metrics = self.fit_step(state, jax.tree.map(lambda c: c[rows], data), step_key)
+            return (state, key), metrics
+
+        (state, _), metrics = jax.lax.scan(
+            one, (state, key), None, length=self.config.adaptive_steps
+        )
+        return state, metrics
+
+
+def td_errors(agent: Any, state: Any, batch: Transition, key: jax.Array) -> jax.Array:
+    """|Q(s,a) - r - γ(1-d)·V(s')| with the agent's own bootstrap value V(s')."""
+    next_value = agent.bootstrap_value(state, batch, key)
+    target = batch.rewards + agent.config.discount * (1.0 - batch.terminals) * next_value
+    return jnp.abs(agent.q_value(state, batch.observations, batch.actions) - target)

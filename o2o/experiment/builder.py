@@ -1,0 +1,210 @@
+"""One builder from a run config to a finished run, for the CLI, the suite runner (local and
+Ray) and the demo alike:
+
+    RunSpec (algo, agent config, pipeline config, methods + options)
+      -> dataset -> methods -> agent (created with the methods as hooks) -> Pipeline
+      -> offline states (pre-trained here, or loaded from another run: paired runs, --from)
+      -> run directory rows and summary.json
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from o2o.core.overrides import coerce_overrides
+from o2o.errors import ConfigError
+from o2o.experiment.checkpoint import load_checkpoint
+from o2o.experiment.pipeline import (
+    OFFLINE,
+    OFFLINE_CHECKPOINT,
+    Pipeline,
+    PipelineConfig,
+    PipelineResult,
+    is_sparse_maze,
+)
+from o2o.experiment.runs import METRICS, RunDir, plain_config
+from o2o.finetune import coerce_method_options, make_methods
+
+
+def agent_config_for(
+    algo: str,
+    domain: str | None,
+    overrides: dict[str, Any],
+    budget: tuple[int, int] | None = None,
+) -> Any:
+    """Algorithm ``algo``'s config: its preset for ``domain``, the user's ``overrides``
+    (typed from strings or YAML), and with ``budget`` = (offline steps, online updates) its
+    budget-dependent schedules fitted to the run's budget unless the user set them."""
+    from o2o.agents import CONFIGS, domain_config
+
+    if algo not in CONFIGS:
+        raise ConfigError(f"unknown algorithm '{algo}'; choose from {', '.join(sorted(CONFIGS))}")
+    typed = coerce_overrides(overrides, CONFIGS[algo])
+    try:
+        config = dataclasses.replace(domain_config(algo, domain), **typed)
+    except TypeError as error:
+        raise ConfigError(str(error)) from None
+    return config if budget is None else config.fit_to_budget(*budget, keep=tuple(typed))
+
+
+def _tuples(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that defines a run (what ``config.yaml`` stores)."""
+
+    algo: str
+    agent: Any
+    pipeline: PipelineConfig
+    finetune: str = "vanilla"
+    options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def create(
+        cls,
+        algo: str,
+        pipeline: PipelineConfig,
+        finetune: str = "vanilla",
+        method_options: dict[str, Any] | None = None,
+        agent_overrides: dict[str, Any] | None = None,
+        domain: str | None = None,
+        dataset: Any = None,
+    ) -> RunSpec:
+        """A validated spec; ``domain`` None: from the dataset (maze datasets get ``maze``)."""
+        algo = algo.lower()
+        if domain is None:
+            domain = "maze" if dataset is not None and is_sparse_maze(dataset) else "locomotion"
+        agent = agent_config_for(
+            algo,
+            domain,
+            agent_overrides or {},
+            (pipeline.offline_steps, pipeline.online_steps * pipeline.utd),
+        )
+        options = coerce_method_options(finetune, method_options or {})
+        spec = cls(algo, agent, pipeline, finetune, options)
+        if dataset is not None:
+            spec.methods(dataset.obs_dim, dataset.act_dim)  # validates the options
+        return spec
+
+    @classmethod
+    def from_stored(cls, stored: dict[str, Any]) -> RunSpec:
+        from o2o.agents import CONFIGS
+
+        algo = stored["algo"]
+        finetune = stored.get("finetune", {"name": "vanilla", "options": {}})
+        return cls(
+            algo,
+            CONFIGS[algo](**_tuples(stored["agent"])),
+            PipelineConfig(**stored["pipeline"]),
+            finetune["name"],
+            _tuples(finetune.get("options", {})),
+        )
+
+    def stored(self) -> dict[str, Any]:
+        return plain_config(
+            {
+                "algo": self.algo,
+                "agent": asdict(self.agent),
+                "pipeline": asdict(self.pipeline),
+                "finetune": {"name": self.finetune, "options": dict(self.options)},
+            }
+        )
+
+    def methods(self, obs_dim: int, act_dim: int) -> Any:
+        return make_methods(self.finetune, self.options, obs_dim, act_dim)
+
+    @property
+    def paired(self) -> bool:
+        """Whether this run can start from a vanilla run's offline checkpoint (its methods
+        leave offline training alone)."""
+        from o2o.finetune import REGISTRY, parse_labels
+
+        labels = parse_labels(self.finetune)
+        return bool(labels) and not any(REGISTRY[label][0].trains_offline for label in labels)
+
+    def build(self, dataset: Any = None) -> Pipeline:
+        from o2o import data as datasets
+
+        dataset = dataset if dataset is not None else datasets.load(self.pipeline.dataset)
+        methods = self.methods(dataset.obs_dim, dataset.act_dim)
+        return Pipeline(self.algo, self.agent, self.pipeline, dataset=dataset, methods=methods)
+
+
+def load_offline_states(pipeline: Pipeline, source: Path) -> Any:
+    """The offline states of another run (``offline.msgpack`` or a run directory holding it),
+    in the structure of ``pipeline``'s agent."""
+    source = Path(source)
+    path = source / OFFLINE_CHECKPOINT if source.is_dir() else source
+    template = pipeline.initial_states()[0]
+    return jax.tree.map(jnp.asarray, load_checkpoint(path, {"states": template})["states"])
+
+
+def execute(
+    spec: RunSpec,
+    run: RunDir,
+    resume: bool = False,
+    progress: bool = True,
+    dataset: Any = None,
+    offline_from: Path | None = None,
+    on_eval: Any = None,
+    announce: Any = None,
+    label: str | None = None,
+) -> tuple[PipelineResult, dict[str, Any]]:
+    """Run (or resume) ``spec`` into ``run``; with ``offline_from`` the offline phase is
+    loaded from that run instead of trained (its offline rows are copied, so the run's own
+    files tell the whole story). Writes and returns summary.json's content (``label``: the
+    method's name there, default ``spec.finetune``)."""
+    pipeline = spec.build(dataset)
+    del dataset  # SAMG keeps no offline data in memory once fine-tuning starts
+    if announce is not None:
+        announce(pipeline)
+    offline_states = None
+    if offline_from is not None:
+        offline_states = load_offline_states(pipeline, offline_from)
+        source = Path(offline_from)
+        source_dir = source if source.is_dir() else source.parent
+        if (source_dir / METRICS).exists() and not any(
+            row.get("phase") == OFFLINE for row in run.rows()
+        ):
+            for row in RunDir(source_dir).rows():
+                if row.get("phase") == OFFLINE:
+                    run.append(METRICS, row)
+    start = time.perf_counter()
+    result = pipeline.run(
+        run, resume=resume, progress=progress, offline_states=offline_states, on_eval=on_eval
+    )
+    summary: dict[str, Any] = {
+        "dataset": spec.pipeline.dataset,
+        "algo": spec.algo,
+        "method": label or spec.finetune,
+        "seconds": time.perf_counter() - start,
+        **pipeline.describe(),
+    }
+    for phase in (OFFLINE, "online"):
+        rows = [r for r in result.rows if r.get("phase") == phase]
+        if rows:
+            summary[f"final_{phase}"] = rows[-1]
+            summary[f"{phase}_scores"] = rows[-1].get("seed_normalized_scores")
+            if "updates" in rows[-1]:
+                summary[f"{phase}_updates"] = rows[-1]["updates"]
+    summary.update(pipeline.methods.summary(result.rows))
+    run.write_summary(summary)
+    return result, summary
+
+
+def score_line(row: dict, seeds: int) -> str:
+    scores = np.asarray(row.get("seed_normalized_scores", [np.nan]))
+    return (
+        f"normalized score {row.get('normalized_score', np.nan):.1f} ± {np.std(scores):.1f} "
+        f"(return {row['return']:.1f}) over {seeds} seed(s)"
+    )
