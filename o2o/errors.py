@@ -29,3 +29,37 @@ def check_non_negative(config: object, *names: str) -> None:
     for name in names:
         value = getattr(config, name)
         check(value >= 0, f"{name} must be non-negative, got {value}")
+
+
+def check_fields(
+    config: object,
+    *,
+    positive: tuple[str, ...] = (),
+    non_negative: tuple[str, ...] = (),
+    optional_positive: tuple[str, ...] = (),
+    unit_interval: tuple[str, ...] = (),
+    hidden_dims: tuple[str, ...] = (),
+    choices: dict[str, tuple] | None = None,
+) -> None:
+    """The validation every agent and method config shares, one line per broken field:
+    positive / non-negative numbers, numbers that may also be None, values in [0, 1],
+    non-empty tuples of positive layer widths, and values from a fixed set."""
+    check_positive(config, *positive)
+    check_non_negative(config, *non_negative)
+    for name in optional_positive:
+        value = getattr(config, name)
+        check(value is None or value > 0, f"{name} must be positive or None, got {value}")
+    for name in unit_interval:
+        value = getattr(config, name)
+        check(0 <= value <= 1, f"{name} must be in [0, 1], got {value}")
+    for name in hidden_dims:
+        dims = getattr(config, name)
+        check(
+            len(dims) > 0 and all(isinstance(h, int) and h > 0 for h in dims),
+            f"{name} must be a non-empty list of positive widths, got {dims}",
+        )
+    for name, options in (choices or {}).items():
+        value = getattr(config, name)
+        check(
+            value in options, f"{name} must be one of {', '.join(map(str, options))}, got {value!r}"
+        )

@@ -34,7 +34,7 @@ from o2o.core.losses import awr_weights
 from o2o.core.networks import Gaussian, GaussianPolicy, critic_ensemble
 from o2o.core.train_state import TrainState, adam, copy_tree, polyak
 from o2o.core.types import Transition
-from o2o.errors import check
+from o2o.errors import check, check_fields
 
 
 def clipped_sample(dist: Gaussian, key: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -56,14 +56,11 @@ class AWACConfig(AgentConfig):
     max_weight: float = 100.0  # clip of the weights (CORL's exp_adv_max)
 
     def __post_init__(self) -> None:
-        for name in ("actor_lr", "critic_lr", "awac_lambda", "max_weight"):
-            check(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)}")
-        check(0 <= self.discount <= 1, f"discount must be in [0, 1], got {self.discount}")
-        check(0 < self.tau <= 1, f"tau must be in (0, 1], got {self.tau}")
-        check(self.num_critics >= 1, f"num_critics must be >= 1, got {self.num_critics}")
-        check(
-            all(h > 0 for h in self.hidden_dims),
-            f"hidden_dims must be positive, got {self.hidden_dims}",
+        check_fields(
+            self,
+            positive=("actor_lr", "critic_lr", "awac_lambda", "max_weight", "tau", "num_critics"),
+            unit_interval=("discount", "tau"),
+            hidden_dims=("hidden_dims",),
         )
 
     @classmethod

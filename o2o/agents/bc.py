@@ -23,7 +23,7 @@ from o2o.core.losses import mse
 from o2o.core.networks import DeterministicPolicy, GaussianPolicy
 from o2o.core.train_state import TrainState, adam
 from o2o.core.types import Transition
-from o2o.errors import check
+from o2o.errors import check, check_fields
 
 POLICIES = ("deterministic", "gaussian")
 
@@ -36,15 +36,12 @@ class BCConfig(AgentConfig):
     exploration_noise: float = 0.1  # std of the noise on a deterministic actor's online actions
 
     def __post_init__(self) -> None:
-        check(self.actor_lr > 0, f"actor_lr must be positive, got {self.actor_lr}")
-        check(self.policy in POLICIES, f"policy must be one of {POLICIES}, got '{self.policy}'")
-        check(
-            self.exploration_noise >= 0,
-            f"exploration_noise must be non-negative, got {self.exploration_noise}",
-        )
-        check(
-            all(h > 0 for h in self.hidden_dims),
-            f"hidden_dims must be positive, got {self.hidden_dims}",
+        check_fields(
+            self,
+            positive=("actor_lr",),
+            non_negative=("exploration_noise",),
+            hidden_dims=("hidden_dims",),
+            choices={"policy": POLICIES},
         )
 
     @classmethod

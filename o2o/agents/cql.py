@@ -50,7 +50,7 @@ from o2o.core.hooks import (
 from o2o.core.networks import MLP, TanhGaussian, Temperature, critic_ensemble
 from o2o.core.train_state import TrainState, adam, copy_tree, polyak
 from o2o.core.types import Transition
-from o2o.errors import check
+from o2o.errors import check, check_fields
 
 DOMAINS = ("locomotion", "maze")
 MAX_LAGRANGE_MULTIPLIER = 1e6  # CORL clamps α' to [0, 1e6]
@@ -87,31 +87,27 @@ class CQLConfig(AgentConfig):
     cql_clip_diff_max: float = math.inf
 
     def __post_init__(self) -> None:
-        for name in ("actor_lr", "critic_lr", "cql_temp", "cql_alpha_prime_init"):
-            check(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)}")
-        check(
-            self.temperature_lr is None or self.temperature_lr > 0,
-            f"temperature_lr must be positive, got {self.temperature_lr}",
+        check_fields(
+            self,
+            positive=(
+                "actor_lr",
+                "critic_lr",
+                "cql_temp",
+                "cql_alpha_prime_init",
+                "tau",
+                "num_critics",
+                "cql_n_actions",
+            ),
+            non_negative=("cql_alpha", "online_cql_alpha", "alpha_multiplier", "bc_steps"),
+            optional_positive=("temperature_lr",),
+            unit_interval=("discount", "tau"),
+            hidden_dims=("actor_hidden_dims", "critic_hidden_dims"),
         )
-        for name in ("cql_alpha", "online_cql_alpha", "alpha_multiplier", "bc_steps"):
-            check(
-                getattr(self, name) >= 0, f"{name} must be non-negative, got {getattr(self, name)}"
-            )
-        check(0 <= self.discount <= 1, f"discount must be in [0, 1], got {self.discount}")
-        check(0 < self.tau <= 1, f"tau must be in (0, 1], got {self.tau}")
-        check(self.num_critics >= 1, f"num_critics must be >= 1, got {self.num_critics}")
-        check(self.cql_n_actions >= 1, f"cql_n_actions must be >= 1, got {self.cql_n_actions}")
         check(
             self.cql_clip_diff_min < self.cql_clip_diff_max,
             f"cql_clip_diff_min ({self.cql_clip_diff_min}) must be below cql_clip_diff_max "
             f"({self.cql_clip_diff_max})",
         )
-        for name in ("actor_hidden_dims", "critic_hidden_dims"):
-            dims = getattr(self, name)
-            check(
-                len(dims) > 0 and all(isinstance(h, int) and h > 0 for h in dims),
-                f"{name} must be positive, got {dims}",
-            )
 
     @classmethod
     def for_domain(cls, domain: str = "locomotion", **overrides: Any):

@@ -42,7 +42,7 @@ from o2o.core.losses import awr_weights, expectile_loss
 from o2o.core.networks import DeterministicPolicy, GaussianPolicy, StateValue, critic_ensemble
 from o2o.core.train_state import TrainState, adam, copy_tree, polyak
 from o2o.core.types import Transition
-from o2o.errors import check
+from o2o.errors import check, check_fields
 
 LR_SCHEDULES = ("cosine", "constant")
 
@@ -82,24 +82,24 @@ class IQLConfig(AgentConfig):
     budget_fields = {"offline_steps": "offline"}
 
     def __post_init__(self) -> None:
-        for name in ("actor_lr", "critic_lr", "value_lr", "beta", "max_weight", "offline_steps"):
-            check(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)}")
+        check_fields(
+            self,
+            positive=(
+                "actor_lr",
+                "critic_lr",
+                "value_lr",
+                "beta",
+                "max_weight",
+                "offline_steps",
+                "tau",
+                "num_critics",
+            ),
+            non_negative=("exploration_noise", "noise_clip"),
+            unit_interval=("discount", "tau"),
+            hidden_dims=("hidden_dims",),
+            choices={"actor_lr_schedule": LR_SCHEDULES},
+        )
         check(0 < self.expectile < 1, f"expectile must be in (0, 1), got {self.expectile}")
-        check(0 <= self.discount <= 1, f"discount must be in [0, 1], got {self.discount}")
-        check(0 < self.tau <= 1, f"tau must be in (0, 1], got {self.tau}")
-        check(self.num_critics >= 1, f"num_critics must be >= 1, got {self.num_critics}")
-        check(
-            self.actor_lr_schedule in LR_SCHEDULES,
-            f"actor_lr_schedule must be one of {LR_SCHEDULES}, got '{self.actor_lr_schedule}'",
-        )
-        for name in ("exploration_noise", "noise_clip"):
-            check(
-                getattr(self, name) >= 0, f"{name} must be non-negative, got {getattr(self, name)}"
-            )
-        check(
-            all(h > 0 for h in self.hidden_dims),
-            f"hidden_dims must be positive, got {self.hidden_dims}",
-        )
 
     @classmethod
     def for_domain(cls, domain: str = "locomotion", **overrides: Any) -> IQLConfig:

@@ -27,7 +27,7 @@ from o2o.core.hooks import (
 from o2o.core.networks import TanhGaussianPolicy, Temperature, critic_ensemble
 from o2o.core.train_state import TrainState, adam, copy_tree, polyak
 from o2o.core.types import Transition
-from o2o.errors import check, check_positive
+from o2o.errors import check_fields
 
 
 @dataclass(frozen=True)
@@ -45,13 +45,18 @@ class SACConfig(AgentConfig):
     critic_layer_norm: bool = False
 
     def __post_init__(self) -> None:
-        check_positive(self, "actor_lr", "critic_lr", "temperature_lr", "init_temperature")
-        check(0 <= self.discount <= 1, f"discount must be in [0, 1], got {self.discount}")
-        check(0 < self.tau <= 1, f"tau must be in (0, 1], got {self.tau}")
-        check(self.num_critics >= 1, f"num_critics must be >= 1, got {self.num_critics}")
-        check(
-            all(h > 0 for h in self.hidden_dims),
-            f"hidden_dims must be positive, got {self.hidden_dims}",
+        check_fields(
+            self,
+            positive=(
+                "actor_lr",
+                "critic_lr",
+                "temperature_lr",
+                "init_temperature",
+                "tau",
+                "num_critics",
+            ),
+            unit_interval=("discount", "tau"),
+            hidden_dims=("hidden_dims",),
         )
 
     def create(self, hooks: Hooks = NO_HOOKS) -> SAC:

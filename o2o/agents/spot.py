@@ -36,7 +36,7 @@ from o2o.core.hooks import NO_HOOKS, ActorInputs, Hooks, acting_observations, wi
 from o2o.core.train_state import TrainState, adam, copy_tree, polyak
 from o2o.core.types import Transition
 from o2o.core.vae import ConditionalVAE, elbo_terms, iwae_log_likelihood
-from o2o.errors import check
+from o2o.errors import check, check_fields
 
 DOMAINS = ("locomotion", "maze")
 # CORL's AntMaze λ by maze size (``configs/finetune/spot/antmaze``); the "maze" preset uses medium.
@@ -75,29 +75,14 @@ class SPOTConfig(TD3Config):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("vae_lr", "lambd_cool_steps", "num_samples"):
-            check(getattr(self, name) > 0, f"{name} must be positive, got {getattr(self, name)}")
-        for name in ("beta", "lambd", "lambd_end", "vae_steps"):
-            check(
-                getattr(self, name) >= 0, f"{name} must be non-negative, got {getattr(self, name)}"
-            )
-        check(
-            0 <= self.online_discount <= 1,
-            f"online_discount must be in [0, 1], got {self.online_discount}",
+        check_fields(
+            self,
+            positive=("vae_lr", "lambd_cool_steps", "num_samples"),
+            non_negative=("beta", "lambd", "lambd_end", "vae_steps"),
+            optional_positive=("vae_latent_dim", "actor_head_init", "critic_head_init"),
+            unit_interval=("online_discount",),
+            hidden_dims=("hidden_dims", "vae_hidden_dims"),
         )
-        check(
-            self.vae_latent_dim is None or self.vae_latent_dim > 0,
-            f"vae_latent_dim must be positive, got {self.vae_latent_dim}",
-        )
-        for name in ("actor_head_init", "critic_head_init"):
-            value = getattr(self, name)
-            check(value is None or value > 0, f"{name} must be positive, got {value}")
-        for name in ("hidden_dims", "vae_hidden_dims"):
-            dims = getattr(self, name)
-            check(
-                len(dims) > 0 and all(isinstance(h, int) and h > 0 for h in dims),
-                f"{name} must be positive, got {dims}",
-            )
 
     @classmethod
     def for_domain(cls, domain: str = "locomotion", **overrides: Any):

@@ -24,7 +24,7 @@ from o2o.core.hooks import (
 from o2o.core.networks import DeterministicPolicy, critic_ensemble
 from o2o.core.train_state import TrainState, adam, copy_tree, polyak
 from o2o.core.types import Transition
-from o2o.errors import check, check_non_negative, check_positive
+from o2o.errors import check_fields
 
 
 @dataclass(frozen=True)
@@ -42,12 +42,13 @@ class TD3Config(AgentConfig):
     critic_layer_norm: bool = False
 
     def __post_init__(self) -> None:
-        check_positive(self, "actor_lr", "critic_lr")
-        check_non_negative(self, "policy_noise", "noise_clip", "exploration_noise")
-        check(0 <= self.discount <= 1, f"discount must be in [0, 1], got {self.discount}")
-        check(0 < self.tau <= 1, f"tau must be in (0, 1], got {self.tau}")
-        check(self.policy_delay >= 1, f"policy_delay must be >= 1, got {self.policy_delay}")
-        check(self.num_critics >= 1, f"num_critics must be >= 1, got {self.num_critics}")
+        check_fields(
+            self,
+            positive=("actor_lr", "critic_lr", "tau", "policy_delay", "num_critics"),
+            non_negative=("policy_noise", "noise_clip", "exploration_noise"),
+            unit_interval=("discount", "tau"),
+            hidden_dims=("hidden_dims",),
+        )
 
     def create(self, hooks: Hooks = NO_HOOKS) -> TD3:
         return TD3(self, hooks)

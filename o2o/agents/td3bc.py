@@ -20,7 +20,7 @@ from o2o.agents.td3 import TD3, TD3Config, TD3State
 from o2o.core.hooks import NO_HOOKS, ActorInputs, Hooks
 from o2o.core.losses import mse
 from o2o.core.types import Transition
-from o2o.errors import check
+from o2o.errors import check, check_fields
 
 
 @dataclass(frozen=True)
@@ -31,11 +31,7 @@ class TD3BCConfig(TD3Config):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check(self.alpha > 0, f"alpha must be positive, got {self.alpha}")
-        check(
-            self.online_alpha is None or self.online_alpha > 0,
-            f"online_alpha must be positive or None, got {self.online_alpha}",
-        )
+        check_fields(self, positive=("alpha",), optional_positive=("online_alpha",))
 
     @classmethod
     def for_domain(cls, domain: str = "locomotion", **overrides: Any) -> TD3BCConfig:

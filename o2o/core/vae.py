@@ -85,23 +85,6 @@ def elbo_terms(
     return recon_error, kl_to_standard_normal(mean, std)
 
 
-def negative_elbo(
-    vae: TrainState,
-    encoder_inputs: jax.Array,
-    conditions: jax.Array,
-    targets: jax.Array,
-    key: jax.Array,
-    beta: float | jax.Array,
-    num_samples: int = 1,
-    params=None,
-) -> jax.Array:
-    """Per-sample reconstruction error + beta · KL (``elbo_terms``). Up to a positive scale and
-    a shift this is -ELBO under a Gaussian decoder; its batch mean is the VAE's training loss
-    (CORL's SPOT ``vae_train``) and SPOT's density penalty (``elbo_loss``)."""
-    recon_error, kl = elbo_terms(vae, encoder_inputs, conditions, targets, key, num_samples, params)
-    return recon_error + beta * kl
-
-
 def _normal_log_density(x: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
     return jnp.sum(
         -0.5 * ((x - mean) / std) ** 2 - jnp.log(std) - 0.5 * jnp.log(2 * jnp.pi), axis=-1

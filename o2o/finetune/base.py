@@ -128,11 +128,6 @@ class Method:
         """What the run's summary.json records of this method, from its metrics rows."""
         return {}
 
-    def describe(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
-        return {"method": self.label, **asdict(self.config)}
-
     def __hash__(self) -> int:
         return hash((type(self), self.config, self.obs_dim, self.act_dim))
 

@@ -43,7 +43,7 @@ from o2o.core.networks import MLP
 from o2o.core.train_state import TrainState
 from o2o.core.types import Transition
 from o2o.core.vae import ConditionalVAE, kl_to_standard_normal
-from o2o.errors import ConfigError, check, check_non_negative, check_positive
+from o2o.errors import ConfigError, check, check_fields
 from o2o.finetune.base import Method
 
 Weight = Literal["cvae", "embedding", "even", "random"]
@@ -85,33 +85,23 @@ class SAMGConfig:
     guidance_steps: int | None = None  # after this many online steps p ≡ 0 (vanilla); None: never
 
     def __post_init__(self) -> None:
-        check(
-            self.weight in ("cvae", "embedding", "even", "random"),
-            f"unknown SAMG weight {self.weight!r}",
-        )
-        check(
-            self.p_form in ("tail", "window"),
-            f"p_form must be 'tail' or 'window', got {self.p_form!r}",
-        )
-        check(
-            self.cons_weighting in ("p", "none", "plain"),
-            f"cons_weighting must be p, none or plain, got {self.cons_weighting!r}",
-        )
-        check(0.0 <= self.threshold <= 1.0, f"threshold must be in [0, 1], got {self.threshold}")
-        check_positive(
-            self, "window_delta", "cvae_steps", "cvae_lr", "buffer_capacity", "adaptive_steps"
-        )
-        check_non_negative(
-            self, "seed_transitions", "adaptive_every", "collapse_snr", "reference_pairs"
+        check_fields(
+            self,
+            positive=("window_delta", "cvae_steps", "cvae_lr", "buffer_capacity", "adaptive_steps"),
+            non_negative=("seed_transitions", "adaptive_every", "collapse_snr", "reference_pairs"),
+            optional_positive=("latent_dim",),
+            unit_interval=("threshold", "kl_anneal_fraction"),
+            hidden_dims=("encoder_hidden_dims", "decoder_hidden_dims", "embedding_hidden_dims"),
+            choices={
+                "weight": ("cvae", "embedding", "even", "random"),
+                "p_form": ("tail", "window"),
+                "cons_weighting": ("p", "none", "plain"),
+                "kl_reduction": ("mean", "sum"),
+            },
         )
         check(
             self.adaptive_every == 0 or self.reference_pairs > 0,
             "the adaptive update (adaptive_every > 0) needs reference_pairs > 0",
-        )
-        check(0.0 <= self.kl_anneal_fraction <= 1.0, "kl_anneal_fraction must be in [0, 1]")
-        check(
-            self.kl_reduction in ("mean", "sum"),
-            f"kl_reduction must be mean or sum, got {self.kl_reduction!r}",
         )
         check(
             self.guidance_steps is None or self.guidance_steps >= 0, "guidance_steps must be >= 0"
