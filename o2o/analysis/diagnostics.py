@@ -1,7 +1,8 @@
-"""SAMG's diagnostics as figures: mean p and the fraction of online samples with p > 0
-through fine-tuning (``train/samg/*`` in metrics.jsonl, already averaged over seeds), and the
-C-VAE's KL term while it is fitted on the offline data (rows of the phase ``samg_cvae`` in
-metrics.jsonl, mean over seeds; runs made before the phase existed: ``samg_fit`` rows of
+"""Fine-tuning methods' diagnostics as figures: each registered method declares the metrics
+worth watching (``Method.diagnostics``: a phase, a metric of its rows, a title), and the
+report plots those its runs logged, one panel each (e.g. SAMG: mean p and the fraction of
+online samples with p > 0, averaged over seeds; the C-VAE's KL during its fit, the phase
+``samg_cvae`` — for runs made before that phase existed, the ``samg_fit`` rows of
 finetune.jsonl, mean ± std over seeds)."""
 
 from __future__ import annotations
@@ -9,24 +10,13 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from o2o.analysis.results import RunResult
 
-P_MEAN = "train/samg/p_mean"
-P_POSITIVE = "train/samg/p_positive"
-
-
 CVAE_PHASE, CVAE_KL = "samg_cvae", "train/samg/cvae_kl"
-
-
-def has_samg_diagnostics(result: RunResult) -> bool:
-    return (
-        any(P_MEAN in row for row in result.rows)
-        or any(row.get("phase") == "samg_fit" for row in result.finetune)
-        or any(row.get("phase") == CVAE_PHASE for row in result.phase_rows_other)
-    )
 
 
 def kl_curve(result: RunResult) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -51,53 +41,54 @@ def kl_curve(result: RunResult) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     )
 
 
-def plot_samg_diagnostics(results: Sequence[RunResult], path: Path, title: str) -> Path | None:
-    """Three panels (mean p, fraction p > 0, C-VAE KL) with one line per SAMG run; None when
-    no run has SAMG diagnostics."""
-    runs = [r for r in results if has_samg_diagnostics(r)]
-    if not runs:
+def diagnostic_series(result: RunResult, phase: str, key: str) -> tuple[np.ndarray, ...]:
+    """(steps, mean over seeds, std over seeds) of metric ``key`` in the rows of ``phase``
+    (``online``, or a method's phase such as ``samg_cvae``); SAMG's KL of runs made before
+    the C-VAE fit was a phase comes from their finetune.jsonl."""
+    if phase == CVAE_PHASE and key == CVAE_KL:
+        return kl_curve(result)
+    rows = result.rows if phase in ("offline", "online") else result.phase_rows_other
+    rows = [r for r in rows if r.get("phase", "online") == phase and key in r]
+    steps = np.array([r["step"] for r in rows])
+    return steps, np.array([r[key] for r in rows]), np.zeros(len(rows))
+
+
+def plot_method_diagnostics(
+    results: Sequence[RunResult], diagnostics: Sequence[Any], path: Path, title: str
+) -> Path | None:
+    """One panel per declared diagnostic (``Diagnostic``: phase, metric, title, log scale,
+    reference line), one line per run that logged any of them; None when no run did."""
+    series = {r.label: [diagnostic_series(r, d.phase, d.key) for d in diagnostics] for r in results}
+    series = {label: s for label, s in series.items() if any(x[0].size for x in s)}
+    if not series:
         return None
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), dpi=110)
-    for r in runs:
-        online = [row for row in r.rows if P_MEAN in row]
-        steps = [row["step"] for row in online]
-        (line,) = axes[0].plot(
-            steps, [row[P_MEAN] for row in online], marker="o", ms=3, label=r.label
-        )
-        axes[1].plot(
-            steps,
-            [row.get(P_POSITIVE, np.nan) for row in online],
-            marker="o",
-            ms=3,
-            color=line.get_color(),
-        )
-        kl_steps, kl_mean, kl_std = kl_curve(r)
-        if kl_steps.size:
-            axes[2].plot(kl_steps, kl_mean, marker="o", ms=3, color=line.get_color())
-            axes[2].fill_between(
-                kl_steps, kl_mean - kl_std, kl_mean + kl_std, color=line.get_color(), alpha=0.2
-            )
-    axes[0].set(title="mean p of online batches", xlabel="step", ylim=(0, 1))
-    axes[1].set(title="fraction of samples with p > 0", xlabel="step", ylim=(0, 1))
-    axes[2].set(title="C-VAE KL (offline fit)", xlabel="C-VAE step", yscale="log")
-    axes[2].axhline(0.03, color="grey", linestyle=":", linewidth=1)
-    axes[2].text(
-        0.02,
-        0.03,
-        "0.03: the paper's good regime",
-        color="grey",
-        fontsize=7,
-        va="bottom",
-        transform=axes[2].get_yaxis_transform(),
+    fig, axes = plt.subplots(
+        1, len(diagnostics), figsize=(4.4 * len(diagnostics), 3.8), dpi=110, squeeze=False
     )
-    for ax in axes:
+    for label, per_panel in series.items():
+        color = None
+        for ax, (steps, mean, std) in zip(axes[0], per_panel, strict=True):
+            if not steps.size:
+                continue
+            (line,) = ax.plot(steps, mean, marker="o", ms=3, color=color, label=label)
+            color = line.get_color()
+            if std.any():
+                ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.2)
+    for ax, d in zip(axes[0], diagnostics, strict=True):
+        xlabel = "step" if d.phase in ("offline", "online") else f"{d.phase} step"
+        ax.set(title=d.title, xlabel=xlabel, yscale="log" if d.log_scale else "linear")
+        if d.reference is not None:
+            value, text = d.reference
+            ax.axhline(value, color="grey", linestyle=":", linewidth=1)
+            ax.text(0.02, value, text, color="grey", fontsize=7, va="bottom",
+                    transform=ax.get_yaxis_transform())  # fmt: skip
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    axes[0][0].legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     path = Path(path)

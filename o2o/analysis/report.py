@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from o2o.analysis.curves import plot_learning_curves
-from o2o.analysis.diagnostics import plot_samg_diagnostics
+from o2o.analysis.diagnostics import plot_method_diagnostics
 from o2o.analysis.results import RunResult, load_results
 from o2o.analysis.statistics import aggregate_statistics, probability_of_improvement
 from o2o.analysis.tables import (
@@ -129,23 +129,7 @@ def build_report(
             ),
         ]
 
-    samg_images = []
-    for dataset, runs in _by_dataset(results).items():
-        path = plot_samg_diagnostics(
-            runs, out_dir / FIGURES / f"samg-{_slug(dataset)}.png", f"SAMG diagnostics — {dataset}"
-        )
-        if path is not None:
-            samg_images.append(Image(f"{FIGURES}/{path.name}", f"SAMG diagnostics {dataset}"))
-    if samg_images:
-        blocks.append(Heading(2, "SAMG diagnostics"))
-        blocks.append(
-            Paragraph(
-                "Mean p and the fraction of samples with p > 0 in the online training batches "
-                "(averaged over seeds), and the C-VAE's KL term while it is fitted on the offline "
-                "data (mean ± std over seeds; KL → 0 would be posterior collapse)."
-            )
-        )
-        blocks += samg_images
+    blocks += _method_diagnostic_blocks(results, out_dir)
 
     unfinished = [r for r in results if not r.finished]
     if unfinished:
@@ -321,3 +305,28 @@ def write_report(
         written.append(out_dir / "report.html")
         atomic_write_bytes(written[1], to_html(blocks).encode())
     return written
+
+
+def _method_diagnostic_blocks(results: Sequence[RunResult], out_dir: Path) -> list[Block]:
+    """A section per registered method whose runs logged its declared diagnostics."""
+    from o2o.finetune import REGISTRY
+
+    blocks: list[Block] = []
+    methods = {cls.name: cls for cls, _ in REGISTRY.values() if cls.diagnostics}
+    for name, cls in methods.items():
+        images = []
+        for dataset, runs in _by_dataset(results).items():
+            path = plot_method_diagnostics(
+                runs,
+                cls.diagnostics,
+                out_dir / FIGURES / f"{name}-{_slug(dataset)}.png",
+                f"{name} diagnostics — {dataset}",
+            )
+            if path is not None:
+                images.append(Image(f"{FIGURES}/{path.name}", f"{name} diagnostics {dataset}"))
+        if images:
+            titles = "; ".join(d.title for d in cls.diagnostics)
+            blocks.append(Heading(2, f"{name} diagnostics"))
+            blocks.append(Paragraph(f"Per run, mean over seeds: {titles}."))
+            blocks += images
+    return blocks

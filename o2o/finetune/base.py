@@ -25,6 +25,7 @@ Slots (a method declares the ones it uses; two methods may not share an exclusiv
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import jax
@@ -51,6 +52,17 @@ EXCLUSIVE_SLOTS = frozenset({"data_policy", "policy_inputs"})
 METHOD_KEY = 0x3E7D  # folded into the update key for method-owned updates
 
 
+@dataclass(frozen=True)
+class Diagnostic:
+    """A metric a method logs that the report plots: ``key`` in the rows of ``phase``."""
+
+    phase: str
+    key: str
+    title: str
+    log_scale: bool = False
+    reference: tuple[float, str] | None = None  # a horizontal line and its label
+
+
 class Method:
     """Base of every fine-tuning method: identity in every slot. Subclasses set ``name``,
     ``config_class`` and ``slots`` and override what they change. ``state`` arguments are the
@@ -60,6 +72,7 @@ class Method:
     config_class: ClassVar[type]
     slots: ClassVar[frozenset[str]] = frozenset()
     trains_offline: ClassVar[bool] = False  # its state exists from the start of offline training
+    diagnostics: ClassVar[tuple[Diagnostic, ...]] = ()  # what the report plots
     policy_input_dim: int = 0
 
     def __init__(self, config: Any, obs_dim: int, act_dim: int):

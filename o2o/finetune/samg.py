@@ -44,7 +44,7 @@ from o2o.core.train_state import TrainState
 from o2o.core.types import Transition
 from o2o.core.vae import ConditionalVAE, kl_to_standard_normal
 from o2o.errors import ConfigError, check, check_fields
-from o2o.finetune.base import Method
+from o2o.finetune.base import Diagnostic, Method
 
 Weight = Literal["cvae", "embedding", "even", "random"]
 STATS_CHUNK = 4096
@@ -184,6 +184,17 @@ class SAMG(Method):
     name = "samg"
     config_class = SAMGConfig
     slots = frozenset({"data_policy", "bootstrap", "critic_terms", "phases", "events"})
+    diagnostics = (
+        Diagnostic("online", "train/samg/p_mean", "mean p of online batches"),
+        Diagnostic("online", "train/samg/p_positive", "fraction of samples with p > 0"),
+        Diagnostic(
+            "samg_cvae",
+            "train/samg/cvae_kl",
+            "C-VAE KL (offline fit)",
+            log_scale=True,
+            reference=(0.03, "0.03: the paper's good regime"),
+        ),
+    )
 
     def __init__(self, config: SAMGConfig | None = None, obs_dim: int = 0, act_dim: int = 0):
         super().__init__(config or SAMGConfig(), obs_dim, act_dim)
