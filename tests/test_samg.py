@@ -611,7 +611,7 @@ def test_a_run_killed_in_the_cvae_phase_resumes_and_never_refits(
 
     dataset = datasets.load("hopper-medium-lite").select(slice(0, 1000))
     options = dict(
-        cvae_steps=300,
+        cvae_steps=250,  # not a multiple of the 100-step chunk: exactly 250 steps are run
         encoder_hidden_dims=[16],
         decoder_hidden_dims=[16],
         seed_transitions=50,
@@ -623,6 +623,9 @@ def test_a_run_killed_in_the_cvae_phase_resumes_and_never_refits(
         return tiny_pipeline(dataset, "samg", options, **settings)
 
     full = make().run(RunDir.create(tmp_path / "full", {}), progress=False)
+    assert np.asarray(full.states.extras["samg"]["fit_step"]).tolist() == [250]
+    fit_rows = [r["step"] for r in full.rows if r["phase"] == "samg_cvae"]
+    assert fit_rows == [100, 200, 250]
 
     saved = []
     original = pipeline_module.save_checkpoint
