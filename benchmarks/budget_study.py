@@ -527,7 +527,8 @@ def analyze(results: Path = RESULTS, report: Path = REPORT) -> dict[str, Any]:
     cache: dict = {}
     entries = []
     if (results / "runs").is_dir():
-        entries = [analyze_run(run, cache) for run in load_results(results / "runs")]
+        runs = load_results(results / "runs")
+        entries = [analyze_run(run, cache) for run in runs if clean_rows(run.rows)]
     order = list(ALGO_NAMES)
     entries.sort(key=lambda e: (order.index(e["algo"]) if e["algo"] in order else 99, e["dataset"]))
     probes = {}
