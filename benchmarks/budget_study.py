@@ -92,8 +92,8 @@ STAGES = (
     Stage(
         "cql-n10", "budget-study-cql-actions.yaml", "cql-n-actions/n10", ("cql.cql_n_actions=10",)
     ),
-    Stage("curves", "budget-study.yaml", "runs"),
-    Stage("curves-cql", "budget-study-cql.yaml", "runs"),
+    Stage("curves", "budget-study.yaml", "curves"),
+    Stage("curves-cql", "budget-study-cql.yaml", "curves"),
 )
 
 
@@ -526,8 +526,8 @@ def analyze(results: Path = RESULTS, report: Path = REPORT) -> dict[str, Any]:
 
     cache: dict = {}
     entries = []
-    if (results / "runs").is_dir():
-        runs = load_results(results / "runs")
+    if (results / "curves").is_dir():
+        runs = load_results(results / "curves")
         entries = [analyze_run(run, cache) for run in runs if clean_rows(run.rows)]
     order = list(ALGO_NAMES)
     entries.sort(key=lambda e: (order.index(e["algo"]) if e["algo"] in order else 99, e["dataset"]))
