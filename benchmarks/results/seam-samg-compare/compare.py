@@ -1,6 +1,6 @@
 """Compare the metrics.jsonl rows of the same runs made before and after the method seam.
 
-    python3 compare.py baseline after
+python3 compare.py baseline after
 """
 
 import json
