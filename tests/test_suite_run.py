@@ -110,7 +110,7 @@ def test_interrupted_suite_resumes_only_what_is_missing(suite, reference, tmp_pa
         self, run=None, resume=False, progress=True, offline_states=None, on_eval=None
     ):
         def stop_in_samg(row):
-            if self.method.name == "samg" and row.get("phase") == "online":
+            if self.methods.label == "samg" and row.get("phase") == "online":
                 raise KeyboardInterrupt  # a crash right after the first online checkpoint
 
         return original_run(self, run, resume, progress, offline_states, stop_in_samg)
