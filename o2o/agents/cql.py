@@ -41,10 +41,8 @@ from o2o.core.hooks import (
     NO_HOOKS,
     ActorInputs,
     Hooks,
-    TargetInputs,
     acting_observations,
     hook_key,
-    target_with_hooks,
     with_policy_inputs,
 )
 from o2o.core.networks import MLP, TanhGaussian, Temperature, critic_ensemble
@@ -302,18 +300,6 @@ class CQL(CriticAgent):
             return q - alpha * next_log_probs if c.backup_entropy else q
 
         return value_with, next_actions, next_log_probs
-
-    def critic_target(self, state: CQLState, batch: Transition, key: jax.Array) -> jax.Array:
-        value_with, next_actions, next_log_probs = self.next_value_fn(state, batch, key)
-        inputs = TargetInputs(
-            batch,
-            value_with(state.target_critic_params),
-            value_with,
-            hook_key(key),
-            next_actions,
-            next_log_probs,
-        )
-        return target_with_hooks(self.hooks, state.extras, inputs, self.config.discount)
 
     def cql_action_sets(self, state: CQLState, batch: Transition, key: jax.Array) -> CQLActionSets:
         n = self.config.cql_n_actions

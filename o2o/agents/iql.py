@@ -32,10 +32,8 @@ from o2o.core.hooks import (
     NO_HOOKS,
     ActorInputs,
     Hooks,
-    TargetInputs,
     acting_observations,
     hook_key,
-    target_with_hooks,
     with_policy_inputs,
 )
 from o2o.core.losses import awr_weights, expectile_loss
@@ -186,17 +184,13 @@ class IQL(CriticAgent):
     def bootstrap_params(self, state: IQLState):
         return state.value.params
 
-    def bootstrap_value(self, state: IQLState, batch: Transition, key: jax.Array, params=None):
-        return self.next_value_fn(state, batch, key)[0](
-            state.value.params if params is None else params
-        )
+    def target_params(self, state: IQLState):
+        return state.value.params
 
     def critic_loss(
         self, state: IQLState, batch: Transition, key: jax.Array, critic_params
     ) -> tuple[jax.Array, dict]:
-        value_with = self.next_value_fn(state, batch, key)[0]
-        inputs = TargetInputs(batch, value_with(state.value.params), value_with, hook_key(key))
-        target = target_with_hooks(self.hooks, state.extras, inputs, self.config.discount)
+        target = self.critic_target(state, batch, key)
         q = state.critic(batch.observations, batch.actions, params=critic_params)
         td_loss = ensemble_mse(q, target)
         penalty, metrics = self.hooks.critic_penalty(

@@ -18,10 +18,8 @@ from o2o.core.hooks import (
     NO_HOOKS,
     ActorInputs,
     Hooks,
-    TargetInputs,
     acting_observations,
     hook_key,
-    target_with_hooks,
     with_policy_inputs,
 )
 from o2o.core.networks import TanhGaussianPolicy, Temperature, critic_ensemble
@@ -123,17 +121,7 @@ class SAC(CriticAgent):
     def critic_loss(
         self, state: SACState, batch: Transition, key: jax.Array, critic_params
     ) -> tuple[jax.Array, dict]:
-        c = self.config
-        value_with, next_actions, next_log_probs = self.next_value_fn(state, batch, key)
-        inputs = TargetInputs(
-            batch,
-            value_with(state.target_critic_params),
-            value_with,
-            hook_key(key),
-            next_actions,
-            next_log_probs,
-        )
-        target = target_with_hooks(self.hooks, state.extras, inputs, c.discount)
+        target = self.critic_target(state, batch, key)
         q = state.critic(batch.observations, batch.actions, params=critic_params)
         td_loss = ensemble_mse(q, target)
         penalty, metrics = self.hooks.critic_penalty(

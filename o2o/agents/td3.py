@@ -15,10 +15,8 @@ from o2o.core.hooks import (
     NO_HOOKS,
     ActorInputs,
     Hooks,
-    TargetInputs,
     acting_observations,
     hook_key,
-    target_with_hooks,
     with_policy_inputs,
 )
 from o2o.core.networks import DeterministicPolicy, critic_ensemble
@@ -110,11 +108,7 @@ class TD3(CriticAgent):
     def critic_loss(
         self, state: TD3State, batch: Transition, key: jax.Array, critic_params
     ) -> tuple[jax.Array, dict]:
-        value_with, next_actions, _ = self.next_value_fn(state, batch, key)
-        inputs = TargetInputs(
-            batch, value_with(state.target_critic_params), value_with, hook_key(key), next_actions
-        )
-        target = target_with_hooks(self.hooks, state.extras, inputs, self.config.discount)
+        target = self.critic_target(state, batch, key)
         q = state.critic(batch.observations, batch.actions, params=critic_params)
         td_loss = ensemble_mse(q, target)
         penalty, metrics = self.hooks.critic_penalty(

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from o2o.core.engine import Phase
-from o2o.core.hooks import with_policy_inputs
+from o2o.core.hooks import TargetInputs, hook_key, target_with_hooks, with_policy_inputs
 from o2o.core.types import Transition
 from o2o.errors import ConfigError
 
@@ -119,6 +119,24 @@ class CriticAgent(AgentBase):
         """The parameters a method freezes as "the offline value" (the online critic)."""
         return state.critic.params
 
+    def target_params(self, state: Any) -> Any:
+        """The parameters the critic target bootstraps from (the Polyak target critic)."""
+        return state.target_critic_params
+
+    def critic_target(self, state: Any, batch: Transition, key: jax.Array) -> jax.Array:
+        """y = r' + γ(1 − d)·V'(s'), r' and V' through the hooks (no gradient); the hooks get
+        ``hook_key(key)``."""
+        value_with, next_actions, next_log_probs = self.next_value_fn(state, batch, key)
+        inputs = TargetInputs(
+            batch,
+            value_with(self.target_params(state)),
+            value_with,
+            hook_key(key),
+            next_actions,
+            next_log_probs,
+        )
+        return target_with_hooks(self.hooks, state.extras, inputs, self.config.discount)
+
     def bootstrap_value(
         self, state: Any, batch: Transition, key: jax.Array, params: Any = None
     ) -> jax.Array:
@@ -128,7 +146,7 @@ class CriticAgent(AgentBase):
         if batch.policy_inputs is None:
             batch = with_policy_inputs(self.hooks, state.extras, batch, key)
         value_with = self.next_value_fn(state, batch, key)[0]
-        return value_with(state.target_critic_params if params is None else params)
+        return value_with(self.target_params(state) if params is None else params)
 
     def q_value(
         self, state: Any, observations: jax.Array, actions: jax.Array, params: Any = None
