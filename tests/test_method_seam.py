@@ -176,3 +176,54 @@ def test_toy_method_composed_with_samg_runs_and_resumes_after_a_kill(tmp_path):
     assert "train/toy/model_loss" in online[-1] and "train/samg/p_mean" in online[-1]
     summary = json.loads((tmp_path / "killed" / "summary.json").read_text())
     assert summary["finetune"] == "toy+samg" and summary["online_updates"] == 100
+
+
+class BestScore(Method):
+    """Keeps each seed's best online evaluation score in its state (an evaluation event)."""
+
+    name = "best-score"
+    config_class = NoOptions
+    slots = frozenset({"events"})
+
+    def init_state(self, agent, agent_state, key, preprocess):
+        return {"best": jnp.float32(-jnp.inf)}
+
+    def on_evaluation(self, agent, step, states, row, seed):
+        scores = jnp.asarray(row["seed_normalized_scores"], jnp.float32)
+        best = jnp.maximum(states.extras[self.name]["best"], scores)
+        extras = {**states.extras, self.name: {"best": best}}
+        return states.replace(extras=extras), [{"phase": "best", "best": best.tolist()}]
+
+
+def test_evaluation_events_change_the_states_before_their_checkpoint(tmp_path):
+    from o2o import data as datasets
+    from o2o.experiment.checkpoint import load_checkpoint
+    from o2o.experiment.pipeline import Pipeline, PipelineConfig
+    from o2o.experiment.runs import RunDir
+
+    register(BestScore)
+    try:
+        dataset = datasets.load("hopper-medium-lite").select(slice(0, 500))
+        config = PipelineConfig(
+            offline_steps=50,
+            online_steps=100,
+            offline_chunk=50,
+            offline_eval_every=50,
+            online_eval_every=50,
+            eval_episodes=1,
+            batch_size=16,
+            seeds=2,
+        )
+        methods = make_methods("best-score", {}, dataset.obs_dim, dataset.act_dim)
+        run = RunDir.create(tmp_path / "r", {})
+        result = Pipeline("td3", TD3Config(hidden_dims=(8,)), config, dataset, methods).run(
+            run, progress=False
+        )
+    finally:
+        del REGISTRY["best-score"]
+    online = [r["seed_normalized_scores"] for r in result.rows if r["phase"] == "online"]
+    expected = np.max(np.asarray(online), axis=0)
+    np.testing.assert_allclose(result.states.extras["best-score"]["best"], expected, rtol=1e-6)
+    saved = load_checkpoint(run.checkpoint_path, {"states": result.states})["states"]
+    np.testing.assert_allclose(saved.extras["best-score"]["best"], expected, rtol=1e-6)
+    assert [r["phase"] for r in run.rows("finetune.jsonl")] == ["best", "best"]

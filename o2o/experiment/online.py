@@ -244,8 +244,11 @@ class EnvLoop:
         self.agent, self.config, self.score_fn = agent, config, score_fn
         self.preprocess = preprocess or Preprocess()
         self.initial_states, self.step_offset = initial_states, step_offset
-        # Periodic events of a fine-tuning method: (env step, states, data) -> (states, rows).
+        # Periodic events of a fine-tuning method: (env step, states, data) -> (states, rows),
+        # and after every evaluation: (env step, states, row) -> (states, rows), applied before
+        # the checkpoint (OCR's reference policy on a new best evaluation).
         self.on_chunk = on_chunk
+        self.on_evaluation: Callable[[int, Any, dict], tuple[Any, list[dict]]] | None = None
         c = config
         self.envs = SeedEnvs(c.env, c.seed, c.seeds)
         self.obs_dim, self.act_dim = self.envs.obs_dim, self.envs.act_dim
@@ -283,10 +286,13 @@ class EnvLoop:
         if self.on_chunk is None:
             return states
         states, event_rows = self.on_chunk(step, states, data)
+        self._log_events(step, event_rows, run)
+        return states
+
+    def _log_events(self, step: int, event_rows: list[dict], run: RunDir | None) -> None:
         if run is not None:
             for event in event_rows:
                 run.append(FINETUNE, {**event, "step": self.step_offset + step})
-        return states
 
     def evaluate(self, states) -> EvalResult:
         return evaluate(
@@ -344,6 +350,10 @@ class EnvLoop:
                     )
                     rows.append(row)
                     bar.report(row)
+                    if self.on_evaluation is not None:
+                        states, event_rows = self.on_evaluation(step, carry["states"], row)
+                        carry = {**carry, "states": states}
+                        self._log_events(step, event_rows, run)
                     clock.lap("eval")
                     # Episodes restart after every evaluation (and its checkpoint), in resumed
                     # and uninterrupted runs alike.

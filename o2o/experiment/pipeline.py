@@ -482,6 +482,10 @@ class Pipeline:
             else:
                 update = methods.wrap_update(online_agent)
                 trainer = OnlineTrainer(online_agent, online, update=update, **common)
+            if methods.has_events():
+                trainer.on_evaluation = lambda step, states, row: methods.on_evaluation(
+                    online_agent, step, states, row, c.seed
+                )
             del data  # the trainer owns the buffers now (a union buffer is the largest array)
             try:
                 resume_online = resume and run is not None and _phase(run) == "online"

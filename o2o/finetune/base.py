@@ -18,7 +18,7 @@ Slots (a method declares the ones it uses; two methods may not share an exclusiv
 ``policy_inputs``  extra actor inputs per sample and when acting (exclusive)
 ``state_update``   method-owned networks trained inside the fused update    ``update``
 ``phases``         engine-run updates before offline / before online        ``phases``
-``events``         host-side periodic events online                         ``on_chunk``
+``events``         host-side events online          ``on_chunk``, ``on_evaluation``
 =================  =========================================================================
 """
 
@@ -135,6 +135,14 @@ class Method:
     ) -> tuple[Any, list[dict]]:
         """After every fused online update call at env step ``step``: new states (seed axis)
         and diagnostic rows. Must be deterministic in its inputs (resume)."""
+        return states, []
+
+    def on_evaluation(
+        self, agent: Any, step: int, states: Any, row: dict, seed: int
+    ) -> tuple[Any, list[dict]]:
+        """After every online evaluation (``row``, per-seed scores included), before its
+        checkpoint: new states and diagnostic rows (e.g. a reference policy ← the policy on a
+        new best evaluation)."""
         return states, []
 
     def summary(self, rows: list[dict]) -> dict[str, Any]:
@@ -322,6 +330,16 @@ class Methods(Hooks):
         for method in self.methods:
             if "events" in method.slots:
                 states, new = method.on_chunk(agent, step, states, buffers, seed)
+                rows.extend(new)
+        return states, rows
+
+    def on_evaluation(
+        self, agent: Any, step: int, states: Any, row: dict, seed: int
+    ) -> tuple[Any, list[dict]]:
+        rows: list[dict] = []
+        for method in self.methods:
+            if "events" in method.slots:
+                states, new = method.on_evaluation(agent, step, states, row, seed)
                 rows.extend(new)
         return states, rows
 
