@@ -227,3 +227,67 @@ def test_evaluation_events_change_the_states_before_their_checkpoint(tmp_path):
     saved = load_checkpoint(run.checkpoint_path, {"states": result.states})["states"]
     np.testing.assert_allclose(saved.extras["best-score"]["best"], expected, rtol=1e-6)
     assert [r["phase"] for r in run.rows("finetune.jsonl")] == ["best", "best"]
+
+
+class BetaFamily(Method):
+    """Per-sample β ~ U[0.5, 1.5]: an actor input and the improvement coefficient (FamO2O's
+    pattern: the same draw conditions the policy and weights its improvement term)."""
+
+    name = "beta-family"
+    config_class = NoOptions
+    slots = frozenset({"policy_inputs"})
+    trains_offline = True
+    policy_input_dim = 1
+
+    def policy_inputs(self, state, batch, key):
+        beta = jax.random.uniform(key, batch.rewards.shape, minval=0.5, maxval=1.5)
+        return beta[:, None], beta
+
+    def acting_inputs(self, state, observations, key, deterministic):
+        return jnp.ones((*observations.shape[:-1], 1))
+
+    def improvement_weight(self, state, batch):
+        return batch.policy_aux
+
+
+@pytest.mark.parametrize("algo", ["iql", "awac", "cql"])
+def test_the_improvement_term_takes_the_methods_per_sample_coefficient(algo):
+    from o2o.agents import AWACConfig, CQLConfig
+    from o2o.core.hooks import with_policy_inputs
+
+    config = {
+        "iql": IQLConfig(hidden_dims=(8,)),
+        "awac": AWACConfig(hidden_dims=(8,)),
+        "cql": CQLConfig(actor_hidden_dims=(8,), critic_hidden_dims=(8,)),
+    }[algo]
+    methods = type(make_methods("vanilla", {}, OBS, ACT))((BetaFamily(NoOptions(), OBS, ACT),))
+    agent = config.create(hooks=methods)
+    state = agent.init(jax.random.PRNGKey(0), OBS, ACT).replace(extras={"beta-family": {}})
+    batch = jax.tree.map(jnp.asarray, tiny_batch(np.random.default_rng(3), 16, OBS, ACT))
+    key = jax.random.PRNGKey(4)
+    batch = with_policy_inputs(methods, state.extras, batch, key)
+    beta = np.asarray(batch.policy_aux)
+    assert beta.shape == (16,) and beta.std() > 0.1
+    np.testing.assert_array_equal(np.asarray(batch.policy_inputs)[:, 0], beta)
+    loss, metrics = agent.actor_loss(state, batch, key, state.actor.params)
+    dist = state.actor(batch.actor_observations)
+    if algo == "cql":
+        actions, log_probs = dist.sample_and_log_prob(key)
+        q = np.asarray(state.critic(batch.observations, actions).min(axis=0))
+        alpha = float(agent.alpha(state))
+        expected = np.mean(alpha * np.asarray(log_probs) - beta * q)
+        np.testing.assert_allclose(float(metrics["actor_loss"]), expected, rtol=1e-5)
+        return
+    if algo == "iql":
+        adv = np.asarray(agent.advantages(state, batch)[0])
+    else:
+        from o2o.agents.awac import clipped_sample
+
+        v_actions, _ = clipped_sample(dist, key)
+        adv = np.asarray(
+            state.critic(batch.observations, batch.actions).min(0)
+            - state.critic(batch.observations, v_actions).min(0)
+        )
+    weights = np.minimum(np.exp(beta * adv), 100.0)
+    expected = -np.mean(weights * np.asarray(dist.log_prob(batch.actions)))
+    np.testing.assert_allclose(float(metrics["actor_loss"]), expected, rtol=1e-4)

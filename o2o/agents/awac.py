@@ -135,7 +135,8 @@ class AWAC(CriticAgent):
         v = state.critic(batch.observations, jax.lax.stop_gradient(actions)).min(axis=0)
         q = state.critic(batch.observations, batch.actions).min(axis=0)
         adv = q - v
-        weights = awr_weights(adv, 1.0 / c.awac_lambda, c.max_weight)
+        beta = self.hooks.improvement_weight(state.extras, batch)
+        weights = awr_weights(adv, 1.0 / c.awac_lambda if beta is None else beta, c.max_weight)
         loss = -jnp.mean(weights * dist.log_prob(batch.actions))
         penalty, metrics = self.hooks.actor_penalty(
             state.extras, ActorInputs(batch, actions, log_probs, actor_params)

@@ -401,7 +401,8 @@ class CQL(CriticAgent):
         actions, log_probs = dist.sample_and_log_prob(key)
         alpha = self.alpha(state)
         q = state.critic(batch.observations, actions).min(axis=0)
-        loss = jnp.mean(alpha * log_probs - q)
+        weight = self.hooks.improvement_weight(state.extras, batch)
+        loss = jnp.mean(alpha * log_probs - (q if weight is None else weight * q))
         if c.bc_steps > 0:
             bc_loss = jnp.mean(alpha * log_probs - dist.log_prob(batch.actions))
             loss = jnp.where(state.step < c.bc_steps, bc_loss, loss)

@@ -203,7 +203,8 @@ class IQL(CriticAgent):
     ) -> tuple[jax.Array, dict]:
         c = self.config
         adv, _ = self.advantages(state, batch)
-        weights = awr_weights(adv, c.beta, c.max_weight)
+        beta = self.hooks.improvement_weight(state.extras, batch)
+        weights = awr_weights(adv, c.beta if beta is None else beta, c.max_weight)
         out = state.actor(batch.actor_observations, params=actor_params)
         if c.deterministic_actor:
             bc_losses = jnp.sum((out - batch.actions) ** 2, axis=-1)

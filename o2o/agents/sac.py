@@ -136,7 +136,8 @@ class SAC(CriticAgent):
             batch.actor_observations, params=actor_params
         ).sample_and_log_prob(key)
         q = state.critic(batch.observations, actions).min(axis=0)
-        loss = jnp.mean(state.temperature() * log_probs - q)
+        weight = self.hooks.improvement_weight(state.extras, batch)
+        loss = jnp.mean(state.temperature() * log_probs - (q if weight is None else weight * q))
         penalty, metrics = self.hooks.actor_penalty(
             state.extras, ActorInputs(batch, actions, log_probs, actor_params)
         )

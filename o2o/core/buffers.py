@@ -48,7 +48,7 @@ def buffer_from_transitions(transitions: Transition, capacity: int | None = None
         out[:n] = column
         return jnp.asarray(out)
 
-    data = jax.tree.map(pad, transitions._replace(policy_inputs=None))
+    data = jax.tree.map(pad, transitions._replace(policy_inputs=None, policy_aux=None))
     return ReplayBuffer(data=data, size=jnp.int32(n), pointer=jnp.int32(n % capacity))
 
 

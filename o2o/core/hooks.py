@@ -10,7 +10,10 @@ An agent never knows which method is on. Its update consults the hooks at these 
   per-sample weights of a conservative term (SAMG's p-weighted CQL term);
 * ``actor_penalty``: extra actor loss terms (OCR's divergence to a reference policy);
 * ``policy_inputs`` / ``acting_inputs``: extra actor inputs (FamO2O's β encoding), per
-  training sample and per acting observation; the actor is built ``policy_input_dim`` wider.
+  training sample and per acting observation; the actor is built ``policy_input_dim`` wider;
+* ``improvement_weight``: the per-sample coefficient of the policy-improvement term in the
+  actor loss — the AWR inverse temperature (IQL, AWAC) or the weight of Q (CQL, SAC) —
+  replacing the agent's own (FamO2O's β).
 
 Guarantees an estimator can rely on: ``reward`` and ``next_value`` are called exactly once
 per gradient step, on the whole sampled batch (every row, in sampling order);
@@ -96,8 +99,15 @@ class Hooks:
     def actor_penalty(self, extras: Any, inputs: ActorInputs) -> tuple[Array, dict]:
         return 0.0, {}
 
-    def policy_inputs(self, extras: Any, batch: Transition, key: Array) -> Array | None:
-        """(B, policy_input_dim) extra actor inputs for a training batch; None: none."""
+    def policy_inputs(
+        self, extras: Any, batch: Transition, key: Array
+    ) -> Array | tuple[Array, Array] | None:
+        """(B, policy_input_dim) extra actor inputs for a training batch, optionally with
+        (B, ...) values kept beside them for the other hooks (``batch.policy_aux``)."""
+        return None
+
+    def improvement_weight(self, extras: Any, batch: Transition) -> Array | None:
+        """(B,) coefficient of the improvement term, replacing the agent's; None: the agent's."""
         return None
 
     def acting_inputs(
@@ -134,7 +144,10 @@ def with_policy_inputs(hooks: Hooks, extras: Any, batch: Transition, key: Array)
     if hooks.policy_input_dim == 0:
         return batch
     inputs = hooks.policy_inputs(extras, batch, jax.random.fold_in(key, POLICY_INPUT_KEY))
-    return batch._replace(policy_inputs=inputs)
+    aux = None
+    if isinstance(inputs, tuple):
+        inputs, aux = inputs
+    return batch._replace(policy_inputs=inputs, policy_aux=aux)
 
 
 def acting_observations(

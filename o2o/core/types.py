@@ -17,7 +17,8 @@ class Transition(NamedTuple):
     so the critic still bootstraps there. ``mc_returns`` holds discounted Monte-Carlo
     returns-to-go where an algorithm needs them (Cal-QL) and zeros otherwise.
     ``policy_inputs`` are extra per-sample actor inputs a fine-tuning method adds inside an
-    update (FamO2O's β encoding); buffers never store them (None there).
+    update (FamO2O's β encoding) and ``policy_aux`` per-sample values it keeps beside them for
+    its other hooks (the raw β); buffers never store either (None there).
     """
 
     observations: Array
@@ -27,6 +28,7 @@ class Transition(NamedTuple):
     terminals: Array
     mc_returns: Array
     policy_inputs: Array | None = None
+    policy_aux: Array | None = None
 
     @property
     def size(self) -> int:

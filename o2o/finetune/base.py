@@ -15,7 +15,8 @@ Slots (a method declares the ones it uses; two methods may not share an exclusiv
 ``bootstrap``      the bootstrap value in the critic target                 ``next_value``
 ``critic_terms``   extra critic losses, conservative-term weights   ``critic_penalty`` ...
 ``actor_terms``    extra actor losses                                       ``actor_penalty``
-``policy_inputs``  extra actor inputs per sample and when acting (exclusive)
+``policy_inputs``  extra actor inputs per sample and when acting, and the improvement-term
+                   coefficient they go with (exclusive)          ``improvement_weight``
 ``state_update``   method-owned networks trained inside the fused update    ``update``
 ``phases``         engine-run updates before offline / before online        ``phases``
 ``events``         host-side events online          ``on_chunk``, ``on_evaluation``
@@ -97,7 +98,12 @@ class Method:
     def actor_penalty(self, state: Any, inputs: ActorInputs) -> tuple[Array, dict]:
         return 0.0, {}
 
-    def policy_inputs(self, state: Any, batch: Transition, key: Array) -> Array | None:
+    def policy_inputs(
+        self, state: Any, batch: Transition, key: Array
+    ) -> Array | tuple[Array, Array] | None:
+        return None
+
+    def improvement_weight(self, state: Any, batch: Transition) -> Array | None:
         return None
 
     def acting_inputs(
@@ -256,10 +262,18 @@ class Methods(Hooks):
     def actor_penalty(self, extras: Any, inputs: ActorInputs) -> tuple[Array, dict]:
         return _summed(m.actor_penalty(s, inputs) for m, s in self.active(extras))
 
-    def policy_inputs(self, extras: Any, batch: Transition, key: Array) -> Array | None:
+    def policy_inputs(
+        self, extras: Any, batch: Transition, key: Array
+    ) -> Array | tuple[Array, Array] | None:
         for method, state in self.active(extras):
             if "policy_inputs" in method.slots:
                 return method.policy_inputs(state, batch, key)
+        return None
+
+    def improvement_weight(self, extras: Any, batch: Transition) -> Array | None:
+        for method, state in self.active(extras):
+            if "policy_inputs" in method.slots:
+                return method.improvement_weight(state, batch)
         return None
 
     def acting_inputs(

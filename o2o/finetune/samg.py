@@ -396,7 +396,7 @@ class SAMG(Method):
                 lambda col: jnp.broadcast_to(
                     jnp.asarray(np.asarray(col)[rows]), (seeds, reference, *np.shape(col)[1:])
                 ),
-                data._replace(policy_inputs=None),
+                data._replace(policy_inputs=None, policy_aux=None),
             )
         states = states.replace(extras={**states.extras, self.name: own})
         probe = jax.tree.map(lambda col: jnp.asarray(np.asarray(col)[:STATS_CHUNK]), data)
