@@ -205,7 +205,7 @@ class Plateau:
     reached: bool  # held for at least HOLD_FRACTION of the horizon
 
     def cell(self, horizon: int) -> str:
-        return f"{self.step // 1000:g}k" if self.reached else f"> {horizon // 1000:g}k"
+        return f"{self.step / 1000:g}k" if self.reached else f"> {horizon / 1000:g}k"
 
 
 def trailing_mean(values: np.ndarray, window: int = WINDOW) -> np.ndarray:
@@ -363,8 +363,9 @@ def analyze_run(run: Any, reference_cache: dict) -> dict[str, Any]:
 
 def _plateau_cell(entry: dict[str, Any], name: str) -> str:
     p = entry[name]
-    if not entry["finished"]:
-        return f"(running, {entry['last_step'] // 1000:g}k done)"
+    if not entry["finished"]:  # provisional: the rule on the rows so far
+        so_far = Plateau(**p).cell(entry["last_step"])
+        return f"{so_far} so far (unfinished: {entry['last_step'] / 1000:g}k done)"
     return Plateau(**p).cell(entry["horizon"])
 
 
@@ -393,13 +394,13 @@ def markdown_table(entries: list[dict[str, Any]]) -> str:
         if not e["finished"]:
             trained = "—"
         elif e["trained_budget"] is not None:
-            trained = f"**{e['trained_budget'] // 1000:g}k**"
+            trained = f"**{e['trained_budget'] / 1000:g}k**"
         else:
-            trained = f"> {e['horizon'] // 1000:g}k"
+            trained = f"> {e['horizon'] / 1000:g}k"
         lines.append(
-            f"| {algo} | {e['dataset']} | {e['horizon'] // 1000:g}k ×{e['seeds']} "
+            f"| {algo} | {e['dataset']} | {e['horizon'] / 1000:g}k ×{e['seeds']} "
             f"| {seeds.mean():.1f} ± {seeds.std():.1f} "
-            f"| {e['peak_score']:.1f} ({e['peak_step'] // 1000:g}k) "
+            f"| {e['peak_score']:.1f} ({e['peak_step'] / 1000:g}k) "
             f"| {_plateau_cell(e, 'score_plateau')} "
             f"| {e['q_plateau']['final']:.1f} "
             f"| {ref['mc_mean']:.1f} ({ref['mc_mean_tail']:.1f}) "
@@ -477,7 +478,7 @@ def probe_table(probes: dict[str, Any]) -> str:
         rate = last["step"] / last["wall_time"] if last["wall_time"] else float("nan")
         status = "" if run.summary is not None else " (running)"
         lines.append(
-            f"| {label}{status} | {last['step'] // 1000:g}k ×{seeds} "
+            f"| {label}{status} | {last['step'] / 1000:g}k ×{seeds} "
             f"| {' / '.join(f'{s:.1f}' for s in scores)} | {scores.mean():.1f} | {recent:.1f} "
             f"| {last.get('train/q_mean', float('nan')):.1f} "
             f"| {last.get('train/cql_gap', float('nan')):.2f} "
