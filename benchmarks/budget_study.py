@@ -147,12 +147,21 @@ def stage_missing(stage: Stage, now: bool = False) -> list[str]:
     return [d for d in left_out if not present(d)] if now else left_out
 
 
-def run_stage(stage: Stage, dry_run: bool = False, code: str | None = None) -> int:
+def run_stage(
+    stage: Stage,
+    dry_run: bool = False,
+    code: str | None = None,
+    algos: list[str] | None = None,
+) -> int:
     suite_path = SUITES / stage.suite
     if not suite_path.exists():
         print(f"[{stage.name}] {suite_path.relative_to(ROOT)} does not exist yet: skipped")
         return 0
     raw = yaml.safe_load(suite_path.read_text())
+    if algos is not None:
+        raw["algos"] = [a for a in raw["algos"] if a in algos]
+        if not raw["algos"]:
+            return 0
     missing = [d for d in raw["datasets"] if not present(d)]
     raw["datasets"] = [d for d in raw["datasets"] if d not in missing]
     _LEFT_OUT[stage.name] = missing
@@ -187,6 +196,7 @@ def run_stage(stage: Stage, dry_run: bool = False, code: str | None = None) -> i
                 "stage": stage.name,
                 "code": version,
                 "datasets": raw["datasets"],
+                "algos": raw["algos"],
                 "agent_set": list(stage.agent_set),
                 "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "affinity": sorted(os.sched_getaffinity(0)),
@@ -583,6 +593,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run (or resume) the study's stages in order")
     run.add_argument("--stages", nargs="+", choices=[s.name for s in STAGES], default=None)
+    run.add_argument(
+        "--algos", nargs="+", default=None, help="only these algorithms (the claims' bases first)"
+    )
     run.add_argument("--dry-run", action="store_true")
     run.add_argument(
         "--code",
@@ -600,11 +613,11 @@ def main(argv: list[str] | None = None) -> int:
     stages = [s for s in STAGES if args.stages is None or s.name in args.stages]
     status = 0
     for stage in stages:
-        status = run_stage(stage, args.dry_run, args.code) or status
+        status = run_stage(stage, args.dry_run, args.code, args.algos) or status
     # A dataset made while the study ran (walker2d) joins its stages in a second pass.
     for stage in stages:
         if not args.dry_run and stage_missing(stage) and stage_missing(stage, now=True) == []:
-            status = run_stage(stage, args.dry_run, args.code) or status
+            status = run_stage(stage, args.dry_run, args.code, args.algos) or status
     return status
 
 

@@ -27,6 +27,7 @@ register(SAMG)
 register(SAMG, "samg-even", weight="even")
 register(SAMG, "samg-random", weight="random")
 register(SAMG, "samg-embedding", weight="embedding")
+register(SAMG, "samg-unguided", weight="none", cons_weighting="plain")
 
 
 def method_labels() -> list[str]:

@@ -46,13 +46,15 @@ from o2o.core.vae import ConditionalVAE, kl_to_standard_normal
 from o2o.errors import ConfigError, check, check_fields
 from o2o.finetune.base import Diagnostic, Method
 
-Weight = Literal["cvae", "embedding", "even", "random"]
+Weight = Literal["cvae", "embedding", "even", "random", "none"]
 STATS_CHUNK = 4096
 
 
 @dataclass(frozen=True)
 class SAMGConfig:
-    weight: Weight = "cvae"  # "even" (p ≡ 0.5) and "random" (p ~ U(0,1)) are the paper's ablations
+    # "even" (p ≡ 0.5) and "random" (p ~ U(0,1)) are the paper's ablations; "none" (p ≡ 0) is
+    # the control that keeps SAMG's online-only buffer and seed transitions without guidance.
+    weight: Weight = "cvae"
     p_form: Literal["tail", "window"] = "tail"
     window_delta: float = 1.0  # δ of the window form, in latent units
     threshold: float = 0.5  # ε: p < ε counts as out-of-distribution (p = 0)
@@ -93,7 +95,7 @@ class SAMGConfig:
             unit_interval=("threshold", "kl_anneal_fraction"),
             hidden_dims=("encoder_hidden_dims", "decoder_hidden_dims", "embedding_hidden_dims"),
             choices={
-                "weight": ("cvae", "embedding", "even", "random"),
+                "weight": ("cvae", "embedding", "even", "random", "none"),
                 "p_form": ("tail", "window"),
                 "cons_weighting": ("p", "none", "plain"),
                 "kl_reduction": ("mean", "sum"),
@@ -223,6 +225,8 @@ class SAMG(Method):
         n = batch.rewards.shape[0]
         if c.weight == "even":
             return jnp.full((n,), 0.5)
+        if c.weight == "none":
+            return jnp.zeros((n,))
         if c.weight == "random":
             return jax.random.uniform(key, (n,))
         p_int = latent_probability(
