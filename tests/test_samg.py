@@ -105,6 +105,31 @@ def test_after_the_cut_off_cql_samg_is_exactly_vanilla_cql():
     assert float(with_samg) == float(base)
 
 
+def test_unguided_control_is_vanilla_cql_under_samgs_schedule():
+    """samg-unguided (p ≡ 0, plain conservative term) changes only the data: its critic loss is
+    plain CQL's while guidance is on, and it keeps SAMG's online-only buffer and seed steps."""
+    methods = make_methods("samg-unguided", {}, OBS, ACT)
+    (method,) = methods
+    agent = CQLConfig(**CQL_TINY).create(hooks=methods)
+    state = agent.init(jax.random.PRNGKey(0), OBS, ACT)
+    own = method.init_state(agent, state, jax.random.PRNGKey(1), Preprocess())
+    own["offline_params"] = jax.tree.map(lambda x: x * 0.5 + 0.1, own["offline_params"])
+    state = state.replace(extras={"samg": own})
+    batch = tiny_batch(np.random.default_rng(1), 4, OBS, ACT)
+    key = jax.random.PRNGKey(4)
+    unguided, metrics = agent.critic_loss(state, batch, key, state.critic.params)
+    base, base_metrics = (
+        CQLConfig(**CQL_TINY)
+        .create()
+        .critic_loss(state.replace(extras=None), batch, key, state.critic.params)
+    )
+    assert float(metrics["samg/p_mean"]) == 0.0
+    assert float(metrics["cql_loss"]) == float(base_metrics["cql_loss"]) != 0.0
+    assert float(unguided) == float(base)
+    assert method.data_policy() == "online"
+    assert method.online_overrides()["warmup_steps"] == 1_000
+
+
 def test_cql_conservative_term_is_weighted_by_p():
     method, agent, state = samg_agent(CQLConfig(**CQL_TINY), weight="random")
     batch = jax.tree.map(jnp.asarray, tiny_batch(np.random.default_rng(2), 6, OBS, ACT))
