@@ -152,3 +152,58 @@ def probability_of_improvement(
 def _label_order(label: str) -> tuple[str, tuple[int, str]]:
     algo, method = label.split("/", 1)
     return algo, method_order(method)
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """A method against a reference on the same tasks and the same seeds (each seed of the
+    method starts from the reference's offline checkpoint of that seed)."""
+
+    tasks: tuple[str, ...]
+    runs: int  # paired seeds per task
+    difference: Estimate  # mean over tasks of the mean per-seed difference (score points)
+    relative: Estimate | None  # 100 · difference / |mean reference score| (%); None if that is 0
+    wins: int  # (task, seed) pairs where the method scored higher
+    pairs: int
+
+
+def paired_difference(
+    method: dict[str, np.ndarray],
+    reference: dict[str, np.ndarray],
+    reps: int = 10_000,
+    seed: int = 0,
+) -> PairedDifference | None:
+    """Paired difference on the tasks both have, with a stratified paired bootstrap: per task,
+    seeds are resampled with replacement and the *same* draws index the method and the
+    reference, so the checkpoint a pair shares cancels; percentile 95% intervals. Tasks with
+    unequal seed counts keep the first ``min`` seeds. None when no task is shared."""
+    tasks = tuple(sorted(set(method) & set(reference)))
+    if not tasks:
+        return None
+    runs = min(min(np.size(method[t]), np.size(reference[t])) for t in tasks)
+    x = np.stack([np.asarray(method[t], float)[:runs] for t in tasks])  # (tasks, runs)
+    y = np.stack([np.asarray(reference[t], float)[:runs] for t in tasks])
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, runs, size=(reps, len(tasks), runs))
+    rows = np.arange(len(tasks))[None, :, None]
+    x_boot = x[rows, draws].mean(axis=(1, 2))
+    y_boot = y[rows, draws].mean(axis=(1, 2))
+
+    def estimate(point: float, boot: np.ndarray) -> Estimate:
+        low, high = np.percentile(boot, [2.5, 97.5])
+        return Estimate(float(point), float(low), float(high))
+
+    relative = None
+    if y.mean() != 0 and np.all(y_boot != 0):
+        relative = estimate(
+            float(100.0 * (x - y).mean() / abs(y.mean())),
+            100.0 * (x_boot - y_boot) / np.abs(y_boot),
+        )
+    return PairedDifference(
+        tasks=tasks,
+        runs=runs,
+        difference=estimate(float((x - y).mean()), x_boot - y_boot),
+        relative=relative,
+        wins=int((x > y).sum()),
+        pairs=int(x.size),
+    )
