@@ -1,0 +1,390 @@
+"""The claims page (issue 15, item 3): each seed paper's qualitative claim beside what o2o
+measured, with a paired 95% CI, the budget, and a verdict.
+
+    .venv/bin/python benchmarks/claims.py                  # table, JSON, figure; updates docs/claims.md
+
+Every comparison is paired: in a claims suite every method of a (dataset, base algorithm)
+starts from the vanilla run's offline checkpoint of the same seed and makes the same number of
+gradient updates, so a seed's difference is the method's effect on one offline agent. Per claim
+and base algorithm, ``o2o.analysis.statistics.paired_difference`` gives the mean difference
+(normalized-score points; for regret, lower is better) over the tasks and seeds both arms
+finished, with a stratified paired-bootstrap 95% interval. The verdict reads the interval of the
+*final* score (the last online evaluation: what the papers' tables report); the mean over the
+online evaluations (area under the curve) is given beside it.
+
+Verdicts: **holds** (the interval excludes 0 in the claimed direction), **does not hold** (it
+excludes 0 the other way), **not shown** (the interval includes 0: no difference detected at
+this budget and seed count), **pending** (the runs have not finished).
+
+A later method issue adds its claims to ``CLAIMS`` (and its suites to ``SUITES``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+REPORT = ROOT / "benchmarks" / "reports" / "claims"
+PAGE = ROOT / "docs" / "claims.md"
+BEGIN, END = "<!-- claims:begin -->", "<!-- claims:end -->"
+
+# Result directories of the claims suites, relative to benchmarks/results.
+SUITES = ("claims-samg",)
+
+
+@dataclass(frozen=True)
+class Claim:
+    paper: str
+    statement: str  # the paper's claim, one line
+    paper_figure: str  # what the paper measured
+    method: str  # the arm the claim favours (a method label)
+    reference: str  # the arm it beats
+    metric: str = "score"  # "score" (higher is better) or "regret" (lower is better)
+    domain: str = "locomotion"  # "locomotion" or "maze": which datasets the claim is about
+
+
+CLAIMS = (
+    Claim(
+        "SAMG",
+        "SAMG improves every base algorithm's fine-tuning on average",
+        "+10.0% over 15 tasks (Table 1; CQL, AWAC, IQL, Cal-QL; 1M offline + 500k online)",
+        "samg",
+        "vanilla",
+    ),
+    Claim(
+        "SAMG",
+        "the ablation order SAMG > vanilla: the C-VAE weight beats p ≡ 0.5",
+        "SAMG +15.3% over SAMG-even (CQL, halfcheetah-medium)",
+        "samg",
+        "samg-even",
+    ),
+    Claim(
+        "SAMG",
+        "the ablation order: the C-VAE weight beats p ~ U(0, 1)",
+        "SAMG above SAMG-random (CQL, halfcheetah-medium)",
+        "samg",
+        "samg-random",
+    ),
+    Claim(
+        "SAMG",
+        "the ablation order: vanilla beats p ≡ 0.5 (an uninformed weight hurts)",
+        "vanilla above SAMG-even (SAMG +5.2% over vanilla, +15.3% over even)",
+        "vanilla",
+        "samg-even",
+    ),
+    Claim(
+        "SAMG",
+        "the gain comes from the guidance, not from the online-only buffer (control)",
+        "implied: the paper attributes the gain to p(s,a)·Q_off",
+        "samg",
+        "samg-unguided",
+    ),
+    Claim(
+        "SAMG",
+        "a C-VAE trained to convergence guides better than one fitted 2,000 steps (control)",
+        "implied: the paper trains the C-VAE to a low reconstruction loss",
+        "samg",
+        "samg-cvae2k",
+    ),
+    Claim(
+        "SAMG",
+        "SAMG improves fine-tuning on a sparse-reward maze (IQL)",
+        "AntMaze gains in Table 1 (e.g. AWAC umaze-diverse 16.0 → 65.0)",
+        "samg",
+        "vanilla",
+        domain="maze",
+    ),
+    Claim(
+        "SAMG",
+        "SAMG lowers cumulative regret on a sparse-reward maze (IQL)",
+        "faster, steadier fine-tuning on AntMaze",
+        "samg",
+        "vanilla",
+        metric="regret",
+        domain="maze",
+    ),
+)
+
+
+@dataclass
+class Row:
+    claim: Claim
+    algo: str
+    tasks: tuple[str, ...]
+    budget: str
+    runs: int
+    final: Any  # PairedDifference of the final score (regret: of the cumulative regret)
+    auc: Any  # PairedDifference of the mean over online evaluations (None for regret)
+    verdict: str
+
+
+def per_seed_final(result) -> np.ndarray:
+    return result.scores("online")
+
+
+def per_seed_online_mean(result) -> np.ndarray:
+    rows = result.phase_rows("online")
+    return np.mean([r["seed_normalized_scores"] for r in rows], axis=0) if rows else np.array([])
+
+
+def is_maze(dataset: str) -> bool:
+    return "maze" in dataset
+
+
+def verdict(difference, lower_is_better: bool = False) -> str:
+    if difference is None:
+        return "pending"
+    low, high = difference.difference.low, difference.difference.high
+    if lower_is_better:
+        low, high = -high, -low
+    if low > 0:
+        return "holds"
+    if high < 0:
+        return "does not hold"
+    return "not shown"
+
+
+def evaluate(results: list, claims: tuple[Claim, ...] = CLAIMS, reps: int = 10_000) -> list[Row]:
+    from o2o.analysis.statistics import paired_difference
+    from o2o.analysis.tables import seed_regret
+
+    finished = [r for r in results if r.finished]
+    rows = []
+    for claim in claims:
+        mine = [r for r in finished if is_maze(r.dataset) == (claim.domain == "maze")]
+        algos = sorted({r.algo for r in mine})
+        found = False
+        for algo in algos:
+            arms = {}
+            for label in (claim.method, claim.reference):
+                arms[label] = {r.dataset: r for r in mine if r.algo == algo and r.method == label}
+            tasks = sorted(set(arms[claim.method]) & set(arms[claim.reference]))
+            if not tasks:
+                continue
+            found = True
+            if claim.metric == "regret":
+                values = {label: {t: seed_regret(arms[label][t]) for t in tasks} for label in arms}
+                final = paired_difference(values[claim.method], values[claim.reference], reps)
+                auc = None
+            else:
+                final, auc = (
+                    paired_difference(
+                        {t: fn(arms[claim.method][t]) for t in tasks},
+                        {t: fn(arms[claim.reference][t]) for t in tasks},
+                        reps,
+                    )
+                    for fn in (per_seed_final, per_seed_online_mean)
+                )
+            budgets = sorted({arms[claim.method][t].short_budget for t in tasks})
+            rows.append(
+                Row(
+                    claim,
+                    algo,
+                    tuple(tasks),
+                    ", ".join(budgets),
+                    final.runs,
+                    final,
+                    auc,
+                    verdict(final, claim.metric == "regret"),
+                )
+            )
+        if not found:
+            rows.append(Row(claim, "—", (), "—", 0, None, None, "pending"))
+    return rows
+
+
+def memory_row() -> dict[str, Any] | None:
+    """SAMG's flat-memory claim from ``benchmarks/results/memory.json`` (benchmarks/memory.py):
+    the online phase's peak resident memory at 100k and 1M offline transitions."""
+    path = RESULTS / "memory.json"
+    if not path.exists():
+        return None
+    rows = json.loads(path.read_text())["rows"]
+    peak = {(r["method"], r["rows"]): r["online_peak_mib"] for r in rows}
+    device = {(r["method"], r["rows"]): r["live_device_mib_at_online_start"] for r in rows}
+    small, large = 100_000, 1_000_000
+    growth = {m: peak[(m, large)] - peak[(m, small)] for m in ("samg", "vanilla")}
+    flat = growth["samg"] < 0.05 * peak[("samg", small)] and growth["vanilla"] > growth["samg"]
+    return {
+        "statement": "SAMG keeps no offline data online: memory flat in the dataset size",
+        "paper_figure": "the offline dataset is dropped for fine-tuning (100% online samples)",
+        "measured": (
+            f"online-phase peak 100k → 1M offline rows: SAMG {peak[('samg', small)]:.0f} → "
+            f"{peak[('samg', large)]:.0f} MiB ({growth['samg']:+.0f}), vanilla "
+            f"{peak[('vanilla', small)]:.0f} → {peak[('vanilla', large)]:.0f} MiB "
+            f"({growth['vanilla']:+.0f}); device arrays at online start SAMG "
+            f"{device[('samg', small)]:.0f} / {device[('samg', large)]:.0f} MiB"
+        ),
+        "interval": "one measurement per size (resident memory, not a sampled score)",
+        "budget": "IQL, 100 offline + 2k online steps (memory, not score)",
+        "verdict": "holds" if flat else "does not hold",
+    }
+
+
+KINDS = {"medium": "m", "medium-replay": "mr", "medium-expert": "me", "expert": "e", "random": "r"}
+
+
+def short_tasks(tasks: tuple[str, ...]) -> str:
+    """``hopper-medium-lite, hopper-medium-replay-lite`` -> ``hopper m/mr (lite)``."""
+    groups: dict[str, list[str]] = {}
+    lite = all(t.endswith("-lite") for t in tasks)
+    for task in tasks:
+        name = task.removesuffix("-lite")
+        env, _, kind = name.partition("-")
+        groups.setdefault(env, []).append(KINDS.get(kind, kind or name))
+    text = ", ".join(f"{env} {'/'.join(kinds)}" for env, kinds in groups.items())
+    return text + (" (lite)" if lite else "")
+
+
+def format_difference(d, unit: str = "") -> str:
+    if d is None:
+        return "—"
+    text = f"{d.difference.point:+.1f} [{d.difference.low:+.1f}, {d.difference.high:+.1f}]{unit}"
+    if d.relative is not None:
+        text += f" ({d.relative.point:+.0f}% [{d.relative.low:+.0f}, {d.relative.high:+.0f}])"
+    return text
+
+
+def markdown(rows: list[Row], memory: dict[str, Any] | None) -> str:
+    lines = [
+        "| paper | claim | paper's figure | o2o: base, tasks | budget (offline+online ×seeds)"
+        " | final score, method − reference [95% CI] | mean over online evals | wins | verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        c = row.claim
+        unit = " regret" if c.metric == "regret" else ""
+        claim = f"{c.statement} (`{c.method}` vs `{c.reference}`)"
+        where = f"{row.algo}: {short_tasks(row.tasks)}" if row.tasks else "—"
+        wins = f"{row.final.wins}/{row.final.pairs}" if row.final is not None else "—"
+        if c.metric == "regret" and row.final is not None:
+            wins = f"{row.final.pairs - row.final.wins}/{row.final.pairs} lower"
+        lines.append(
+            f"| {c.paper} | {claim} | {c.paper_figure} | {where} | {row.budget} "
+            f"| {format_difference(row.final, unit)} | {format_difference(row.auc)} | {wins} "
+            f"| **{row.verdict}** |"
+        )
+    if memory is not None:
+        lines.append(
+            f"| SAMG | {memory['statement']} | {memory['paper_figure']} | IQL, hopper shapes "
+            f"| {memory['budget']} | {memory['measured']} | {memory['interval']} | — "
+            f"| **{memory['verdict']}** |"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: list[Row], path: Path) -> Path | None:
+    shown = [r for r in rows if r.final is not None]
+    if not shown:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 0.55 * len(shown) + 1.4), dpi=120)
+    colours = {"holds": "tab:green", "does not hold": "tab:red", "not shown": "tab:grey"}
+    for i, row in enumerate(shown):
+        d = row.final.difference
+        sign = -1.0 if row.claim.metric == "regret" else 1.0  # right = in the claim's favour
+        low, high = sorted((sign * d.low, sign * d.high))
+        ax.plot([low, high], [i, i], color=colours[row.verdict], linewidth=3)
+        ax.plot(sign * d.point, i, "o", color=colours[row.verdict])
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(
+        range(len(shown)),
+        [
+            f"{r.claim.method} vs {r.claim.reference} ({r.algo}"
+            f"{', regret' if r.claim.metric == 'regret' else ''})"
+            for r in shown
+        ],
+        fontsize=8,
+    )
+    ax.invert_yaxis()
+    ax.set_xlabel("paired difference in the claim's favour, final evaluation (points; 95% CI)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title("Claims: green holds, grey not shown, red does not hold", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def to_json(rows: list[Row], memory: dict[str, Any] | None) -> dict[str, Any]:
+    def diff(d):
+        if d is None:
+            return None
+        out = asdict(d)
+        out["tasks"] = list(d.tasks)
+        return out
+
+    return {
+        "rows": [
+            {
+                **asdict(r.claim),
+                "algo": r.algo,
+                "tasks": list(r.tasks),
+                "budget": r.budget,
+                "runs": r.runs,
+                "final": diff(r.final),
+                "online_mean": diff(r.auc),
+                "verdict": r.verdict,
+            }
+            for r in rows
+        ],
+        "memory": memory,
+    }
+
+
+def update_page(table: str, page: Path = PAGE) -> None:
+    """Replace the generated block of the claims page (between the markers)."""
+    text = page.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"error: {page} lacks the {BEGIN} ... {END} markers")
+    block = f"{BEGIN}\n<!-- generated by benchmarks/claims.py; do not edit -->\n{table}\n{END}"
+    page.write_text(
+        re.sub(re.escape(BEGIN) + ".*?" + re.escape(END), lambda _: block, text, flags=re.S)
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--results", type=Path, nargs="+", default=[RESULTS / s for s in SUITES])
+    parser.add_argument("--out", type=Path, default=REPORT)
+    parser.add_argument("--page", type=Path, default=PAGE)
+    parser.add_argument("--reps", type=int, default=10_000)
+    args = parser.parse_args(argv)
+    from o2o.analysis.results import load_results
+
+    results = []
+    for root in args.results:
+        if root.is_dir():
+            results += load_results(root)
+    rows = evaluate(results, reps=args.reps)
+    memory = memory_row()
+    table = markdown(rows, memory)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "claims.json").write_text(json.dumps(to_json(rows, memory), indent=1) + "\n")
+    figure = plot(rows, args.out / "claims.png")
+    (args.out / "claims.md").write_text(
+        "# Claims\n\n" + table + ("\n\n![claims](claims.png)\n" if figure else "\n")
+    )
+    if args.page.exists():
+        update_page(table, args.page)
+    print(table)
+    print(f"wrote {args.out / 'claims.md'}, claims.json" + (", claims.png" if figure else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""The claims page (benchmarks/claims.py): pairing by seed, verdicts, the generated block."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from o2o.analysis.results import RunResult
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import claims  # noqa: E402
+
+PIPELINE = {"offline_steps": 60000, "online_steps": 20000, "seeds": 5}
+
+
+def run(dataset, method, online_curve, algo="iql", success=None):
+    """A finished run whose online evaluations give ``online_curve`` (evals × seeds)."""
+    curve = np.asarray(online_curve, float)
+    rows = [
+        {"phase": "online", "step": 1000 * (i + 1), "seed_normalized_scores": list(scores)}
+        for i, scores in enumerate(curve)
+    ]
+    episodes = []
+    if success is not None:
+        for seed, outcomes in enumerate(success):
+            episodes += [{"seed": seed, "success": s} for s in outcomes]
+    return RunResult(
+        path=Path("/nowhere"),
+        dataset=dataset,
+        algo=algo,
+        method=method,
+        config={"pipeline": PIPELINE},
+        summary={"online_scores": list(curve[-1])},
+        rows=rows,
+        episodes=episodes,
+        finetune=[],
+    )
+
+
+def only(rows, method, reference, domain="locomotion"):
+    (row,) = [
+        r
+        for r in rows
+        if (r.claim.method, r.claim.reference, r.claim.domain) == (method, reference, domain)
+        and r.claim.metric == "score"
+    ]
+    return row
+
+
+def test_a_consistent_paired_gain_holds_and_is_computed_per_seed():
+    vanilla = [[10, 40, 70], [20, 50, 80]]
+    samg = [[12, 42, 72], [23, 53, 83]]  # +3 at the final evaluation on every seed
+    rows = claims.evaluate(
+        [run("hopper-medium-lite", "vanilla", vanilla), run("hopper-medium-lite", "samg", samg)],
+        reps=500,
+    )
+    row = only(rows, "samg", "vanilla")
+    assert row.final.difference.point == pytest.approx(3.0)
+    assert (row.final.difference.low, row.final.difference.high) == (
+        pytest.approx(3.0),
+        pytest.approx(3.0),
+    )
+    # mean over online evaluations: (2 + 3) / 2 = 2.5 on every seed
+    assert row.auc.difference.point == pytest.approx(2.5)
+    assert row.verdict == "holds" and row.budget == "60k+20k ×5"
+    assert row.final.wins == 3
+
+
+def test_verdicts_follow_the_interval():
+    same = [[10, 40, 70, 20]]
+    mixed = [[13, 37, 74, 16]]  # +3, -3, +4, -4: the interval spans 0
+    worse = [[5, 35, 65, 15]]
+    results = [
+        run("hopper-medium-lite", "vanilla", same),
+        run("hopper-medium-lite", "samg", mixed),
+        run("hopper-medium-lite", "samg-even", worse),
+    ]
+    rows = claims.evaluate(results, reps=500)
+    assert only(rows, "samg", "vanilla").verdict == "not shown"
+    assert only(rows, "vanilla", "samg-even").verdict == "holds"
+    assert only(rows, "samg", "samg-unguided").verdict == "pending"
+
+
+def test_regret_is_lower_is_better_and_maze_claims_only_see_mazes():
+    vanilla = run("pointmaze-medium", "vanilla", [[50, 50]], success=[[0, 0, 1, 1], [0, 1, 1, 1]])
+    samg = run("pointmaze-medium", "samg", [[60, 60]], success=[[1, 1, 1, 1], [0, 1, 1, 1]])
+    rows = claims.evaluate([vanilla, samg], reps=500)
+    regret = [r for r in rows if r.claim.metric == "regret"][0]
+    # regret per seed: vanilla (0.5, 0.25), samg (0.0, 0.25): difference (-0.5, 0)
+    assert regret.final.difference.point == pytest.approx(-0.25)
+    assert regret.verdict == "not shown"  # a resample of seed 1 twice gives 0
+    assert only(rows, "samg", "vanilla", "maze").verdict == "holds"
+    assert only(rows, "samg", "vanilla").verdict == "pending"  # no locomotion runs
+
+
+def test_short_task_names():
+    tasks = ("halfcheetah-medium-lite", "hopper-medium-lite", "hopper-medium-replay-lite")
+    assert claims.short_tasks(tasks) == "halfcheetah m, hopper m/mr (lite)"
+
+
+def test_the_page_block_is_replaced_and_the_rest_kept(tmp_path):
+    page = tmp_path / "claims.md"
+    page.write_text(f"intro\n{claims.BEGIN}\nold\n{claims.END}\nafter\n")
+    claims.update_page("| new |", page)
+    text = page.read_text()
+    assert text.startswith("intro\n") and text.endswith("after\n")
+    assert "| new |" in text and "old" not in text
