@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 REPORT = ROOT / "benchmarks" / "reports" / "claims"
 PAGE = ROOT / "docs" / "claims.md"
+STUDY = ROOT / "benchmarks" / "reports" / "budget-study" / "budget.json"
 BEGIN, END = "<!-- claims:begin -->", "<!-- claims:end -->"
 
 # Result directories of the claims suites, relative to benchmarks/results.
@@ -200,6 +201,79 @@ def evaluate(results: list, claims: tuple[Claim, ...] = CLAIMS, reps: int = 10_0
         if not found:
             rows.append(Row(claim, "—", (), "—", 0, None, None, "pending"))
     return rows
+
+
+def budget_checks(results: list, study: Path = STUDY) -> list[dict[str, Any]]:
+    """Per (dataset, algorithm) of the claims runs: the offline budget used against the budget
+    study's trained budget, and against the plateau rule applied to the vanilla run's own
+    offline curve (``budget_study.plateau``; its horizon is the run's offline budget)."""
+    import budget_study
+
+    trained = {}
+    if study.exists():
+        for entry in json.loads(study.read_text())["entries"]:
+            trained[(entry["algo"], entry["dataset"])] = entry["trained_budget"]
+    checks = []
+    for run in results:
+        if run.method != "vanilla":
+            continue
+        rows = run.phase_rows("offline")
+        used = int(run.pipeline.get("offline_steps", 0))
+        steps = [r["step"] for r in rows]
+        scores = [float(np.mean(r["seed_normalized_scores"])) for r in rows]
+        q = [r.get("train/q_mean", float("nan")) for r in rows]
+        own = {}
+        if len(rows) >= 4 and steps[-1] == used:
+            score_p = budget_study.plateau(
+                steps, scores, budget_study.SCORE_REL_TOL, budget_study.SCORE_ABS_TOL
+            )
+            q_p = budget_study.plateau(steps, q, budget_study.Q_REL_TOL)
+            own = {
+                "score_plateau": score_p.step if score_p.reached else None,
+                "q_plateau": q_p.step if q_p.reached else None,
+            }
+        study_budget = trained.get((run.algo, run.dataset))
+        if study_budget is not None:
+            status = "trained" if used >= study_budget else "below the trained budget"
+        elif own:
+            ok = own["score_plateau"] is not None and own["q_plateau"] is not None
+            status = "trained (own curve)" if ok else "not shown trained (own curve)"
+        elif run.finished:
+            status = f"not checked ({len(rows)} offline evaluations)"
+        else:
+            status = "pending"
+        checks.append(
+            {
+                "dataset": run.dataset,
+                "algo": run.algo,
+                "offline_steps": used,
+                "evaluated_to": steps[-1] if steps else 0,
+                "study_trained_budget": study_budget,
+                **own,
+                "score_after_offline": scores[-1] if scores else None,
+                "status": status,
+            }
+        )
+    return checks
+
+
+def budget_markdown(checks: list[dict[str, Any]]) -> str:
+    def k(step):
+        return "—" if step is None else f"{step / 1000:g}k"
+
+    lines = [
+        "| dataset | base | offline steps used | trained budget (budget study) "
+        "| own curve: score / Q plateau | score after offline | status |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for c in checks:
+        own = f"{k(c.get('score_plateau'))} / {k(c.get('q_plateau'))}" if "q_plateau" in c else "—"
+        score = "—" if c["score_after_offline"] is None else f"{c['score_after_offline']:.1f}"
+        lines.append(
+            f"| {c['dataset']} | {c['algo']} | {k(c['offline_steps'])} "
+            f"| {k(c['study_trained_budget'])} | {own} | {score} | {c['status']} |"
+        )
+    return "\n".join(lines)
 
 
 def memory_row() -> dict[str, Any] | None:
@@ -372,9 +446,17 @@ def main(argv: list[str] | None = None) -> int:
             results += load_results(root)
     rows = evaluate(results, reps=args.reps)
     memory = memory_row()
+    checks = budget_checks(results)
     table = markdown(rows, memory)
+    if checks:
+        table += (
+            "\n\nOffline budgets of these runs (a claim about a frozen offline critic needs a "
+            "trained one; the plateau rule of the budget study, BENCHMARKS.md):\n\n"
+            + budget_markdown(checks)
+        )
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "claims.json").write_text(json.dumps(to_json(rows, memory), indent=1) + "\n")
+    payload = {**to_json(rows, memory), "offline_budgets": checks}
+    (args.out / "claims.json").write_text(json.dumps(payload, indent=1) + "\n")
     figure = plot(rows, args.out / "claims.png")
     (args.out / "claims.md").write_text(
         "# Claims\n\n" + table + ("\n\n![claims](claims.png)\n" if figure else "\n")

@@ -106,3 +106,39 @@ def test_the_page_block_is_replaced_and_the_rest_kept(tmp_path):
     text = page.read_text()
     assert text.startswith("intro\n") and text.endswith("after\n")
     assert "| new |" in text and "old" not in text
+
+
+def test_budget_check_reads_the_study_and_the_runs_own_curve(tmp_path):
+    study = tmp_path / "budget.json"
+    study.write_text(
+        '{"entries": [{"algo": "iql", "dataset": "hopper-medium-lite", "trained_budget": 57500}]}'
+    )
+
+    def offline_run(dataset, used, curve):
+        result = run(dataset, "vanilla", [[1.0]])
+        result.config = {"pipeline": {**PIPELINE, "offline_steps": used}}
+        result.rows = [
+            {"phase": "offline", "step": step, "seed_normalized_scores": [v], "train/q_mean": v}
+            for step, v in curve
+        ] + result.rows
+        return result
+
+    flat = [(s * 1000, 50.0) for s in range(5, 31, 5)]  # flat from the first evaluation
+    rising = [(s * 1000, float(s)) for s in range(5, 31, 5)]  # never settles
+    checks = claims.budget_checks(
+        [
+            offline_run("hopper-medium-lite", 60000, flat[:1]),
+            offline_run("hopper-medium-lite", 50000, flat[:1]),
+            offline_run("pointmaze-medium-diverse", 30000, flat),
+            offline_run("pointmaze-large-diverse", 30000, rising),
+        ],
+        study,
+    )
+    assert [c["status"] for c in checks] == [
+        "trained",
+        "below the trained budget",
+        "trained (own curve)",
+        "not shown trained (own curve)",
+    ]
+    # flat curve: the plateau starts at the first evaluation, 5k
+    assert (checks[2]["score_plateau"], checks[2]["q_plateau"]) == (5000, 5000)
