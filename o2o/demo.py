@@ -77,8 +77,10 @@ def claims_line(path: Path = CLAIMS) -> str:
             f"{r['algo'].upper()} on {len(r['tasks'])} task(s) at {r['budget']}: "
             f"{d['point']:+.1f} [{d['low']:+.1f}, {d['high']:+.1f}] points, {r['verdict']}"
         )
-    return "claims suite, SAMG − vanilla (final score, paired 95% CI): " + "; ".join(parts) + (
-        " — docs/claims.md"
+    return (
+        "claims suite, SAMG − vanilla (final score, paired 95% CI): "
+        + "; ".join(parts)
+        + (" — docs/claims.md")
     )
 
 
