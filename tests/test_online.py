@@ -200,3 +200,30 @@ def test_loop_sections_account_for_the_run():
     # The laps cover the loop from its first step to its last evaluation: all of run() but
     # the setup before the first step.
     assert 0.5 * wall < sum(seconds.values()) <= wall
+
+
+@pytest.mark.parametrize(
+    ("random_steps", "warmup_steps", "uniform_steps"), [(0, 100, 0), (100, 0, 100), (50, 100, 50)]
+)
+def test_warm_up_steps_act_with_the_policy(random_steps, warmup_steps, uniform_steps):
+    """SAMG's seed transitions (warm-up, before step 0) come from the offline policy; only the
+    budget's first ``random_steps`` are uniform."""
+    online = small_online(
+        steps=100, random_steps=random_steps, update_after=0, warmup_steps=warmup_steps
+    )
+    trainer = OnlineTrainer(SMALL.create(), online)
+    explore, flags = trainer._explore, []
+
+    def recording(states, observations, keys, uniform):
+        flags.append(bool(uniform))
+        return explore(states, observations, keys, uniform)
+
+    trainer._explore = recording
+    try:
+        trainer.run(None, progress=False)
+    finally:
+        trainer.close()
+    assert len(flags) == warmup_steps + 100
+    assert flags == [False] * warmup_steps + [True] * uniform_steps + [False] * (
+        100 - uniform_steps
+    )

@@ -471,7 +471,8 @@ class OnlineTrainer(EnvLoop):
                 states,
                 jnp.asarray(self.preprocess.observations(self.envs.observations)),
                 explore_keys,
-                step < c.random_steps,
+                # Warm-up steps (step < 0) are the current policy's, never uniform.
+                0 <= step < c.random_steps,
             )
             actions = np.asarray(actions)
             clock.lap("act")
