@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import warnings
 from collections.abc import Callable
 
 import gymnasium as gym
@@ -20,8 +22,29 @@ def register_env(prefix: str, maker: EnvMaker) -> None:
     _MAKERS[prefix] = maker
 
 
+# MuJoCo ≥ 3.3 flags an attribute of Gymnasium's own HalfCheetah asset on every compile,
+# once per env (dozens of lines per run); it is not the user's to act on.
+_IGNORED_MUJOCO_WARNINGS = ("compiler attribute 'settotalmass' is deprecated",)
+
+
+def _mujoco_warning(message: str) -> None:
+    if not any(ignored in message for ignored in _IGNORED_MUJOCO_WARNINGS):
+        warnings.warn(f"MuJoCo: {message}", RuntimeWarning, stacklevel=2)
+
+
+@functools.cache
+def _route_mujoco_warnings() -> None:
+    """MuJoCo's warnings as Python warnings (filterable) instead of bare stdout lines."""
+    try:
+        import mujoco
+    except ImportError:
+        return
+    mujoco.set_mju_user_warning(_mujoco_warning)
+
+
 def make_env(env_id: str, seed: int | None = None) -> gym.Env:
     """A continuous-control env whose action space is Box(-1, 1); one-line error otherwise."""
+    _route_mujoco_warnings()
     maker = next((m for p, m in _MAKERS.items() if env_id.startswith(p)), None)
     try:
         env = maker(env_id) if maker else gym.make(env_id)
