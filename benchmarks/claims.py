@@ -10,7 +10,9 @@ and base algorithm, ``o2o.analysis.statistics.paired_difference`` gives the mean
 (normalized-score points; for regret, lower is better) over the tasks and seeds both arms
 finished, with a stratified paired-bootstrap 95% interval. The verdict reads the interval of the
 *final* score (the last online evaluation: what the papers' tables report); the mean over the
-online evaluations (area under the curve) is given beside it.
+online evaluations (area under the curve) is given beside it, and the paired probability of
+improvement: the chance the method beats the reference on a seed (ties half), averaged over
+tasks, with its bootstrap interval from the same draws.
 
 Verdicts: **holds** (the interval excludes 0 in the claimed direction), **does not hold** (it
 excludes 0 the other way), **not shown** (the interval includes 0: no difference detected at
@@ -328,10 +330,25 @@ def format_difference(d, unit: str = "") -> str:
     return text
 
 
+def better(d, lower_is_better: bool) -> str:
+    """P(the method beats the reference on a seed) with its CI, and the paired wins."""
+    if d is None:
+        return "—"
+    p = d.probability
+    if lower_is_better:  # the method's seeds with lower regret (ties half)
+        point, low, high = 1.0 - p.point, 1.0 - p.high, 1.0 - p.low
+        wins = f"{d.pairs - d.wins}/{d.pairs} lower or tied"
+    else:
+        point, low, high = p.point, p.low, p.high
+        wins = f"{d.wins}/{d.pairs}"
+    return f"{point:.2f} [{low:.2f}, {high:.2f}], {wins}"
+
+
 def markdown(rows: list[Row], memory: dict[str, Any] | None) -> str:
     lines = [
         "| paper | claim | paper's figure | o2o: base, tasks | budget (offline+online ×seeds)"
-        " | final score, method − reference [95% CI] | mean over online evals | wins | verdict |",
+        " | final score, method − reference [95% CI] | mean over online evals"
+        " | P(method better) [95% CI], wins | verdict |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
@@ -339,9 +356,7 @@ def markdown(rows: list[Row], memory: dict[str, Any] | None) -> str:
         unit = " regret" if c.metric == "regret" else ""
         claim = f"{c.statement} (`{c.method}` vs `{c.reference}`)"
         where = f"{row.algo}: {short_tasks(row.tasks)}" if row.tasks else "—"
-        wins = f"{row.final.wins}/{row.final.pairs}" if row.final is not None else "—"
-        if c.metric == "regret" and row.final is not None:
-            wins = f"{row.final.pairs - row.final.wins}/{row.final.pairs} lower"
+        wins = better(row.final, c.metric == "regret")
         lines.append(
             f"| {c.paper} | {claim} | {c.paper_figure} | {where} | {row.budget} "
             f"| {format_difference(row.final, unit)} | {format_difference(row.auc)} | {wins} "

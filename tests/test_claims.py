@@ -142,3 +142,16 @@ def test_budget_check_reads_the_study_and_the_runs_own_curve(tmp_path):
     ]
     # flat curve: the plateau starts at the first evaluation, 5k
     assert (checks[2]["score_plateau"], checks[2]["q_plateau"]) == (5000, 5000)
+
+
+def test_probability_column_reads_in_the_claims_favour():
+    from o2o.analysis.statistics import paired_difference
+
+    # Regret, lower is better: the method is lower on 3 of 4 seeds and tied on one.
+    d = paired_difference(
+        {"t": np.array([0.1, 0.2, 0.3, 0.5])}, {"t": np.array([0.4, 0.4, 0.4, 0.5])}
+    )
+    assert claims.better(d, lower_is_better=True).startswith("0.88 [")  # (3 + 0.5) / 4
+    assert claims.better(d, lower_is_better=True).endswith("4/4 lower or tied")
+    assert claims.better(d, lower_is_better=False).startswith("0.12 [")
+    assert claims.better(None, lower_is_better=False) == "—"

@@ -16,6 +16,7 @@ def test_two_seed_bootstrap_has_the_enumerated_distribution():
     # relative: 100 · 3 / 15
     assert result.relative.point == pytest.approx(20.0)
     assert (result.wins, result.pairs, result.runs) == (2, 2, 2)
+    assert (result.probability.point, result.probability.low) == (1.0, 1.0)
 
 
 def test_pairing_cancels_the_spread_the_seeds_share():
@@ -53,3 +54,27 @@ def test_interval_covers_the_true_mean_difference_at_about_95_percent():
         covered += result.difference.low <= 3.0 <= result.difference.high
     # percentile bootstrap with 10 pairs under-covers a little: 0.88-0.96 is its known range
     assert 0.85 <= covered / 200 <= 0.98
+
+
+def test_probability_of_improvement_counts_paired_wins_and_half_ties():
+    # Seeds: win, tie, loss, win -> P = (1 + 0.5 + 0 + 1) / 4. Resampling 4 of the 4 outcomes
+    # {1, 0.5, 0, 1}: the smallest possible mean is 0 (all draws the loss), the largest 1.
+    result = paired_difference(
+        {"t": np.array([2.0, 5.0, 1.0, 9.0])}, {"t": np.array([1.0, 5.0, 3.0, 0.0])}, reps=4000
+    )
+    assert result.probability.point == pytest.approx(2.5 / 4)
+    assert 0.0 <= result.probability.low < 2.5 / 4 < result.probability.high <= 1.0
+    assert result.wins == 2
+
+
+def test_probability_averages_tasks_not_pooled_seeds():
+    # Task a: 1 of 1 wins; task b: 0 of 1 wins. Per-task average 0.5 (pooled would also be
+    # 0.5), and with one seed per task no resampling can move it.
+    result = paired_difference(
+        {"a": np.array([1.0]), "b": np.array([0.0])}, {"a": np.array([0.0]), "b": np.array([1.0])}
+    )
+    assert (result.probability.low, result.probability.point, result.probability.high) == (
+        0.5,
+        0.5,
+        0.5,
+    )

@@ -165,6 +165,10 @@ class PairedDifference:
     relative: Estimate | None  # 100 · difference / |mean reference score| (%); None if that is 0
     wins: int  # (task, seed) pairs where the method scored higher
     pairs: int
+    # P(the method beats the reference on a seed): per task the fraction of paired seeds it
+    # wins (ties count half), averaged over tasks; the paired form of rliable's probability
+    # of improvement, bootstrapped with the same draws.
+    probability: Estimate | None = None
 
 
 def paired_difference(
@@ -199,6 +203,7 @@ def paired_difference(
             float(100.0 * (x - y).mean() / abs(y.mean())),
             100.0 * (x_boot - y_boot) / np.abs(y_boot),
         )
+    beats = (x > y) + 0.5 * (x == y)
     return PairedDifference(
         tasks=tasks,
         runs=runs,
@@ -206,4 +211,5 @@ def paired_difference(
         relative=relative,
         wins=int((x > y).sum()),
         pairs=int(x.size),
+        probability=estimate(float(beats.mean()), beats[rows, draws].mean(axis=(1, 2))),
     )
