@@ -31,5 +31,8 @@ def parse_pairs(pairs: list[str], flag: str = "--set") -> dict[str, Any]:
         name, sep, text = pair.partition("=")
         if not sep:
             raise ConfigError(f"{flag} expects NAME=VALUE, got '{pair}'")
-        values[name] = yaml.safe_load(text)
+        try:
+            values[name] = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise ConfigError(f"{flag} {name}: '{text}' is not a value (YAML)") from None
     return values

@@ -10,8 +10,6 @@ import os
 import sys
 from pathlib import Path
 
-import yaml
-
 from o2o.arguments import OneLineParser, fail, parse_pairs
 from o2o.errors import ConfigError, O2OError
 
@@ -82,7 +80,12 @@ def _train_parser() -> OneLineParser:
         default=None,
         help="fine-tune the offline checkpoint of this run directory (or offline.msgpack file) instead of pre-training; use with --offline-steps 0",
     )
-    p.add_argument("--offline-eval-every", type=int, default=25_000)
+    p.add_argument(
+        "--offline-eval-every",
+        type=int,
+        default=25_000,
+        help="offline steps between evaluations (each with its checkpoint)",
+    )
     p.add_argument("--online-eval-every", type=int, default=10_000)
     p.add_argument(
         "--env",
@@ -134,9 +137,11 @@ def cmd_train(argv: list[str]) -> int:
     from o2o.agents import CONFIGS
     from o2o.experiment.builder import agent_config_for
     from o2o.experiment.online import OnlineConfig, OnlineTrainer, config_dict
-    from o2o.experiment.runs import RunDir, default_run_name
+    from o2o.experiment.runs import RunDir, check_run_name, default_run_name, number
 
     args = _train_parser().parse_args(argv)
+    if args.name is not None:
+        check_run_name(args.name)  # a run stays inside --runs-dir
     if args.algo == "list":
         print(", ".join(sorted(CONFIGS)))
         return 0
@@ -178,7 +183,8 @@ def cmd_train(argv: list[str]) -> int:
     final = result.rows[-1]
     run.write_summary({"algo": algo, "env": online.env, "final": final})
     print(
-        f"{algo} on {online.env}: final return {final['return']:.1f} ± {final['return_std']:.1f} over {online.seeds} seed(s); run saved to {run.path}"
+        f"{algo} on {online.env}: final return {number(final['return']):.1f} ± "
+        f"{number(final['return_std']):.1f} over {online.seeds} seed(s); run saved to {run.path}"
     )
     return 0
 
@@ -193,8 +199,9 @@ def _resumed_run(args):
 
 
 def _is_pipeline_run(path: Path) -> bool:
-    config = path / "config.yaml"
-    return config.exists() and "pipeline" in (yaml.safe_load(config.read_text()) or {})
+    from o2o.experiment.runs import CONFIG, RunDir
+
+    return path.is_dir() and (path / CONFIG).exists() and "pipeline" in RunDir(path).config()
 
 
 def cmd_train_dataset(args) -> int:

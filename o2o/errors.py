@@ -1,5 +1,10 @@
 """User-facing errors: the CLI prints these as one line and exits with status 2."""
 
+from __future__ import annotations
+
+import errno
+import os
+
 
 class O2OError(Exception):
     """Bad input from a user: a config value, a file, a name. Never a bug in o2o."""
@@ -11,6 +16,20 @@ class ConfigError(O2OError, ValueError):
 
 class DatasetError(O2OError):
     """A dataset file or directory that is missing, unreadable or malformed."""
+
+
+class DiskFullError(O2OError):
+    """A write failed for lack of space; the file being written was left as it was."""
+
+
+def raise_if_disk_full(error: OSError, path: str | os.PathLike) -> None:
+    """Turn a full disk (or an exhausted quota) while writing ``path`` into a DiskFullError;
+    other OS errors are left to the caller."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        raise DiskFullError(
+            f"no space left on device while writing {path} (nothing was half-written; "
+            "free some space and try again; a run continues with --resume)"
+        ) from None
 
 
 def check(condition: bool, message: str, error: type[O2OError] = ConfigError) -> None:

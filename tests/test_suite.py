@@ -79,7 +79,7 @@ def test_expansion_paths_budgets_and_overrides():
         ({"agent_overrides": {"cql": {"nope": 1}}}, "CQLConfig has no option 'nope'"),
         ({"agent_overrides": {"dqn": {}}}, "unknown algorithm 'dqn'"),
         ({"pipeline": {"seeds": 3}}, "at the top of the suite"),
-        ({"pipeline": {"batch_sizes": 3}}, "bad budget or pipeline option"),
+        ({"pipeline": {"batch_sizes": 3}}, "PipelineConfig has no option 'batch_sizes'"),
         ({"budget": 3}, "unknown suite field(s) budget"),
         ({"datasets": []}, "'datasets' must be a non-empty list"),
     ],

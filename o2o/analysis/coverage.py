@@ -15,7 +15,6 @@ least 3.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 
 from o2o.errors import ConfigError, O2OError, check
 from o2o.experiment.checkpoint import atomic_write_bytes
+from o2o.experiment.runs import json_text
 
 PAPER_MIN_SAMPLES = 50
 PAPER_SCALE_POINTS = 50_000
@@ -304,5 +304,5 @@ def write_coverage_report(
     )
     written = [out_dir / "coverage.md", out_dir / "coverage.json", figure]
     atomic_write_bytes(written[0], (text + "\n").encode())
-    atomic_write_bytes(written[1], json.dumps(result.to_json(), indent=2).encode())
+    atomic_write_bytes(written[1], json_text(result.to_json(), indent=2).encode())
     return written

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from o2o.analysis.results import RunResult
+from o2o.experiment.runs import number
 
 CVAE_PHASE, CVAE_KL = "samg_cvae", "train/samg/cvae_kl"
 
@@ -26,13 +27,13 @@ def kl_curve(result: RunResult) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if fit:
         return (
             np.array([r["step"] for r in fit]),
-            np.array([r[CVAE_KL] for r in fit]),
+            np.array([r[CVAE_KL] for r in fit], float),  # null (not finite) -> NaN
             np.zeros(len(fit)),
         )
     by_step: dict[int, list[float]] = defaultdict(list)
     for row in result.finetune:
         if row.get("phase") == "samg_fit" and "kl" in row:
-            by_step[int(row["cvae_step"])].append(float(row["kl"]))
+            by_step[int(row["cvae_step"])].append(number(row["kl"]))
     steps = np.array(sorted(by_step))
     return (
         steps,
@@ -50,7 +51,7 @@ def diagnostic_series(result: RunResult, phase: str, key: str) -> tuple[np.ndarr
     rows = result.rows if phase in ("offline", "online") else result.phase_rows_other
     rows = [r for r in rows if r.get("phase", "online") == phase and key in r]
     steps = np.array([r["step"] for r in rows])
-    return steps, np.array([r[key] for r in rows]), np.zeros(len(rows))
+    return steps, np.array([r[key] for r in rows], float), np.zeros(len(rows))
 
 
 def plot_method_diagnostics(

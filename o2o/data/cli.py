@@ -1,7 +1,7 @@
 """``o2o datasets list | info NAME|PATH | make NAME [options]``.
 
 ``main(argv)`` takes what follows the word ``datasets`` and returns the exit status; an
-O2OError prints as one line and gives status 2.
+O2OError or an argument error prints as one ``error: ...`` line and gives status 2.
 """
 
 from __future__ import annotations
@@ -13,14 +13,15 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from o2o.arguments import OneLineParser, fail
 from o2o.errors import ConfigError, O2OError
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="o2o datasets", description="Offline datasets: list, inspect, make."
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     sub.add_parser("list", help="named datasets, whether present, and where")
     info = sub.add_parser("info", help="statistics of a named dataset or a file/directory")
     info.add_argument("name", help="registered name, .hdf5 path or Minari dataset directory")
@@ -226,8 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             return _info(console, args.name, check_env=not args.no_env_check)
         return _make(console, args)
     except O2OError as error:
-        print(str(error).replace("\n", " "), file=sys.stderr)
-        return 2
+        return fail(str(error).replace("\n", " "))
 
 
 if __name__ == "__main__":

@@ -82,9 +82,9 @@ def read_hdf5(path: str | os.PathLike) -> Dataset:
         raise fail(source, "no such file")
     if path.is_dir():
         raise fail(source, "is a directory, expected an HDF5 file (or a Minari dataset directory)")
-    if not h5py.is_hdf5(path):
-        raise fail(source, "not an HDF5 file")
     try:
+        if not h5py.is_hdf5(path):
+            raise fail(source, "not an HDF5 file")
         with h5py.File(path, "r") as handle:
             raw = {
                 key: handle[key][()]
@@ -104,6 +104,8 @@ def read_hdf5(path: str | os.PathLike) -> Dataset:
                 if "metadata" in handle and isinstance(handle["metadata"], h5py.Group)
                 else {}
             )
+    except PermissionError:
+        raise fail(source, "cannot read the file (permission denied)") from None
     except OSError as error:
         raise fail(source, f"unreadable HDF5 file ({error})") from error
 

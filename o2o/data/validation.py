@@ -18,6 +18,11 @@ VECTOR_COLUMNS = ("rewards", "terminals", "timeouts")
 # Sampled SAC actions are tanh-squashed in float32 and may round onto the bound; anything
 # further out is a real violation.
 ACTION_BOUND_TOLERANCE = 1e-4
+# Values beyond this magnitude are refused. A plausibility bound, not an overflow one: no env
+# o2o knows comes near it (the largest values of D4RL's and the lite datasets are below 100),
+# data beyond it is corrupt or unscaled, and from about 1e19 squared TD errors overflow
+# float32, so training would end in NaN instead of an error.
+MAX_ABS_VALUE = 1e6
 
 
 def fail(source: str, problem: str) -> DatasetError:
@@ -84,6 +89,14 @@ def validate_columns(columns: Mapping[str, Any], source: str) -> dict[str, np.nd
                 raise fail(
                     source,
                     f"'{key}' contains NaN or inf ({int((~finite).sum())} values, first at row {int(bad[0])})",
+                )
+            huge = np.abs(arrays[key]) > MAX_ABS_VALUE
+            if huge.any():
+                bad = np.argwhere(huge)[0]
+                raise fail(
+                    source,
+                    f"'{key}' has values beyond ±{MAX_ABS_VALUE:g} ({int(huge.sum())} values, first "
+                    f"{float(arrays[key][tuple(bad)]):g} at row {int(bad[0])}); rescale the data",
                 )
 
     out = {}

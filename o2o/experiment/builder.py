@@ -30,7 +30,7 @@ from o2o.experiment.pipeline import (
     PipelineResult,
     is_sparse_maze,
 )
-from o2o.experiment.runs import METRICS, RunDir, plain_config
+from o2o.experiment.runs import METRICS, RunDir, number, plain_config
 from o2o.finetune import coerce_method_options, make_methods
 
 
@@ -163,48 +163,50 @@ def execute(
     """Run (or resume) ``spec`` into ``run``; with ``offline_from`` the offline phase is
     loaded from that run instead of trained (its offline rows are copied, so the run's own
     files tell the whole story). Writes and returns summary.json's content (``label``: the
-    method's name there, default ``spec.finetune``)."""
-    pipeline = spec.build(dataset)
-    del dataset  # SAMG keeps no offline data in memory once fine-tuning starts
-    if announce is not None:
-        announce(pipeline)
-    offline_states = None
-    if offline_from is not None:
-        offline_states = load_offline_states(pipeline, offline_from)
-        source = Path(offline_from)
-        source_dir = source if source.is_dir() else source.parent
-        if (source_dir / METRICS).exists() and not any(
-            row.get("phase") == OFFLINE for row in run.rows()
-        ):
-            for row in RunDir(source_dir).rows():
-                if row.get("phase") == OFFLINE:
-                    run.append(METRICS, row)
-    start = time.perf_counter()
-    result = pipeline.run(
-        run, resume=resume, progress=progress, offline_states=offline_states, on_eval=on_eval
-    )
-    summary: dict[str, Any] = {
-        "dataset": spec.pipeline.dataset,
-        "algo": spec.algo,
-        "method": label or spec.finetune,
-        "seconds": time.perf_counter() - start,
-        **pipeline.describe(),
-    }
-    for phase in (OFFLINE, "online"):
-        rows = [r for r in result.rows if r.get("phase") == phase]
-        if rows:
-            summary[f"final_{phase}"] = rows[-1]
-            summary[f"{phase}_scores"] = rows[-1].get("seed_normalized_scores")
-            if "updates" in rows[-1]:
-                summary[f"{phase}_updates"] = rows[-1]["updates"]
-    summary.update(pipeline.methods.summary(result.rows))
-    run.write_summary(summary)
-    return result, summary
+    method's name there, default ``spec.finetune``). A new run whose setup fails before
+    anything but its config.yaml was written leaves no run directory behind."""
+    with run.removed_if_setup_fails(new=not resume):
+        pipeline = spec.build(dataset)
+        del dataset  # SAMG keeps no offline data in memory once fine-tuning starts
+        if announce is not None:
+            announce(pipeline)
+        offline_states = None
+        if offline_from is not None:
+            offline_states = load_offline_states(pipeline, offline_from)
+            source = Path(offline_from)
+            source_dir = source if source.is_dir() else source.parent
+            if (source_dir / METRICS).exists() and not any(
+                row.get("phase") == OFFLINE for row in run.rows()
+            ):
+                for row in RunDir(source_dir).rows():
+                    if row.get("phase") == OFFLINE:
+                        run.append(METRICS, row)
+        start = time.perf_counter()
+        result = pipeline.run(
+            run, resume=resume, progress=progress, offline_states=offline_states, on_eval=on_eval
+        )
+        summary: dict[str, Any] = {
+            "dataset": spec.pipeline.dataset,
+            "algo": spec.algo,
+            "method": label or spec.finetune,
+            "seconds": time.perf_counter() - start,
+            **pipeline.describe(),
+        }
+        for phase in (OFFLINE, "online"):
+            rows = [r for r in result.rows if r.get("phase") == phase]
+            if rows:
+                summary[f"final_{phase}"] = rows[-1]
+                summary[f"{phase}_scores"] = rows[-1].get("seed_normalized_scores")
+                if "updates" in rows[-1]:
+                    summary[f"{phase}_updates"] = rows[-1]["updates"]
+        summary.update(pipeline.methods.summary(result.rows))
+        run.write_summary(summary)
+        return result, summary
 
 
 def score_line(row: dict, seeds: int) -> str:
-    scores = np.asarray(row.get("seed_normalized_scores", [np.nan]))
+    scores = np.asarray(row.get("seed_normalized_scores", [np.nan]), float)
     return (
-        f"normalized score {row.get('normalized_score', np.nan):.1f} ± {np.std(scores):.1f} "
-        f"(return {row['return']:.1f}) over {seeds} seed(s)"
+        f"normalized score {number(row.get('normalized_score')):.1f} ± {np.std(scores):.1f} "
+        f"(return {number(row['return']):.1f}) over {seeds} seed(s)"
     )

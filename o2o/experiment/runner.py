@@ -19,7 +19,7 @@ import yaml
 
 from o2o.errors import O2OError
 from o2o.experiment.pipeline import OFFLINE_CHECKPOINT
-from o2o.experiment.runs import CONFIG, SUMMARY, RunDir
+from o2o.experiment.runs import CONFIG, SUMMARY, RunDir, number
 from o2o.experiment.suite import Configuration, Suite
 
 
@@ -106,9 +106,9 @@ def describe_outcome(outcome: Outcome) -> str:
     if outcome.status == "failed":
         return f"{outcome.config.name}: FAILED ({outcome.error})"
     summary = outcome.summary or {}
-    off = np.mean(summary.get("offline_scores", [np.nan]))
-    on = np.mean(summary.get("online_scores", [np.nan]))
-    seconds = summary.get("seconds", float("nan"))
+    off = np.mean(np.asarray(summary.get("offline_scores") or [np.nan], float))
+    on = np.mean(np.asarray(summary.get("online_scores") or [np.nan], float))
+    seconds = number(summary.get("seconds"))
     return f"{outcome.config.name}: offline {off:.1f} -> online {on:.1f} ({seconds:.0f}s, {outcome.status})"
 
 

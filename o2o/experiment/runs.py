@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,8 +14,13 @@ from typing import Any
 import numpy as np
 import yaml
 
-from o2o.errors import ConfigError, O2OError
-from o2o.experiment.checkpoint import atomic_write_bytes
+from o2o.errors import ConfigError, O2OError, raise_if_disk_full
+from o2o.experiment.checkpoint import (
+    atomic_write_bytes,
+    is_temp_file,
+    remove_temp_files,
+    write_all,
+)
 
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
@@ -29,16 +37,22 @@ class RunDir:
     @classmethod
     def create(cls, path: Path | str, config: dict[str, Any], resume: bool = False) -> RunDir:
         """Open a new run, or an existing one with ``resume``. Never overwrites a finished or
-        started run without ``resume``."""
+        started run without ``resume``. The temp files of writes a killed process left are
+        removed from a directory that is opened."""
         run = cls(Path(path))
+        if run.path.exists() and not run.path.is_dir():
+            raise O2OError(f"{run.path} exists and is not a directory; choose another --name")
         if resume:
             if not (run.path / CONFIG).exists():
                 raise O2OError(f"cannot resume {run.path}: no {CONFIG} there")
+            remove_temp_files(run.path)
             return run
-        if run.path.exists() and any(run.path.iterdir()):
-            raise O2OError(
-                f"run directory {run.path} already exists; pass --resume to continue it or choose another --name"
-            )
+        if run.path.exists():
+            if any(not is_temp_file(entry) for entry in run.path.iterdir()):
+                raise O2OError(
+                    f"run directory {run.path} already exists; pass --resume to continue it or choose another --name"
+                )
+            remove_temp_files(run.path)
         try:
             run.path.mkdir(parents=True, exist_ok=True)
             probe = run.path / ".write-test"
@@ -50,7 +64,14 @@ class RunDir:
         return run
 
     def config(self) -> dict[str, Any]:
-        return yaml.safe_load((self.path / CONFIG).read_text())
+        path = self.path / CONFIG
+        try:
+            config = yaml.safe_load(path.read_text())
+        except yaml.YAMLError:
+            raise O2OError(f"{path}: corrupt run config (not valid YAML)") from None
+        if not isinstance(config, dict):
+            raise O2OError(f"{path}: corrupt run config (not a mapping)")
+        return config
 
     @property
     def checkpoint_path(self) -> Path:
@@ -60,10 +81,24 @@ class RunDir:
         return self.checkpoint_path.exists()
 
     def append(self, filename: str, row: dict[str, Any]) -> None:
-        with open(self.path / filename, "a") as f:
-            f.write(json.dumps(row) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        """One JSON line, written whole or not at all: a failed write (a full disk) is cut
+        back to the file's previous end."""
+        path = self.path / filename
+        line = (json_text(row) + "\n").encode()
+        fd = size = None
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            size = os.fstat(fd).st_size
+            write_all(fd, line)
+            os.fsync(fd)
+        except OSError as error:
+            if size is not None:
+                os.ftruncate(fd, size)
+            raise_if_disk_full(error, path)
+            raise
+        finally:
+            if fd is not None:
+                os.close(fd)
 
     def rows(self, filename: str = METRICS) -> list[dict[str, Any]]:
         path = self.path / filename
@@ -97,15 +132,80 @@ class RunDir:
             if (self.path / filename).exists():
                 kept = [r for r in self.rows(filename) if not written_later(filename, r)]
                 atomic_write_bytes(
-                    self.path / filename, "".join(json.dumps(r) + "\n" for r in kept).encode()
+                    self.path / filename, "".join(json_text(r) + "\n" for r in kept).encode()
                 )
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        atomic_write_bytes(self.path / SUMMARY, json.dumps(summary, indent=2).encode())
+        atomic_write_bytes(self.path / SUMMARY, json_text(summary, indent=2).encode())
 
     def summary(self) -> dict[str, Any] | None:
         path = self.path / SUMMARY
-        return json.loads(path.read_text()) if path.exists() else None
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise O2OError(
+                f"{path}: corrupt {SUMMARY} ({error.msg}, line {error.lineno})"
+            ) from None
+
+    @contextlib.contextmanager
+    def removed_if_setup_fails(self, new: bool = True) -> Iterator[RunDir]:
+        """Around a run: an O2OError of a ``new`` run that has written nothing but its
+        config.yaml (a failed setup) removes the directory, so the name can be used again."""
+        try:
+            yield self
+        except O2OError:
+            if new:
+                self.remove_if_unstarted()
+            raise
+
+    def remove_if_unstarted(self) -> bool:
+        """Remove the directory if it holds nothing but config.yaml: a run whose setup failed
+        before anything else was written, whose name can then be used again. Whether it did."""
+        if not self.path.is_dir() or {e.name for e in self.path.iterdir()} != {CONFIG}:
+            return False
+        (self.path / CONFIG).unlink()
+        self.path.rmdir()
+        return True
+
+
+def json_text(value: Any, indent: int | None = None) -> str:
+    """Strict JSON (what every run file and report holds): a float that is not finite is
+    written as ``null``, never as the bare ``NaN``/``Infinity`` other parsers reject."""
+    return json.dumps(finite_or_none(value), indent=indent, allow_nan=False)
+
+
+def finite_or_none(value: Any) -> Any:
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_none(v) for v in value]
+    return value
+
+
+def number(value: Any) -> float:
+    """A numeric field read back from a run file: ``null`` (not finite when written) is NaN."""
+    return float("nan") if value is None else float(value)
+
+
+def check_run_name(name: str, what: str = "run name") -> str:
+    """``name`` when it is one safe path component (it names a directory inside the runs or
+    results directory and must stay there), else a ConfigError."""
+    text = str(name)
+    if (
+        not text.strip()
+        or text in (".", "..")
+        or "/" in text
+        or (os.altsep is not None and os.altsep in text)
+        or "\0" in text
+    ):
+        raise ConfigError(
+            f"{what} {text!r} must be a single directory name (no '/', not '.' or '..')"
+        )
+    return text
 
 
 def plain_config(value: Any) -> Any:

@@ -14,13 +14,15 @@
     pipeline: {batch_size: 256}   # any other PipelineConfig field
 
 A configuration is one (dataset, algorithm, method) with every seed; its results live in
-``<results>/<dataset>/<algo>/<method label>/``. Everything is validated on load, so a typo
-fails in a second with one line instead of hours into a run.
+``<results>/<dataset>/<algo>/<method label>/`` (a label is one directory name). Everything is
+validated on load, value types and duplicated keys included, so a typo fails in a second
+with one line instead of hours into a run.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ import yaml
 from o2o.core.overrides import coerce_overrides
 from o2o.errors import ConfigError, DatasetError, O2OError
 from o2o.experiment.pipeline import PipelineConfig
+from o2o.experiment.runs import check_run_name
 
 SUITE_FIELDS = (
     "name",
@@ -178,7 +181,7 @@ class Suite:
                 eval_episodes=self.eval_episodes,
                 seeds=self.seeds,
                 seed=self.seed,
-                **self.pipeline,
+                **coerce_overrides(self.pipeline, PipelineConfig),
             )
         except TypeError as error:  # a non-integer budget compared with 0
             raise ConfigError(
@@ -207,14 +210,35 @@ def load_suite(path: Path | str) -> Suite:
     if not path.is_file():
         raise O2OError(f"suite file {path} not found")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
-        raise ConfigError(f"suite file {path} is not valid YAML{where}") from None
+        problem = getattr(error, "problem", None)
+        raise ConfigError(
+            f"suite file {path} is not valid YAML{where}" + (f": {problem}" if problem else "")
+        ) from None
     if not isinstance(raw, dict):
         raise ConfigError(f"suite file {path} must hold a mapping of suite fields")
     return suite_from_dict(raw, default_name=path.stem)
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML would
+    silently keep the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, Hashable):
+                continue  # the base constructor reports an unhashable key
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
 
 
 def suite_from_dict(raw: dict[str, Any], default_name: str = "suite") -> Suite:
@@ -227,10 +251,16 @@ def suite_from_dict(raw: dict[str, Any], default_name: str = "suite") -> Suite:
         if not isinstance(raw.get(key), list) or not raw[key]:
             raise ConfigError(f"suite field '{key}' must be a non-empty list")
     for key in ("agent_overrides", "pipeline"):
-        if not isinstance(raw.get(key, {}), dict):
+        if not isinstance(raw.get(key) or {}, dict):
             raise ConfigError(f"suite field '{key}' must be a mapping")
+    for algo, options in (raw.get("agent_overrides") or {}).items():
+        if not isinstance(options or {}, dict):
+            raise ConfigError(
+                f"suite field 'agent_overrides': {algo} must map option names to values, "
+                f"got {options!r}"
+            )
     values = dict(raw)
-    values["name"] = str(raw.get("name") or default_name)
+    values["name"] = check_run_name(str(raw.get("name") or default_name), "suite name")
     values["datasets"] = tuple(str(d) for d in raw["datasets"])
     values["algos"] = tuple(str(a).lower() for a in raw["algos"])
     values["methods"] = tuple(_method_spec(m) for m in raw["methods"])
@@ -246,8 +276,12 @@ def _method_spec(entry: Any) -> MethodSpec:
         return MethodSpec(entry)
     if isinstance(entry, dict) and len(entry) == 1:
         ((name, options),) = entry.items()
+        if not isinstance(options or {}, dict):
+            raise ConfigError(
+                f"suite method {name}: options must be a mapping {{option: value}}, got {options!r}"
+            )
         options = dict(options or {})
-        label = str(options.pop("label", name))
+        label = check_run_name(str(options.pop("label", name)), "suite method label")
         return MethodSpec(str(name), options, label)
     raise ConfigError(f"a suite method is a name or {{name: {{option: value}}}}, got {entry!r}")
 
@@ -291,6 +325,7 @@ def validate(suite: Suite) -> Suite:
         if method.label == "vanilla" and method.name != "vanilla":
             raise ConfigError("the label 'vanilla' is reserved for the vanilla method")
     for dataset in suite.datasets:
+        check_run_name(dataset.replace("/", "_"), "suite dataset directory")
         _check_dataset(dataset)
     for config in suite.configurations():
         config.agent_config()  # a bad agent override or budget fails here, not mid-suite
@@ -311,16 +346,17 @@ def _check_dataset(name: str) -> None:
 def parse_agent_sets(items: list[str]) -> dict[str, dict[str, Any]]:
     """``["cql.cql_n_actions=2"]`` -> ``{"cql": {"cql_n_actions": 2}}`` (values read as YAML)."""
     from o2o.agents import CONFIGS
+    from o2o.arguments import parse_pairs
 
     overrides: dict[str, dict[str, Any]] = {}
     for item in items:
         algo, _, pair = item.partition(".")
-        name, sep, text = pair.partition("=")
+        name, sep, _ = pair.partition("=")
         if not sep or not name or algo.lower() not in CONFIGS:
             raise ConfigError(
                 f"--agent-set expects ALGO.NAME=VALUE with a known ALGO, got '{item}'"
             )
-        overrides.setdefault(algo.lower(), {})[name] = yaml.safe_load(text)
+        overrides.setdefault(algo.lower(), {}).update(parse_pairs([pair], "--agent-set"))
     return overrides
 
 
