@@ -114,9 +114,10 @@ def test_the_reward_hook_sees_the_whole_batch_once_per_step():
         slots = frozenset({"reward"})
         trains_offline = True
 
-        def reward(self, state, batch, key):
-            jax.debug.callback(lambda n: calls.append(int(n)), batch.rewards.shape[0])
-            return batch.rewards
+        def reward(self, state, inputs):
+            rewards = inputs.batch.rewards
+            jax.debug.callback(lambda n: calls.append(int(n)), rewards.shape[0])
+            return rewards
 
     methods = make_methods("vanilla", {}, OBS, ACT)
     methods = type(methods)((Counting(NoOptions(), OBS, ACT),))

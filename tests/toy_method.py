@@ -36,7 +36,8 @@ class Toy(Method):
         x = jnp.concatenate([observations, actions], axis=-1)
         return state["model"](x, params=params)[..., 0]
 
-    def reward(self, state, batch, key):
+    def reward(self, state, inputs):
+        batch = inputs.batch
         bonus = jnp.tanh(self.predicted(state, batch.observations, batch.actions))
         return batch.rewards + self.config.bonus * bonus
 

@@ -7,8 +7,9 @@ An agent carries its own knowledge; the pipeline knows none of it by name:
   engine as every other phase;
 * its config's ``budget_fields``: schedules that follow the run's budget (IQL's cosine actor
   rate over the offline steps, SPOT's λ cooling over the online updates);
-* ``bootstrap_params``/``bootstrap_value``/``q_value`` (agents with a critic): the
-  quantities a fine-tuning method freezes, re-evaluates or conditions on (SAMG, SERA, OCR).
+* ``bootstrap_params``/``bootstrap_value``/``q_params``/``q_value`` (agents with a critic):
+  the quantities a fine-tuning method freezes, re-evaluates or conditions on (SAMG, SERA,
+  OCR).
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ class Agent(Protocol):
     def bootstrap_value(
         self, state: Any, batch: Transition, key: jax.Array, params: Any = None
     ) -> jax.Array: ...
+
+    def q_params(self, state: Any) -> Any: ...
 
     def q_value(
         self, state: Any, observations: jax.Array, actions: jax.Array, params: Any = None
@@ -99,6 +102,9 @@ class AgentBase:
     ) -> jax.Array:
         raise ConfigError(f"{type(self).__name__} has no critic for a fine-tuning method to use")
 
+    def q_params(self, state: Any) -> Any:
+        raise ConfigError(f"{type(self).__name__} has no critic for a fine-tuning method to use")
+
     def q_value(
         self, state: Any, observations: jax.Array, actions: jax.Array, params: Any = None
     ) -> jax.Array:
@@ -134,6 +140,8 @@ class CriticAgent(AgentBase):
             hook_key(key),
             next_actions,
             next_log_probs,
+            agent=self,
+            agent_state=state,
         )
         return target_with_hooks(self.hooks, state.extras, inputs, self.config.discount)
 
@@ -147,6 +155,10 @@ class CriticAgent(AgentBase):
             batch = with_policy_inputs(self.hooks, state.extras, batch, key)
         value_with = self.next_value_fn(state, batch, key)[0]
         return value_with(self.target_params(state) if params is None else params)
+
+    def q_params(self, state: Any) -> Any:
+        """The critic ensemble's parameters, what ``q_value`` evaluates by default."""
+        return state.critic.params
 
     def q_value(
         self, state: Any, observations: jax.Array, actions: jax.Array, params: Any = None

@@ -3,7 +3,9 @@ methods plug in"; docs/methods.md).
 
 An agent never knows which method is on. Its update consults the hooks at these places:
 
-* ``reward``: the reward used in the critic target (SERA: r + λ·tanh(r_int));
+* ``reward``: the reward used in the critic target (SERA: r + λ·tanh(r_int)); it sees the
+  same ``TargetInputs`` as ``next_value``, so it can evaluate the agent's own networks at the
+  batch (SERA conditions on Q̂(s, a) = ``agent.q_value(agent_state, s, a, params)``);
 * ``next_value``: the bootstrap value in the critic target (SAMG: (1-p)·Q + p·Q_off;
   OCR: -λ·divergence);
 * ``critic_penalty``: extra critic loss terms (OCR alignment) and ``conservative_weights``,
@@ -53,7 +55,10 @@ class TargetInputs:
     for SAC/CQL, V(s') for IQL). ``value_with(params)`` recomputes the same quantity with other
     critic (or value) parameters at the same s' and a', e.g. a frozen offline critic.
     ``next_actions``/``next_log_probs`` are the a' the agent drew (None where there are none).
-    ``key`` is this step's key for the reward and bootstrap hooks.
+    ``key`` is this step's key for the reward and bootstrap hooks. ``agent``/``agent_state``
+    are the agent and its state at the start of the step (the state the target is computed
+    from), for hooks that evaluate the agent's own networks through its accessors
+    (``q_value``, ``bootstrap_value``); None where the caller has no agent.
     """
 
     batch: Transition
@@ -62,6 +67,8 @@ class TargetInputs:
     key: Array
     next_actions: Array | None = None
     next_log_probs: Array | None = None
+    agent: Any = None
+    agent_state: Any = None
 
 
 @dataclass(frozen=True)
@@ -81,8 +88,9 @@ class Hooks:
 
     policy_input_dim: int = 0
 
-    def reward(self, extras: Any, batch: Transition, key: Array) -> Array:
-        return batch.rewards
+    def reward(self, extras: Any, inputs: TargetInputs) -> Array:
+        """(B,) reward of the critic target for ``inputs.batch``."""
+        return inputs.batch.rewards
 
     def next_value(self, extras: Any, inputs: TargetInputs) -> Array:
         return inputs.next_value
@@ -128,10 +136,9 @@ NO_HOOKS = Hooks()
 
 def target_with_hooks(hooks: Hooks, extras: Any, inputs: TargetInputs, discount: float) -> Array:
     """r' + γ (1 - terminal) V'(s'), where r' and V' come from the hooks; no gradient flows."""
-    batch = inputs.batch
-    reward = hooks.reward(extras, batch, inputs.key)
+    reward = hooks.reward(extras, inputs)
     next_value = hooks.next_value(extras, inputs)
-    return jax.lax.stop_gradient(reward + discount * (1.0 - batch.terminals) * next_value)
+    return jax.lax.stop_gradient(reward + discount * (1.0 - inputs.batch.terminals) * next_value)
 
 
 def hook_key(key: Array) -> Array:

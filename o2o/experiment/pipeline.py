@@ -103,7 +103,8 @@ class PipelineConfig:
         check(
             self.offline_eval_every % self.offline_chunk == 0
             or self.offline_eval_every < self.offline_chunk,
-            f"offline_eval_every ({self.offline_eval_every}) must be a multiple of offline_chunk ({self.offline_chunk})",
+            f"offline_eval_every ({self.offline_eval_every}) must be a multiple of offline_chunk "
+            f"({self.offline_chunk}) or smaller than it (a shorter interval shortens the fused call)",
         )
 
 
@@ -172,6 +173,7 @@ class Pipeline:
         self.agent = agent_config.create(hooks=self.methods)
         for method in self.methods:
             method.check_agent(algo, self.agent)
+            method.check_batch_size(config.batch_size)
         self.dataset = dataset if dataset is not None else datasets.load(config.dataset)
         self.env_id = datasets.env_id_for(self.dataset)
         self.dataset_size = int(self.dataset.size)  # kept: SAMG drops the dataset itself
@@ -274,7 +276,13 @@ class Pipeline:
         if step >= total:
             return states, keys
         chunk = min(c.offline_chunk, total)
-        every = c.offline_eval_every if name == OFFLINE else _row_interval(total, chunk)
+        if name == OFFLINE:
+            # An interval shorter than a fused call shortens the call: rows come exactly
+            # every offline_eval_every steps, never rounded up to the chunk.
+            chunk = min(chunk, c.offline_eval_every)
+            every = c.offline_eval_every
+        else:
+            every = _row_interval(total, chunk)
         data = {"replay": _stack(buf.buffer_from_transitions(self.offline), c.seeds)}
         compiled: dict[int, Any] = {}
         grid = EnvGrid(self.env_id, c.seeds, c.eval_episodes) if phase.evaluate else None

@@ -14,6 +14,7 @@ from o2o.core.overrides import coerce_overrides
 from o2o.errors import ConfigError
 from o2o.finetune.base import SLOTS, VANILLA, Method, Methods
 from o2o.finetune.samg import SAMG, SAMGConfig
+from o2o.finetune.sera import SERA, SERAConfig
 
 REGISTRY: dict[str, tuple[type[Method], dict[str, Any]]] = {}
 
@@ -28,6 +29,10 @@ register(SAMG, "samg-even", weight="even")
 register(SAMG, "samg-random", weight="random")
 register(SAMG, "samg-embedding", weight="embedding")
 register(SAMG, "samg-unguided", weight="none", cons_weighting="plain")
+register(SERA)
+register(SERA, "sera-v", condition="v")  # VCSE: conditioned on V(s) instead of Q(s, a)
+register(SERA, "sera-random-q", critic="random")  # a randomly initialised conditioning critic
+register(SERA, "sera-none-tanh", squash="none")  # r + λ·r_int
 
 
 def method_labels() -> list[str]:
@@ -75,15 +80,27 @@ def split_options(labels: tuple[str, ...], options: dict[str, Any]) -> dict[str,
 
 def coerce_method_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     """Typed options (strings from the command line, lists from YAML) for ``name``'s methods,
-    with the keys as given; unknown options are an error."""
+    with the keys as given; unknown options and values a method's config refuses are an
+    error (here, when a suite is loaded, not when its run starts)."""
     labels = parse_labels(name)
     typed: dict[str, Any] = {}
     for label, own in split_options(labels, options).items():
-        cls = REGISTRY[label][0]
-        coerced = coerce_overrides(own, cls.config_class)
+        method_config(label, own)
+        coerced = coerce_overrides(own, REGISTRY[label][0].config_class)
         prefix = f"{label}." if len(labels) > 1 or any("." in str(k) for k in options) else ""
         typed.update({f"{prefix}{k}": v for k, v in coerced.items()})
     return typed
+
+
+def method_config(label: str, options: dict[str, Any]) -> Any:
+    """The config of the registered method ``label``: its preset with ``options``, validated."""
+    cls, preset = REGISTRY[label]
+    typed = coerce_overrides(options, cls.config_class)
+    try:
+        return cls.config_class(**{**preset, **typed})
+    except TypeError as error:
+        names = ", ".join(f.name for f in fields(cls.config_class))
+        raise ConfigError(f"{error}; {label} options: {names}") from None
 
 
 def make_methods(name: str, options: dict[str, Any], obs_dim: int, act_dim: int) -> Methods:
@@ -91,18 +108,13 @@ def make_methods(name: str, options: dict[str, Any], obs_dim: int, act_dim: int)
     labels = parse_labels(name)
     built = []
     for label, own in split_options(labels, options).items():
-        cls, preset = REGISTRY[label]
-        typed = coerce_overrides(own, cls.config_class)
-        try:
-            config = cls.config_class(**{**preset, **typed})
-        except TypeError as error:
-            names = ", ".join(f.name for f in fields(cls.config_class))
-            raise ConfigError(f"{error}; {label} options: {names}") from None
-        method = cls(config, obs_dim, act_dim)
+        config = method_config(label, own)
+        method = REGISTRY[label][0](config, obs_dim, act_dim)
         method.label = label
         built.append(method)
     return Methods(tuple(built))
 
 
-__all__ = ["REGISTRY", "SAMG", "SLOTS", "VANILLA", "Method", "Methods", "SAMGConfig"]
+__all__ = ["REGISTRY", "SAMG", "SERA", "SLOTS", "VANILLA", "Method", "Methods", "SAMGConfig"]
+__all__ += ["SERAConfig"]
 __all__ += ["coerce_method_options", "make_methods", "method_labels", "parse_labels", "register"]

@@ -26,10 +26,12 @@ Slots (a method declares the ones it uses; two methods may not share an exclusiv
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from o2o.core.engine import Phase
 from o2o.core.hooks import ActorInputs, Hooks, TargetInputs
@@ -81,8 +83,10 @@ class Method:
         self.label = self.name  # the registry name it was built from (e.g. samg-even)
 
     # --- inside the jitted update ----------------------------------------------------------
-    def reward(self, state: Any, batch: Transition, key: Array) -> Array:
-        return batch.rewards
+    def reward(self, state: Any, inputs: TargetInputs) -> Array:
+        """The reward of the critic target: ``inputs.batch.rewards`` (as earlier methods of
+        a composition left them) changed; ``inputs`` as the bootstrap hook sees them."""
+        return inputs.batch.rewards
 
     def next_value(self, state: Any, inputs: TargetInputs) -> Array:
         return inputs.next_value
@@ -121,6 +125,10 @@ class Method:
     # --- on the host ------------------------------------------------------------------------
     def check_agent(self, algo: str, agent: Any) -> None:
         """Refuse (ConfigError) an agent the method cannot work with."""
+
+    def check_batch_size(self, batch_size: int) -> None:
+        """Refuse (ConfigError) the run's batch size if the method cannot work with it (a
+        batch-level estimator needs more rows than its neighbours: SERA's k)."""
 
     def init_state(self, agent: Any, agent_state: Any, key: Array, preprocess: Any) -> Any:
         """The method's state for one seed (pure: it is vmapped over seeds)."""
@@ -222,25 +230,17 @@ class Methods(Hooks):
 
     # --- Hooks ------------------------------------------------------------------------------
     # Each method gets its own key, the same one in every hook of a step (see core/hooks.py).
-    def reward(self, extras: Any, batch: Transition, key: Array) -> Array:
-        for method, state, own_key in self.active_with_keys(extras, key):
-            batch = batch._replace(rewards=method.reward(state, batch, own_key))
+    def reward(self, extras: Any, inputs: TargetInputs) -> Array:
+        batch = inputs.batch
+        for method, state, own_key in self.active_with_keys(extras, inputs.key):
+            rewards = method.reward(state, replace(inputs, batch=batch, key=own_key))
+            batch = batch._replace(rewards=rewards)
         return batch.rewards
 
     def next_value(self, extras: Any, inputs: TargetInputs) -> Array:
         value = inputs.next_value
         for method, state, own_key in self.active_with_keys(extras, inputs.key):
-            value = method.next_value(
-                state,
-                TargetInputs(
-                    inputs.batch,
-                    value,
-                    inputs.value_with,
-                    own_key,
-                    inputs.next_actions,
-                    inputs.next_log_probs,
-                ),
-            )
+            value = method.next_value(state, replace(inputs, next_value=value, key=own_key))
         return value
 
     def conservative_weights(self, extras: Any, batch: Transition, key: Array) -> Array | None:
@@ -294,7 +294,9 @@ class Methods(Hooks):
 
         def update(state, batch, key):
             state, metrics = agent.update(state, batch, key)
-            extras = dict(state.extras or {})
+            if not isinstance(state.extras, dict):  # no method state yet: the state as it is
+                return state, metrics
+            extras = dict(state.extras)
             method_key = jax.random.fold_in(key, METHOD_KEY)
             for i, method in enumerate(owners):
                 if method.name in extras:
@@ -365,6 +367,20 @@ class Methods(Hooks):
         for method in self.methods:
             out.update(method.summary(rows))
         return out
+
+
+def observation_statistics(preprocess: Any, obs_dim: int) -> dict[str, Array]:
+    """The agent's state normalisation (identity without one), for a method's state: with
+    ``raw_observations`` a method sees the env's raw states where the agent sees normalised
+    ones."""
+    mean = preprocess.obs_mean if preprocess.obs_mean is not None else np.zeros(obs_dim)
+    std = preprocess.obs_std if preprocess.obs_std is not None else np.ones(obs_dim)
+    return {"obs_mean": jnp.asarray(mean, jnp.float32), "obs_std": jnp.asarray(std, jnp.float32)}
+
+
+def raw_observations(state: dict, observations: Array) -> Array:
+    """Undo the agent's state normalisation (``state`` holds ``observation_statistics``)."""
+    return observations * state["obs_std"] + state["obs_mean"]
 
 
 def _summed(parts) -> tuple[Array, dict]:

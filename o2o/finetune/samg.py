@@ -44,7 +44,7 @@ from o2o.core.train_state import TrainState
 from o2o.core.types import Transition
 from o2o.core.vae import ConditionalVAE, kl_to_standard_normal
 from o2o.errors import ConfigError, check, check_fields
-from o2o.finetune.base import Diagnostic, Method
+from o2o.finetune.base import Diagnostic, Method, observation_statistics, raw_observations
 
 Weight = Literal["cvae", "embedding", "even", "random", "none"]
 STATS_CHUNK = 4096
@@ -147,11 +147,6 @@ class SiameseActionPredictor(nn.Module):
     def __call__(self, observations: jax.Array, next_observations: jax.Array) -> jax.Array:
         both = jnp.concatenate([self.embed(observations), self.embed(next_observations)], axis=-1)
         return self.head(nn.relu(both))
-
-
-def raw_observations(state: dict, observations: jax.Array) -> jax.Array:
-    """Undo the agent's state normalisation: the weight models see raw states."""
-    return observations * state["obs_std"] + state["obs_mean"]
 
 
 def merge_statistics(count_a, mean_a, var_a, count_b, mean_b, var_b):
@@ -276,13 +271,10 @@ class SAMG(Method):
     def init_state(self, agent: Any, agent_state: Any, key: jax.Array, preprocess: Any) -> dict:
         c = self.config
         obs_dim = self.obs_dim
-        mean = preprocess.obs_mean if preprocess.obs_mean is not None else np.zeros(obs_dim)
-        std = preprocess.obs_std if preprocess.obs_std is not None else np.ones(obs_dim)
         state: dict[str, Any] = {
             "guidance": jnp.float32(1.0),
             "offline_params": jax.tree.map(jnp.copy, agent.bootstrap_params(agent_state)),
-            "obs_mean": jnp.asarray(mean, jnp.float32),
-            "obs_std": jnp.asarray(std, jnp.float32),
+            **observation_statistics(preprocess, obs_dim),  # the weight models see raw states
         }
         if not c.learned:
             return state
