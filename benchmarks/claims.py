@@ -93,6 +93,13 @@ CLAIMS = (
     ),
     Claim(
         "SAMG",
+        "fine-tuning on online samples only (the offline data dropped) beats offline ∪ online",
+        'the paper\'s motivation: "100% online sample utilization" (Introduction)',
+        "samg-unguided",
+        "vanilla",
+    ),
+    Claim(
+        "SAMG",
         "a C-VAE trained to convergence guides better than one fitted 2,000 steps (control)",
         "implied: the paper trains the C-VAE to a low reconstruction loss",
         "samg",
