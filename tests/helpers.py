@@ -145,3 +145,25 @@ class OfflineArrayProbe:
         alive = [r() is not None for r in self.refs]
         device = [a.shape for a in jax.live_arrays() if set(self.sizes) & set(a.shape)]
         self.checks.append((alive, device))
+
+
+def tiny_pipeline(dataset, methods="samg-even", options=None, **config):
+    """A TD3 pipeline at a budget of a few hundred updates with ``methods`` composed."""
+    from o2o.agents import TD3Config
+    from o2o.experiment.pipeline import Pipeline, PipelineConfig
+    from o2o.finetune import make_methods
+
+    base = dict(
+        offline_steps=100,
+        online_steps=300,
+        offline_chunk=100,
+        offline_eval_every=100,
+        online_eval_every=300,
+        update_every=50,
+        eval_episodes=1,
+        batch_size=32,
+    )
+    built = make_methods(methods, options or {}, dataset.obs_dim, dataset.act_dim)
+    return Pipeline(
+        "td3", TD3Config(hidden_dims=(16,)), PipelineConfig(**{**base, **config}), dataset, built
+    )

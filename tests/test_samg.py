@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.stats import norm
 
-from o2o.agents import AWACConfig, CQLConfig, IQLConfig, SACConfig, TD3Config
+from o2o.agents import AWACConfig, CQLConfig, IQLConfig, SACConfig
 from o2o.agents.cql import conservative_gap
 from o2o.core.buffers import Sampler, buffer_from_transitions
 from o2o.core.engine import compile_fused
@@ -26,7 +26,7 @@ from o2o.finetune.samg import (
     posterior_collapsed,
     thresholded,
 )
-from tests.helpers import OfflineArrayProbe, q_values, tiny_batch
+from tests.helpers import OfflineArrayProbe, q_values, tiny_batch, tiny_pipeline
 
 OBS, ACT = 3, 2
 
@@ -498,25 +498,6 @@ def test_invalid_samg_options():
 
 
 # --- through the pipeline -------------------------------------------------------------------
-
-
-def tiny_pipeline(dataset, methods="samg-even", options=None, **config):
-    from o2o.experiment.pipeline import Pipeline, PipelineConfig
-
-    base = dict(
-        offline_steps=100,
-        online_steps=300,
-        offline_chunk=100,
-        offline_eval_every=100,
-        online_eval_every=300,
-        update_every=50,
-        eval_episodes=1,
-        batch_size=32,
-    )
-    built = make_methods(methods, options or {}, dataset.obs_dim, dataset.act_dim)
-    return Pipeline(
-        "td3", TD3Config(hidden_dims=(16,)), PipelineConfig(**{**base, **config}), dataset, built
-    )
 
 
 def test_samg_refuses_another_data_policy_and_agents_without_a_critic():

@@ -480,29 +480,16 @@ def test_samg_plus_sera_runs_through_the_pipeline_with_its_diagnostics(tmp_path)
     """``--finetune samg+sera`` end to end (tiny budget): paired on the offline phase, both
     methods' metrics in the online rows, the run labelled samg+sera."""
     from o2o import data as datasets
-    from o2o.agents import TD3Config
-    from o2o.experiment.pipeline import Pipeline, PipelineConfig
     from o2o.experiment.runs import RunDir
+    from tests.helpers import tiny_pipeline
 
     dataset = datasets.load("hopper-medium-lite").select(slice(0, 500))
-    config = PipelineConfig(
-        dataset="hopper-medium-lite",
-        offline_steps=100,
-        online_steps=300,
-        offline_chunk=100,
-        offline_eval_every=100,
-        online_eval_every=300,
-        update_every=50,
-        eval_episodes=1,
-        batch_size=32,
-    )
-    methods = make_methods(
+    pipeline = tiny_pipeline(
+        dataset,
         "samg+sera",
         {"samg.weight": "even", "samg.seed_transitions": 50, "sera.k": 5},
-        dataset.obs_dim,
-        dataset.act_dim,
     )
-    pipeline = Pipeline("td3", TD3Config(hidden_dims=(16,)), config, dataset, methods)
+    methods = pipeline.methods
     assert pipeline.describe()["finetune"] == "samg+sera"
     run = RunDir.create(tmp_path / "run", {})
     result = pipeline.run(run, progress=False)
