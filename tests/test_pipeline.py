@@ -261,3 +261,48 @@ def test_cli_train_on_dataset_and_bad_inputs(tmp_path, capsys):
         assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err, (argv, err)
     assert (tmp_path / "ok" / "metrics.jsonl").read_text() == before
     assert not Path(tmp_path / "x1").exists()
+
+
+@pytest.mark.parametrize("instant", ["after_phase_switch", "after_first_online_episode"])
+def test_kill_before_the_first_online_checkpoint_resumes_identically(
+    tmp_path, small_hopper, monkeypatch, instant
+):
+    """Killed after phase.json says online (the offline checkpoint must already be gone), or
+    after an online episode row but before any online checkpoint: the resumed run's rows and
+    parameters equal an uninterrupted run's."""
+    from o2o.experiment import pipeline as pipeline_module
+
+    cfg = config()
+    full = Pipeline("td3", AGENT, cfg, dataset=small_hopper).run(
+        RunDir.create(tmp_path / "full", RunSpec("td3", AGENT, cfg).stored()), progress=False
+    )
+    run = RunDir.create(tmp_path / "crash", RunSpec("td3", AGENT, cfg).stored())
+    if instant == "after_phase_switch":
+        set_phase = pipeline_module._set_phase
+
+        def killed(run, phase, step):
+            set_phase(run, phase, step)
+            if phase == "online":
+                raise Crash
+
+        monkeypatch.setattr(pipeline_module, "_set_phase", killed)
+    else:
+        append = RunDir.append
+
+        def killed(self, filename, row):
+            append(self, filename, row)
+            if filename == "episodes.jsonl":
+                raise Crash
+
+        monkeypatch.setattr(RunDir, "append", killed)
+    with pytest.raises(Crash):
+        Pipeline("td3", AGENT, cfg, dataset=small_hopper).run(run, progress=False)
+    monkeypatch.undo()
+    resumed = Pipeline("td3", AGENT, cfg, dataset=small_hopper).run(
+        run, resume=True, progress=False
+    )
+    for x, y in zip(leaves(full.states), leaves(resumed.states), strict=True):
+        np.testing.assert_array_equal(x, y)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "wall_time"} for r in rows]  # noqa: E731
+    assert strip(full.rows) == strip(resumed.rows)
+    assert run.rows("episodes.jsonl") == RunDir(tmp_path / "full").rows("episodes.jsonl")

@@ -314,11 +314,14 @@ class EnvLoop:
     ) -> OnlineResult:
         c = self.config
         carry = self.initial()
-        if resume and run is not None and run.has_checkpoint():
-            carry = jax.tree.map(jnp.asarray, load_checkpoint(run.checkpoint_path, carry))
-            carry["step"], carry["wall_time"] = int(carry["step"]), float(carry["wall_time"])
-            carry["episodes"] = np.asarray(carry["episodes"])
-            run.truncate_after(self.step_offset + carry["step"])
+        if resume and run is not None:
+            if run.has_checkpoint():
+                carry = jax.tree.map(jnp.asarray, load_checkpoint(run.checkpoint_path, carry))
+                carry["step"], carry["wall_time"] = int(carry["step"]), float(carry["wall_time"])
+                carry["episodes"] = np.asarray(carry["episodes"])
+            # Rows written after the checkpoint (or, killed before the first one, every row of
+            # this phase, warm-up episodes included) are written again by the resumed run.
+            run.truncate_after(self.step_offset + int(carry["step"]))
         carry["step"] = int(carry["step"])
         rows = run.rows(METRICS) if run is not None else []
         self.envs.restart(carry["episodes"])

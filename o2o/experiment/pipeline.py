@@ -498,9 +498,12 @@ class Pipeline:
             try:
                 resume_online = resume and run is not None and _phase(run) == "online"
                 if run is not None:
-                    _set_phase(run, "online", c.offline_steps)
+                    # The offline phase's checkpoint goes before phase.json says online: a kill
+                    # between the two then resumes (online, from the start) instead of reading
+                    # the offline checkpoint as an online one.
                     if not resume_online and run.has_checkpoint():
-                        run.checkpoint_path.unlink()  # the offline phase's; the online one replaces it
+                        run.checkpoint_path.unlink()
+                    _set_phase(run, "online", c.offline_steps)
                 online_result = trainer.run(
                     run, resume=resume_online, progress=progress, on_eval=on_eval
                 )
