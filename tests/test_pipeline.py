@@ -145,25 +145,33 @@ class Crash(Exception):
 
 @pytest.mark.parametrize("crash_phase, crash_step", [("offline", 200), ("online", 500)])
 def test_pipeline_resume_equals_uninterrupted(tmp_path, small_hopper, crash_phase, crash_step):
-    cfg = config()
-    full = Pipeline("td3", AGENT, cfg, dataset=small_hopper).run(
-        RunDir.create(tmp_path / "full", RunSpec("td3", AGENT, cfg).stored()), progress=False
-    )
-    run = RunDir.create(tmp_path / "crash", RunSpec("td3", AGENT, cfg).stored())
-
     def crash(row):
         if row["step"] == crash_step:
             raise Crash
 
-    with pytest.raises(Crash):
-        Pipeline("td3", AGENT, cfg, dataset=small_hopper).run(run, progress=False, on_eval=crash)
-    resumed = Pipeline("td3", AGENT, cfg, dataset=small_hopper).run(
-        run, resume=True, progress=False
+    assert_resumes_identically(
+        tmp_path,
+        small_hopper,
+        lambda pipeline, run: pipeline.run(run, progress=False, on_eval=crash),
     )
+
+
+def assert_resumes_identically(tmp_path, dataset, crashing_run):
+    """``crashing_run(pipeline, run)`` raises ``Crash`` part-way; the run resumed from there
+    equals an uninterrupted one: parameters, metrics rows (wall time aside), episode rows."""
+    cfg = config()
+    full = Pipeline("td3", AGENT, cfg, dataset=dataset).run(
+        RunDir.create(tmp_path / "full", RunSpec("td3", AGENT, cfg).stored()), progress=False
+    )
+    run = RunDir.create(tmp_path / "crash", RunSpec("td3", AGENT, cfg).stored())
+    with pytest.raises(Crash):
+        crashing_run(Pipeline("td3", AGENT, cfg, dataset=dataset), run)
+    resumed = Pipeline("td3", AGENT, cfg, dataset=dataset).run(run, resume=True, progress=False)
     for x, y in zip(leaves(full.states), leaves(resumed.states), strict=True):
         np.testing.assert_array_equal(x, y)
     strip = lambda rows: [{k: v for k, v in r.items() if k != "wall_time"} for r in rows]  # noqa: E731
     assert strip(full.rows) == strip(resumed.rows)
+    assert run.rows("episodes.jsonl") == RunDir(tmp_path / "full").rows("episodes.jsonl")
 
 
 def test_fine_tune_from_an_offline_checkpoint(tmp_path, small_hopper):
@@ -272,11 +280,6 @@ def test_kill_before_the_first_online_checkpoint_resumes_identically(
     parameters equal an uninterrupted run's."""
     from o2o.experiment import pipeline as pipeline_module
 
-    cfg = config()
-    full = Pipeline("td3", AGENT, cfg, dataset=small_hopper).run(
-        RunDir.create(tmp_path / "full", RunSpec("td3", AGENT, cfg).stored()), progress=False
-    )
-    run = RunDir.create(tmp_path / "crash", RunSpec("td3", AGENT, cfg).stored())
     if instant == "after_phase_switch":
         set_phase = pipeline_module._set_phase
 
@@ -285,7 +288,7 @@ def test_kill_before_the_first_online_checkpoint_resumes_identically(
             if phase == "online":
                 raise Crash
 
-        monkeypatch.setattr(pipeline_module, "_set_phase", killed)
+        target = (pipeline_module, "_set_phase", killed)
     else:
         append = RunDir.append
 
@@ -294,15 +297,11 @@ def test_kill_before_the_first_online_checkpoint_resumes_identically(
             if filename == "episodes.jsonl":
                 raise Crash
 
-        monkeypatch.setattr(RunDir, "append", killed)
-    with pytest.raises(Crash):
-        Pipeline("td3", AGENT, cfg, dataset=small_hopper).run(run, progress=False)
-    monkeypatch.undo()
-    resumed = Pipeline("td3", AGENT, cfg, dataset=small_hopper).run(
-        run, resume=True, progress=False
-    )
-    for x, y in zip(leaves(full.states), leaves(resumed.states), strict=True):
-        np.testing.assert_array_equal(x, y)
-    strip = lambda rows: [{k: v for k, v in r.items() if k != "wall_time"} for r in rows]  # noqa: E731
-    assert strip(full.rows) == strip(resumed.rows)
-    assert run.rows("episodes.jsonl") == RunDir(tmp_path / "full").rows("episodes.jsonl")
+        target = (RunDir, "append", killed)
+
+    def crashing_run(pipeline, run):
+        with monkeypatch.context() as patch:
+            patch.setattr(*target)
+            pipeline.run(run, progress=False)
+
+    assert_resumes_identically(tmp_path, small_hopper, crashing_run)
