@@ -143,7 +143,8 @@ def main(argv: list[str]) -> int:
     plot = plot_learning_curves(
         curves,
         root / "learning_curves.png",
-        f"{DATASET}: IQL offline {args.offline_steps} steps, online {args.online_steps} env steps, {args.seeds} seeds (CPU)",
+        f"{DATASET}: IQL, {args.offline_steps} offline + {args.online_steps} online steps, "
+        f"{args.seeds} seeds",
         boundary=args.offline_steps,
     )
 
