@@ -198,3 +198,19 @@ def test_legacy_runner_writes_the_same_configs(monkeypatch):
         "offline_chunk": 1000,
     }
     assert first_difference({k: stored["pipeline"][k] for k in legacy}, legacy) is None
+
+
+COMMITTED_SUITES = sorted(
+    (Path(__file__).resolve().parents[1] / "benchmarks" / "suites").glob("*.yaml")
+)
+
+
+@pytest.mark.parametrize("path", COMMITTED_SUITES, ids=lambda p: p.name)
+def test_every_committed_suite_loads(path, monkeypatch):
+    """The suite files results are produced from stay valid as the options evolve (the
+    datasets themselves are made or found on the machine that runs them)."""
+    from o2o.experiment import suite as suite_module
+
+    monkeypatch.setattr(suite_module, "_check_dataset", lambda name: None)
+    loaded = suite_module.load_suite(path)
+    assert loaded.configurations()
