@@ -139,6 +139,24 @@ def test_pipeline_logs_both_phases_with_scores(tmp_path, small_hopper):
     assert episodes and all(e["step"] > 400 for e in episodes)
 
 
+def test_a_run_without_a_run_directory_returns_the_same_rows(tmp_path, small_hopper):
+    """The Python API without a run directory keeps the rows in memory: the same as the
+    rows a run directory gets (wall time aside)."""
+    cfg = config()
+    saved = Pipeline("td3", AGENT, cfg, dataset=small_hopper).run(
+        RunDir.create(tmp_path / "r", RunSpec("td3", AGENT, cfg).stored()), progress=False
+    )
+    unsaved = Pipeline("td3", AGENT, cfg, dataset=small_hopper).run(progress=False)
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "wall_time"} for r in rows]  # noqa: E731
+    assert [(r["phase"], r["step"]) for r in unsaved.rows] == [
+        ("offline", 200),
+        ("offline", 400),
+        ("online", 500),
+        ("online", 600),
+    ]
+    assert strip(unsaved.rows) == strip(saved.rows)
+
+
 class Crash(Exception):
     pass
 

@@ -169,6 +169,7 @@ class Pipeline:
         from o2o import data as datasets
 
         self.algo, self.agent_config, self.config = algo, agent_config, config
+        self.unsaved_rows: list[dict] = []  # the metrics rows of a run without a run directory
         self.methods = methods if methods is not None else VANILLA
         self.agent = agent_config.create(hooks=self.methods)
         for method in self.methods:
@@ -318,7 +319,9 @@ class Pipeline:
                         row = {"phase": name, "step": step, "updates": step}
                         row.update(wall_time=round(wall, 3), **train_metrics(metrics))
                     bar.report(row)
-                    if run is not None:
+                    if run is None:
+                        self.unsaved_rows.append(row)
+                    else:
                         run.append(METRICS, row)
                         save_checkpoint(
                             run.checkpoint_path,
@@ -446,6 +449,7 @@ class Pipeline:
         ``on_online_start()`` once the online data is built and the pipeline's own offline
         arrays released (where memory benchmarks reset their peak)."""
         c = self.config
+        self.unsaved_rows = []
         if offline_states is None:
             offline_states = self.run_offline(run, resume, progress, on_eval)
         elif run is not None and not (run.path / OFFLINE_CHECKPOINT).exists():
@@ -508,9 +512,11 @@ class Pipeline:
                     run, resume=resume_online, progress=progress, on_eval=on_eval
                 )
                 states, section_seconds = online_result.states, online_result.section_seconds
+                if run is None:
+                    self.unsaved_rows += online_result.rows
             finally:
                 trainer.close()
-        rows = run.rows(METRICS) if run is not None else []
+        rows = run.rows(METRICS) if run is not None else self.unsaved_rows
         return PipelineResult(offline_states, states, rows, section_seconds)
 
 
