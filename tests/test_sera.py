@@ -229,10 +229,15 @@ def test_live_critic_conditions_on_the_critic_being_fine_tuned():
     _, agent, state, sera_state = sera_agent(config, critic="live")
     assert "critic_params" not in sera_state.extras["sera"]
     batch = spread_batch()
+    assert_bonus_conditioned_on(state.critic.params, agent, config, state, sera_state, batch)
+
+
+def assert_bonus_conditioned_on(critic_params, agent, config, state, sera_state, batch):
+    """SERA's target − vanilla's = tanh(r_int) (λ = 1, k = 3) with Q̂ from ``critic_params``."""
     diff = np.asarray(agent.critic_target(sera_state, batch, KEY)) - np.asarray(
         vanilla_target(config, state, batch)
     )
-    q_hat = q_values(state.critic.params, batch.observations, batch.actions).min(0)
+    q_hat = q_values(critic_params, batch.observations, batch.actions).min(0)
     np.testing.assert_allclose(
         diff, np.tanh(reference_estimate(batch.observations, q_hat, 3)[0]), atol=2e-5
     )
@@ -247,13 +252,7 @@ def test_random_q_conditions_on_a_freshly_initialised_critic():
     assert all(a.shape == b.shape for a, b in pairs)
     assert any(not np.allclose(a, b) for a, b in pairs)  # kernels differ (biases start at 0)
     batch = spread_batch()
-    diff = np.asarray(agent.critic_target(sera_state, batch, KEY)) - np.asarray(
-        vanilla_target(config, state, batch)
-    )
-    q_hat = q_values(random_params, batch.observations, batch.actions).min(0)
-    np.testing.assert_allclose(
-        diff, np.tanh(reference_estimate(batch.observations, q_hat, 3)[0]), atol=2e-5
-    )
+    assert_bonus_conditioned_on(random_params, agent, config, state, sera_state, batch)
 
 
 def test_sera_v_conditions_iql_on_its_frozen_value_network():
