@@ -25,6 +25,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from o2o.envs.factory import quiet_robotics_notice
+
 SUCCESS_RADIUS = 0.45  # gymnasium-robotics' goal radius
 
 # The gymnasium-robotics maps (copied so that naming an env does not import that package).
@@ -163,6 +165,7 @@ class WaypointController:
 
 def make_point_maze(maze: str, continuing: bool) -> Any:
     """The raw gymnasium-robotics PointMaze env on one of our maps (dict observations)."""
+    quiet_robotics_notice()
     from gymnasium_robotics.envs.maze.point_maze import PointMazeEnv
 
     if maze not in MAZE_MAPS:
@@ -258,6 +261,7 @@ class SparseAntMaze(SparsePointMaze):
     obs_dim = 29
 
     def _make_inner(self, maze: str) -> Any:
+        quiet_robotics_notice()
         from gymnasium_robotics.envs.maze.ant_maze_v5 import AntMazeEnv
 
         # Without contact forces: the 27 + 2 dimensions of D4RL and of Minari's AntMaze data.
