@@ -4,8 +4,11 @@
   HalfCheetah come as reference files in ``../shared/datasets`` (next to the repository);
   any of them can be made with ``o2o datasets make NAME`` into the data directory.
 * ``pointmaze-{umaze,medium,large}-{play,diverse}``: the sparse-reward maze suite.
-* real D4RL (``hopper-medium-v2``, ``antmaze-umaze-v2`` ...) and Minari ids
-  (``mujoco/hopper/medium-v0``) resolve when their files exist locally.
+* real D4RL (``hopper-medium-v2``, ``antmaze-umaze-v2``, ``pen-human-v1`` ...) and Minari ids
+  (``mujoco/hopper/medium-v0``, ``D4RL/pen/human-v2``, ``D4RL/antmaze/umaze-v1``) resolve when
+  their files exist locally. D4RL's files carry no env id: it comes from the name here (AntMaze
+  to o2o's fixed-goal AntMaze in D4RL's coordinates, Adroit to o2o's Adroit with D4RL's time
+  limits and success rule).
 
 The data directory is ``$O2O_DATA_DIR``, default ``~/.cache/o2o/datasets``.
 """
@@ -30,6 +33,8 @@ LEVELS = ("random", "medium", "medium-replay", "expert", "medium-expert")
 MAZES = ("umaze", "medium", "large")
 MAZE_VARIANTS = ("play", "diverse")
 D4RL_LOCOMOTION = ("hopper", "halfcheetah", "walker2d", "ant")
+D4RL_ADROIT = ("pen", "door", "hammer", "relocate")
+D4RL_ADROIT_LEVELS = ("human", "cloned", "expert")
 D4RL_ANTMAZE = (
     "umaze",
     "umaze-diverse",
@@ -83,7 +88,8 @@ class Entry:
 
 
 def _build_registry() -> dict[str, Entry]:
-    from o2o.envs.maze import maze_env_id
+    from o2o.envs.adroit import adroit_env_id
+    from o2o.envs.maze import antmaze_d4rl_env_id, maze_env_id
 
     entries: dict[str, Entry] = {}
     for env, env_id in LITE_ENVS.items():
@@ -100,8 +106,12 @@ def _build_registry() -> dict[str, Entry]:
             entries[name] = Entry(name, "d4rl", LITE_ENVS.get(env, "Ant-v5"), f"{name}.hdf5", False)
     for maze in D4RL_ANTMAZE:
         name = f"antmaze-{maze}-v2"
-        size = maze.split("-")[0].capitalize().replace("Umaze", "UMaze")
-        entries[name] = Entry(name, "d4rl", f"AntMaze_{size}-v5", f"{name}.hdf5", False)
+        env_id = antmaze_d4rl_env_id(maze.split("-")[0])
+        entries[name] = Entry(name, "d4rl", env_id, f"{name}.hdf5", False)
+    for task in D4RL_ADROIT:
+        for level in D4RL_ADROIT_LEVELS:
+            name = f"{task}-{level}-v1"
+            entries[name] = Entry(name, "d4rl", adroit_env_id(task), f"{name}.hdf5", False)
     return entries
 
 
