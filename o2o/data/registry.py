@@ -60,14 +60,16 @@ def reference_dir() -> Path | None:
 
 @dataclass(frozen=True)
 class Entry:
-    name: str  # canonical name, e.g. "hopper-medium-lite"
-    suite: str  # "lite", "maze" or "d4rl"
+    name: str  # canonical name, e.g. "hopper-medium-lite", "D4RL/pen/human-v2"
+    suite: str  # "lite", "maze", "d4rl" (an HDF5 file) or "minari" (a Minari directory)
     env_id: str
     filename: str
     makeable: bool  # `o2o datasets make` can build it
 
     def candidates(self) -> list[Path]:
         """Where the file may live, in lookup order."""
+        if self.suite == "minari":
+            return [minari_root() / self.name]
         paths = []
         if self.suite == "lite" and (ref := reference_dir()) is not None:
             paths.append(ref / self.filename)
@@ -89,7 +91,7 @@ class Entry:
 
 def _build_registry() -> dict[str, Entry]:
     from o2o.envs.adroit import adroit_env_id
-    from o2o.envs.maze import antmaze_d4rl_env_id, maze_env_id
+    from o2o.envs.maze import antmaze_d4rl_env_id, antmaze_env_id, maze_env_id
 
     entries: dict[str, Entry] = {}
     for env, env_id in LITE_ENVS.items():
@@ -112,6 +114,14 @@ def _build_registry() -> dict[str, Entry]:
         for level in D4RL_ADROIT_LEVELS:
             name = f"{task}-{level}-v1"
             entries[name] = Entry(name, "d4rl", adroit_env_id(task), f"{name}.hdf5", False)
+            minari_id = f"D4RL/{task}/{level}-v2"
+            entries[minari_id.lower()] = Entry(
+                minari_id, "minari", adroit_env_id(task), minari_id, False
+            )
+    for maze in D4RL_ANTMAZE:
+        minari_id = f"D4RL/antmaze/{maze}-v1"
+        env_id = antmaze_env_id(maze.split("-")[0])  # Minari's data: gymnasium-robotics' frame
+        entries[minari_id.lower()] = Entry(minari_id, "minari", env_id, minari_id, False)
     return entries
 
 
@@ -136,6 +146,21 @@ def lookup(name: str) -> Entry | None:
     return None
 
 
+def how_to_get(entry: Entry) -> str:
+    """One line: how a user gets an absent dataset onto this machine."""
+    if entry.makeable:
+        return f"make it with `o2o datasets make {entry.name}`"
+    if entry.suite == "minari":
+        return (
+            f"download it with `minari download {entry.name}` (into $MINARI_DATASETS_PATH, "
+            "default ~/.minari/datasets)"
+        )
+    return (
+        f"copy D4RL's {entry.filename} into $O2O_DATA_DIR or $D4RL_DATASET_DIR "
+        "(default ~/.d4rl/datasets), see docs/datasets.md"
+    )
+
+
 def minari_root() -> Path:
     return Path(os.environ.get("MINARI_DATASETS_PATH") or "~/.minari/datasets").expanduser()
 
@@ -156,9 +181,8 @@ def resolve_path(name_or_path: str | os.PathLike, must_exist: bool = True) -> Pa
         if found is not None or not must_exist:
             return found or data_dir() / entry.filename
         where = ", ".join(str(p.parent) for p in entry.candidates())
-        hint = f"; make it with `o2o datasets make {entry.name}`" if entry.makeable else ""
         raise DatasetError(
-            f"{entry.name}: dataset file {entry.filename} not found in {where}{hint}"
+            f"{entry.name}: dataset file {entry.filename} not found in {where}; {how_to_get(entry)}"
         )
     if "/" in text and not text.endswith((".hdf5", ".h5")) and not path.is_absolute():
         minari_dir = minari_root() / text

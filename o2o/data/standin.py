@@ -251,10 +251,10 @@ def write_minari_standin(
 
         limit = ANTMAZE_MAX_EPISODE_STEPS[target.env]
         env_id, kwargs = MINARI_ANTMAZE_IDS[target.env], {"include_cfrc_ext_in_observation": False}
-    env = SuccessOnReset(
-        gym.make(env_id, max_episode_steps=min(max_steps or limit, limit), **kwargs)
-    )
-    collector = minari.DataCollector(env, record_infos=True)
+    env = gym.make(env_id, max_episode_steps=min(max_steps or limit, limit), **kwargs)
+    # Adroit's per-step success is kept (Minari's D4RL Adroit data has it too).
+    adroit = target.family == "adroit"
+    collector = minari.DataCollector(SuccessOnReset(env) if adroit else env, record_infos=adroit)
     rng = np.random.default_rng(seed)
     low, high = env.action_space.low, env.action_space.high
     for episode in range(episodes):
