@@ -12,6 +12,9 @@ actions 24/28/26/30 in [-1, 1]); on top of them o2o registers ``O2OAdroit{Task}-
   on at the qualifying step and stays on); ``info["goal_achieved"]`` is the per-step flag.
   CORL counts an episode as a success when ``goal_achieved`` held once; that is
   ``min_goal_steps=0`` (``gymnasium.make(id, min_goal_steps=0)``).
+* ``O2OAdroit{Task}Binary-v0``: the same task with Cal-QL's binary reward, goal_achieved − 1
+  (AWAC's and Cal-QL's ``pen-binary-v0`` ...; Cal-QL's ``ENV_CONFIG["adroit-binary"]``:
+  reward_pos 0, reward_neg −1), for the ``adroit_binary`` reward convention.
 
 Rewards are gymnasium-robotics 1.4.2's dense v1 rewards. gymnasium-robotics 1.2.1 changed the
 door, hammer and relocate rewards without a version bump (Gymnasium-Robotics PR 220), so their
@@ -35,6 +38,7 @@ MAX_EPISODE_STEPS = {"pen": 100, "door": 200, "hammer": 200, "relocate": 200}
 MIN_GOAL_STEPS = {"pen": 20, "door": 25, "hammer": 25, "relocate": 25}
 ROBOTICS_IDS = {task: f"AdroitHand{task.capitalize()}-v1" for task in TASKS}
 GYM_NAMES = {task: f"O2OAdroit{task.capitalize()}-v0" for task in TASKS}
+BINARY_GYM_NAMES = {task: f"O2OAdroit{task.capitalize()}Binary-v0" for task in TASKS}
 
 
 def adroit_env_id(task: str) -> str:
@@ -46,7 +50,8 @@ def adroit_task_of(env_id: str) -> str | None:
     """'AdroitHandPen-v1' (Minari's env spec) or o2o's own id -> 'pen'; None otherwise."""
     name = env_id.split(":")[-1].split("-")[0]
     for task in TASKS:
-        if name in (ROBOTICS_IDS[task].split("-")[0], GYM_NAMES[task].split("-")[0]):
+        ids = (ROBOTICS_IDS[task], GYM_NAMES[task], BINARY_GYM_NAMES[task])
+        if name in (i.split("-")[0] for i in ids):
             return task
     return None
 
@@ -56,11 +61,13 @@ def is_adroit(env_id: str | None) -> bool:
 
 
 class D4RLAdroit(gym.Wrapper):
-    """gymnasium-robotics' Adroit task reporting D4RL's episode-level success."""
+    """gymnasium-robotics' Adroit task reporting D4RL's episode-level success; with ``binary``
+    the reward is Cal-QL's binary one (``pen-binary-v0`` ...): goal_achieved − 1."""
 
-    def __init__(self, env: gym.Env, min_goal_steps: int) -> None:
+    def __init__(self, env: gym.Env, min_goal_steps: int, binary: bool = False) -> None:
         super().__init__(env)
         self.min_goal_steps = min_goal_steps
+        self.binary = binary
         self.goal_steps = 0
 
     def reset(self, **kwargs: Any):
@@ -77,10 +84,12 @@ class D4RLAdroit(gym.Wrapper):
             "goal_achieved": goal_achieved,
             "success": self.goal_steps > self.min_goal_steps,
         }
+        if self.binary:
+            reward = float(goal_achieved) - 1.0
         return observation, reward, terminated, truncated, info
 
 
-def make_adroit(task: str, min_goal_steps: int | None = None) -> D4RLAdroit:
+def make_adroit(task: str, min_goal_steps: int | None = None, binary: bool = False) -> D4RLAdroit:
     """The gymnasium-robotics env of ``task`` (no time limit of its own; the registered id
     carries D4RL's) with D4RL's success rule."""
     quiet_robotics_notice()
@@ -89,14 +98,20 @@ def make_adroit(task: str, min_goal_steps: int | None = None) -> D4RLAdroit:
     gym.register_envs(gymnasium_robotics)
     inner = gym.make(ROBOTICS_IDS[task], max_episode_steps=None).unwrapped
     threshold = MIN_GOAL_STEPS[task] if min_goal_steps is None else min_goal_steps
-    return D4RLAdroit(inner, threshold)
+    return D4RLAdroit(inner, threshold, binary)
+
+
+def adroit_binary_env_id(task: str) -> str:
+    """The task with Cal-QL's binary reward (the ``adroit_binary`` reward convention)."""
+    return f"{__name__}:{BINARY_GYM_NAMES[task]}"
 
 
 for _task in TASKS:
-    if GYM_NAMES[_task] not in gym.registry:
-        gym.register(
-            id=GYM_NAMES[_task],
-            entry_point=f"{__name__}:make_adroit",
-            kwargs={"task": _task},
-            max_episode_steps=MAX_EPISODE_STEPS[_task],
-        )
+    for _name, _binary in ((GYM_NAMES[_task], False), (BINARY_GYM_NAMES[_task], True)):
+        if _name not in gym.registry:
+            gym.register(
+                id=_name,
+                entry_point=f"{__name__}:make_adroit",
+                kwargs={"task": _task, "binary": _binary},
+                max_episode_steps=MAX_EPISODE_STEPS[_task],
+            )
