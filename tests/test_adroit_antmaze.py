@@ -140,30 +140,47 @@ def test_evaluation_reports_d4rl_success_rate():
     assert passing.success_rate.tolist() == [1.0] and failing.success_rate.tolist() == [0.0]
 
 
-# D4RL's U_MAZE (d4rl/locomotion/maze_env.py): rows as D4RL writes them, start R at (1, 1).
-D4RL_U_MAZE = [
-    [1, 1, 1, 1, 1],
-    [1, 0, 0, 0, 1],
-    [1, 1, 1, 0, 1],
-    [1, 0, 0, 0, 1],
-    [1, 1, 1, 1, 1],
-]
+# D4RL's U_MAZE and LARGE_MAZE (d4rl/locomotion/maze_env.py) as D4RL writes them (rows top to
+# bottom, start R at (1, 1)), with D4RL's goal G in (x, y): ((col - 1) * 4, (row - 1) * 4).
+D4RL_MAZES = {
+    "umaze": ([[1] * 5, [1, 0, 0, 0, 1], [1, 1, 1, 0, 1], [1, 0, 0, 0, 1], [1] * 5], (0.0, 8.0)),
+    "large": (
+        [
+            [1] * 12,
+            [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1],
+            [1, 0, 1, 1, 0, 1, 0, 1, 0, 1, 0, 1],
+            [1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1],
+            [1, 0, 1, 1, 1, 1, 0, 1, 1, 1, 0, 1],
+            [1, 0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 1],
+            [1, 1, 0, 1, 0, 1, 0, 1, 0, 1, 1, 1],
+            [1, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 1],
+            [1] * 12,
+        ],
+        (32.0, 24.0),
+    ),
+}
 
 
-def test_d4rl_frame_antmaze_matches_d4rl_geometry():
-    """D4RL: cell (row, col) sits at ((col - 1) * 4, (row - 1) * 4); goal (3, 1) at (0, 8)."""
-    env = gym.make(antmaze_d4rl_env_id("umaze"))
+@pytest.mark.parametrize("maze_name", sorted(D4RL_MAZES))
+def test_d4rl_frame_antmaze_matches_d4rl_geometry(maze_name):
+    """Walls where D4RL has them, D4RL's coordinates, D4RL's goal, start near the origin."""
+    d4rl_map, d4rl_goal = D4RL_MAZES[maze_name]
+    env = gym.make(antmaze_d4rl_env_id(maze_name))
     observation, _ = env.reset(seed=0)
     maze = env.unwrapped
-    assert observation.shape == (29,) and env.spec.max_episode_steps == 700
+    assert observation.shape == (29,)
+    assert env.spec.max_episode_steps == {"umaze": 700, "large": 1000}[maze_name]
     assert np.abs(observation[:2]).max() <= 1.0  # start cell ± gymnasium-robotics' noise
-    np.testing.assert_allclose(maze.goal_xy - maze.origin, [0.0, 8.0])
-    rows = len(D4RL_U_MAZE)
-    for r, row in enumerate(D4RL_U_MAZE):
+    np.testing.assert_allclose(maze.goal_xy - maze.origin, d4rl_goal)
+    rows = len(d4rl_map)
+    for r, row in enumerate(d4rl_map):
         for c, wall in enumerate(row):
-            assert maze.maze_map[rows - 1 - r][c] == wall
-            xy = maze._env.maze.cell_rowcol_to_xy(np.array([rows - 1 - r, c])) - maze.origin
+            cell = np.array([rows - 1 - r, c])  # gymnasium-robotics lays rows along -y
+            assert maze.maze_map[cell[0]][c] == wall
+            xy = maze._env.maze.cell_rowcol_to_xy(cell) - maze.origin
             np.testing.assert_allclose(xy, [(c - 1) * 4.0, (r - 1) * 4.0])
+            if not wall:  # D4RL's free cell is free in the simulated maze at that point
+                assert maze._env.maze.maze_map[cell[0]][c] == 0
     # The ant put on the goal: reward 1, success, termination (D4RL's eval task).
     data = maze._env.ant_env.data
     data.qpos[:2] = maze.goal_xy
