@@ -55,7 +55,11 @@ def test_adroit_names_resolve_to_d4rl_task_and_constants(task):
 
 
 def test_antmaze_names_resolve_and_score_is_success_percent():
-    for variant, maze in (("umaze", "umaze"), ("medium-play", "medium"), ("large-diverse", "large")):
+    for variant, maze in (
+        ("umaze", "umaze"),
+        ("medium-play", "medium"),
+        ("large-diverse", "large"),
+    ):
         assert lookup(f"antmaze-{variant}-v2").env_id == antmaze_d4rl_env_id(maze)
         assert lookup(f"D4RL/antmaze/{variant}-v1").env_id == antmaze_env_id(maze)
     info = score_reference("antmaze-large-diverse-v2")
@@ -342,3 +346,25 @@ def test_train_on_each_standin(dirs, name, algo):
     assert [r["phase"] for r in evaluations] == ["offline", "online"]
     for row in evaluations:
         assert 0.0 <= row["success_rate"] <= 1.0 and np.isfinite(row["normalized_score"])
+
+
+def test_datasets_cli_lists_both_families_and_makes_standins(dirs, capsys):
+    from o2o.data.cli import main
+
+    assert main(["list"]) == 0
+    listing = " ".join(capsys.readouterr().out.split())  # rich wraps to the terminal
+    for name in ("pen-human-v1", "relocate-expert-v1", "antmaze-large-diverse-v2"):
+        assert name in listing
+    assert "D4RL/pen/human-v2" in listing and "D4RL/antmaze/umaze-v1" in listing
+    assert "minari download" in listing and "make-standin" in listing
+    assert main(["make-standin", "kitchen-mixed-v1"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: cannot make a stand-in") and error.count("\n") == 1
+    assert (
+        main(["make-standin", "D4RL/hammer/human-v2", "--episodes", "1", "--max-steps", "5"]) == 0
+    )
+    out = " ".join(capsys.readouterr().out.split())
+    assert "o2o train --dataset o2o-standin/hammer/human-v2" in out
+    assert main(["make-standin", "D4RL/hammer/human-v2", "--episodes", "1"]) == 2  # exists
+    assert main(["info", "o2o-standin/hammer/human-v2"]) == 0
+    assert "O2OAdroitHammer-v0" in "".join(capsys.readouterr().out.split())
