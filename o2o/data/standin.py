@@ -140,24 +140,18 @@ def _qpos_qvel(data: Any) -> dict[str, np.ndarray]:
 def d4rl_standin(target: StandinTarget, episodes: int, max_steps: int | None, seed: int) -> Dataset:
     """Random-policy data of ``target`` in D4RL's HDF5 layout (see the module docstring)."""
     if target.family == "adroit":
-        from o2o.envs.adroit import MAX_EPISODE_STEPS, adroit_env_id
+        from o2o.envs.adroit import adroit_env_id
 
         env = gym.make(adroit_env_id(target.env))
-        limit = MAX_EPISODE_STEPS[target.env]
-        columns, infos = _random_rollouts(
-            env,
-            episodes,
-            min(max_steps or limit, limit),
-            seed,
-            lambda _: None,
-            lambda e: _qpos_qvel(e.unwrapped.data),
-        )
+
+        def reset_options(episode: int) -> dict | None:
+            return None
+
+        def step_infos(env: Any) -> dict[str, Any]:
+            return _qpos_qvel(env.unwrapped.data)
+
     else:
-        from o2o.envs.maze import (
-            ANTMAZE_MAX_EPISODE_STEPS,
-            antmaze_d4rl_env_id,
-            free_cells,
-        )
+        from o2o.envs.maze import antmaze_d4rl_env_id, free_cells
 
         env = gym.make(antmaze_d4rl_env_id(target.env))
         maze = env.unwrapped
@@ -165,15 +159,16 @@ def d4rl_standin(target: StandinTarget, episodes: int, max_steps: int | None, se
         # The goal cell first, then every other free cell in turn: some rewards are 1.
         cells = [goal_cell] + [c for c in free_cells(maze.maze_map) if c != goal_cell]
         goal = (maze.goal_xy - maze.origin).astype(np.float32)
-        limit = ANTMAZE_MAX_EPISODE_STEPS[target.env]
-        columns, infos = _random_rollouts(
-            env,
-            episodes,
-            min(max_steps or limit, limit),
-            seed,
-            lambda episode: {"reset_cell": cells[episode % len(cells)]},
-            lambda e: {**_qpos_qvel(e.unwrapped._env.ant_env.data), "goal": goal},
-        )
+
+        def reset_options(episode: int) -> dict | None:
+            return {"reset_cell": cells[episode % len(cells)]}
+
+        def step_infos(env: Any) -> dict[str, Any]:
+            return {**_qpos_qvel(env.unwrapped._env.ant_env.data), "goal": goal}
+
+    limit = env.spec.max_episode_steps  # D4RL's
+    steps = min(max_steps or limit, limit)
+    columns, infos = _random_rollouts(env, episodes, steps, seed, reset_options, step_infos)
     env.close()
     n = columns["rewards"].shape[0]
     # D4RL's layout has no next_observations; Dataset needs them, write_hdf5 is told to skip.
