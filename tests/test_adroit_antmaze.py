@@ -324,15 +324,15 @@ def _train(argv, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("name", "algo"),
+    ("name", "algo", "extra"),
     [
-        ("pen-human-v1", "iql"),
-        ("D4RL/door/cloned-v2", "calql"),
-        ("antmaze-umaze-v2", "iql"),
-        ("D4RL/antmaze/umaze-v1", "td3bc"),
+        ("pen-human-v1", "iql", []),
+        ("D4RL/door/cloned-v2", "calql", ["--reward-convention", "adroit_binary"]),
+        ("antmaze-umaze-v2", "iql", []),
+        ("D4RL/antmaze/umaze-v1", "td3bc", []),
     ],
 )
-def test_train_on_each_standin(dirs, name, algo):
+def test_train_on_each_standin(dirs, name, algo, extra):
     target = parse_target(name)
     if target.layout == "d4rl":
         dataset = str(write_d4rl_standin(target, dirs / "data", 2, 60))
@@ -341,7 +341,7 @@ def test_train_on_each_standin(dirs, name, algo):
         dataset = target.minari_id
     small = {"calql": ["actor_hidden_dims=[16]", "critic_hidden_dims=[16]"]}
     sets = [x for value in small.get(algo, ["hidden_dims=[16]"]) for x in ("--set", value)]
-    rows = _train(["--dataset", dataset, "--algo", algo, *sets], dirs)
+    rows = _train(["--dataset", dataset, "--algo", algo, *sets, *extra], dirs)
     evaluations = [r for r in rows if "normalized_score" in r]
     assert [r["phase"] for r in evaluations] == ["offline", "online"]
     for row in evaluations:
