@@ -227,6 +227,26 @@ def test_d4rl_antmaze_standin_layout_and_load(dirs):
     assert np.linalg.norm(data.observations[0, :2] - [0.0, 8.0]) <= 1.5
 
 
+def test_d4rl_files_resolve_by_name_under_d4rl_download_names(dirs, monkeypatch):
+    """A user's ~/.d4rl/datasets as D4RL leaves it: AntMaze under its download name."""
+    import shutil
+
+    d4rl_dir = dirs / "d4rl"
+    d4rl_dir.mkdir()
+    monkeypatch.setenv("D4RL_DATASET_DIR", str(d4rl_dir))
+    made = write_d4rl_standin(parse_target("antmaze-large-play-v2"), dirs / "data", 1, 5)
+    original = "Ant_maze_hardest-maze_noisy_multistart_True_multigoal_False_sparse_fixed.hdf5"
+    shutil.copy(made, d4rl_dir / original)
+    shutil.copy(
+        write_d4rl_standin(parse_target("relocate-human-v1"), dirs, 1, 5),
+        d4rl_dir / "relocate-human-v1.hdf5",
+    )
+    assert resolve_path("antmaze-large-play-v2") == d4rl_dir / original
+    assert env_id_for(load("antmaze-large-play-v2")) == antmaze_d4rl_env_id("large")
+    data = load("relocate-human-v1")
+    assert env_id_for(data) == adroit_env_id("relocate") and data.metadata["env_checked"]
+
+
 def test_minari_standins_resolve_from_the_env_spec(dirs):
     pen = write_minari_standin(parse_target("D4RL/pen/expert-v2"), episodes=2, max_steps=15)
     spec = json.loads((pen / "data" / "metadata.json").read_text())["env_spec"]

@@ -43,6 +43,20 @@ D4RL_ANTMAZE = (
     "large-play",
     "large-diverse",
 )
+# The names D4RL downloads AntMaze v2 under (d4rl/locomotion/__init__.py dataset_url), so a
+# user's ~/.d4rl/datasets is found as it is.
+D4RL_ANTMAZE_DOWNLOADS = {
+    f"antmaze-{variant}-v2": f"Ant_maze_{layout}_noisy_multistart_{start}_multigoal_{goal}"
+    "_sparse_fixed.hdf5"
+    for variant, layout, start, goal in (
+        ("umaze", "u-maze", False, False),
+        ("umaze-diverse", "u-maze", True, True),
+        ("medium-play", "big-maze", True, False),
+        ("medium-diverse", "big-maze", True, True),
+        ("large-play", "hardest-maze", True, False),
+        ("large-diverse", "hardest-maze", True, True),
+    )
+}
 
 
 def data_dir() -> Path:
@@ -79,6 +93,8 @@ class Entry:
             base, _, version = self.name.rpartition("-v")
             paths.append(d4rl_dir / f"{self.name}.hdf5")
             paths.append(d4rl_dir / f"{base.replace('-', '_')}-v{version}.hdf5")
+            if self.name in D4RL_ANTMAZE_DOWNLOADS:
+                paths.append(d4rl_dir / D4RL_ANTMAZE_DOWNLOADS[self.name])
         return paths
 
     def find(self) -> Path | None:
