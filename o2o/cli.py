@@ -64,13 +64,14 @@ def _train_parser() -> OneLineParser:
     p.add_argument(
         "--reward-convention",
         default="auto",
-        help="auto, none, iql_locomotion, antmaze_minus_one, antmaze_cql",
+        help="auto (the algorithm's for the domain), none, iql_locomotion, antmaze_minus_one "
+        "(r - 1), antmaze_cql (10r - 5), adroit_binary (Cal-QL's binary Adroit reward, 10(g - 1) + 5)",
     )
     p.add_argument("--no-normalize-states", action="store_true")
     p.add_argument(
         "--domain",
         default=None,
-        choices=["locomotion", "maze"],
+        choices=["locomotion", "maze", "adroit"],
         help="hyperparameter preset (default: from the dataset)",
     )
     p.add_argument(

@@ -28,7 +28,7 @@ from o2o.experiment.pipeline import (
     Pipeline,
     PipelineConfig,
     PipelineResult,
-    is_sparse_maze,
+    dataset_domain,
 )
 from o2o.experiment.runs import METRICS, RunDir, number, plain_config
 from o2o.finetune import coerce_method_options, make_methods
@@ -80,10 +80,11 @@ class RunSpec:
         domain: str | None = None,
         dataset: Any = None,
     ) -> RunSpec:
-        """A validated spec; ``domain`` None: from the dataset (maze datasets get ``maze``)."""
+        """A validated spec; ``domain`` None: from the dataset (maze datasets get ``maze``,
+        Adroit ones ``adroit``)."""
         algo = algo.lower()
         if domain is None:
-            domain = "maze" if dataset is not None and is_sparse_maze(dataset) else "locomotion"
+            domain = dataset_domain(dataset) if dataset is not None else "locomotion"
         agent = agent_config_for(
             algo,
             domain,
