@@ -9,6 +9,7 @@ Ray) and the demo alike:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from dataclasses import asdict, dataclass, field
@@ -151,7 +152,7 @@ def load_offline_states(pipeline: Pipeline, source: Path) -> Any:
 
 def execute(
     spec: RunSpec,
-    run: RunDir,
+    run: RunDir | None,
     resume: bool = False,
     progress: bool = True,
     dataset: Any = None,
@@ -164,8 +165,10 @@ def execute(
     loaded from that run instead of trained (its offline rows are copied, so the run's own
     files tell the whole story). Writes and returns summary.json's content (``label``: the
     method's name there, default ``spec.finetune``). A new run whose setup fails before
-    anything but its config.yaml was written leaves no run directory behind."""
-    with run.removed_if_setup_fails(new=not resume):
+    anything but its config.yaml was written leaves no run directory behind. ``run`` None:
+    nothing is written, the rows stay in memory (the Python API's ``o2o.fit``)."""
+    guard = run.removed_if_setup_fails(new=not resume) if run else contextlib.nullcontext()
+    with guard:
         pipeline = spec.build(dataset)
         del dataset  # SAMG keeps no offline data in memory once fine-tuning starts
         if announce is not None:
@@ -175,8 +178,10 @@ def execute(
             offline_states = load_offline_states(pipeline, offline_from)
             source = Path(offline_from)
             source_dir = source if source.is_dir() else source.parent
-            if (source_dir / METRICS).exists() and not any(
-                row.get("phase") == OFFLINE for row in run.rows()
+            if (
+                run is not None
+                and (source_dir / METRICS).exists()
+                and not any(row.get("phase") == OFFLINE for row in run.rows())
             ):
                 for row in RunDir(source_dir).rows():
                     if row.get("phase") == OFFLINE:
@@ -200,7 +205,8 @@ def execute(
                 if "updates" in rows[-1]:
                     summary[f"{phase}_updates"] = rows[-1]["updates"]
         summary.update(pipeline.methods.summary(result.rows))
-        run.write_summary(summary)
+        if run is not None:
+            run.write_summary(summary)
         return result, summary
 
 
