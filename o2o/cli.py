@@ -314,8 +314,36 @@ def cmd_analyze(argv: list[str]) -> int:
     return analyze_main(argv)
 
 
+def cmd_eval(argv: list[str]) -> int:
+    from o2o.run_commands import eval_main
+
+    return eval_main(argv)
+
+
+def cmd_record(argv: list[str]) -> int:
+    from o2o.run_commands import record_main
+
+    return record_main(argv)
+
+
+def cmd_runs(argv: list[str]) -> int:
+    from o2o.run_commands import runs_main
+
+    return runs_main(argv)
+
+
+def cmd_plot(argv: list[str]) -> int:
+    from o2o.run_commands import plot_main
+
+    return plot_main(argv)
+
+
 COMMANDS = {
     "train": cmd_train,
+    "eval": cmd_eval,
+    "record": cmd_record,
+    "runs": cmd_runs,
+    "plot": cmd_plot,
     "demo": cmd_demo,
     "datasets": cmd_datasets,
     "bench": cmd_bench,
@@ -330,6 +358,10 @@ def main(argv: list[str] | None = None) -> int:
         print(
             "usage: o2o {" + ",".join(COMMANDS) + "} ...\n\n"
             "  train     train an agent (o2o train --help)\n"
+            "  eval      evaluate a run's final agent (o2o eval RUN --episodes 10)\n"
+            "  record    render an episode of a run's agent to .mp4/.gif\n"
+            "  runs      list runs: o2o runs list [DIR]\n"
+            "  plot      learning curves of any runs: o2o plot RUN... --out f.png\n"
             "  demo      the quick end-to-end demo\n"
             "  datasets  list, inspect and make offline datasets\n"
             "  bench     run a suite of runs, resumably, here or on Ray (o2o bench run --help)\n"
