@@ -17,7 +17,6 @@ the same seed and budget.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from o2o.errors import ConfigError, O2OError
+from o2o.errors import ConfigError, O2OError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -69,6 +68,7 @@ def fit(
     method_options: dict[str, Any] | None = None,
     domain: str | None = None,
     progress: bool = False,
+    log: str | Sequence[str] | None = None,
     **options: Any,
 ) -> FitResult:
     """Pre-train ``algo`` on ``dataset`` (a registered name, .hdf5 file or Minari directory)
@@ -77,12 +77,17 @@ def fit(
     vmapped axis. ``options`` are PipelineConfig fields (``seed``, ``eval_episodes``,
     ``offline_eval_every``, ``data_policy``, ``batch_size``, ...); ``agent_options`` are
     ``--set`` overrides, ``method_options`` ``--method-set`` ones. With ``run_dir`` the run is
-    saved there (a new directory, as ``o2o train`` writes it); without, nothing is written."""
+    saved there (a new directory, as ``o2o train`` writes it); without, nothing is written.
+    ``log``: sinks beside metrics.jsonl (``"csv,tensorboard,wandb"``; needs ``run_dir``)."""
     from o2o import data as datasets
     from o2o.experiment.builder import RunSpec, execute
     from o2o.experiment.pipeline import PipelineConfig
     from o2o.experiment.runs import RunDir
+    from o2o.experiment.sinks import Sinks, parse_sinks
 
+    sinks = parse_sinks(log)
+    if sinks and run_dir is None:
+        raise ConfigError("log= writes into the run directory: give run_dir too")
     fields = {f.name for f in dataclasses.fields(PipelineConfig)} - {"dataset"}
     for name in options:
         if name not in fields:
@@ -105,14 +110,12 @@ def fit(
         data,
     )
     run = RunDir.create(Path(run_dir), spec.stored()) if run_dir is not None else None
-    result, summary = execute(spec, run, progress=progress, dataset=data)
+    on_eval = Sinks(sinks, run)
+    try:
+        result, summary = execute(spec, run, progress=progress, dataset=data, on_eval=on_eval)
+    finally:
+        on_eval.close()
     return FitResult(result.rows, summary, run.path if run is not None else None)
-
-
-def did_you_mean(name: str, choices: Sequence[str] | set[str]) -> str:
-    """``"; did you mean 'x'?"`` for the closest of ``choices``, or ``""``."""
-    close = difflib.get_close_matches(str(name), sorted(choices), n=1, cutoff=0.6)
-    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 class Policy:

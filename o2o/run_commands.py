@@ -128,6 +128,8 @@ def _frame(env: Any) -> np.ndarray:
 
 def _write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
     """Frames to ``path`` through a temp file beside it, so a failed write leaves nothing."""
+    from o2o.experiment.checkpoint import FILE_MODE
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
     os.close(fd)
     try:
@@ -142,7 +144,7 @@ def _write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
             import imageio.v2 as imageio
 
             imageio.mimsave(tmp, frames, fps=fps, macro_block_size=1)
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from o2o.core.overrides import coerce_overrides
-from o2o.errors import ConfigError
+from o2o.errors import ConfigError, did_you_mean
 from o2o.experiment.checkpoint import load_checkpoint
 from o2o.experiment.pipeline import (
     OFFLINE,
@@ -47,7 +47,10 @@ def agent_config_for(
     from o2o.agents import CONFIGS, domain_config
 
     if algo not in CONFIGS:
-        raise ConfigError(f"unknown algorithm '{algo}'; choose from {', '.join(sorted(CONFIGS))}")
+        raise ConfigError(
+            f"unknown algorithm '{algo}'{did_you_mean(algo, CONFIGS)}; choose from "
+            f"{', '.join(sorted(CONFIGS))}"
+        )
     typed = coerce_overrides(overrides, CONFIGS[algo])
     try:
         config = dataclasses.replace(domain_config(algo, domain), **typed)
