@@ -3,7 +3,9 @@ and ``o2o plot``. Each reads run directories and never writes into them."""
 
 from __future__ import annotations
 
+import gc
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -104,18 +106,29 @@ def _render_env(env_id: str, width: int, height: int) -> Any:
     """``env_id`` rendering RGB frames offscreen; one line where no GL context can be made."""
     from o2o.envs.factory import make_env
 
+    env, failure = None, None
+    # A renderer whose GL context failed raises again from its __del__ (gymnasium's
+    # OffScreenViewer): that second report is dropped, the first one is the error line.
+    hook, sys.unraisablehook = sys.unraisablehook, lambda _: None
     try:
-        env = make_env(env_id, render_mode="rgb_array", width=width, height=height)
-        env.reset(seed=0)
-        _frame(env)
-    except O2OError:
-        raise
-    except Exception as error:  # GL backends fail in many ways (ImportError, AttributeError, ...)
+        try:
+            env = make_env(env_id, render_mode="rgb_array", width=width, height=height)
+            env.reset(seed=0)
+            _frame(env)
+        except O2OError:
+            raise
+        except Exception as error:  # GL backends fail in many ways (ImportError, AttributeError)
+            failure = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        if failure is not None:
+            env = None
+            gc.collect()
+    finally:
+        sys.unraisablehook = hook
+    if failure is not None:
         raise O2OError(
             f"cannot render {env_id} offscreen with MUJOCO_GL={os.environ.get('MUJOCO_GL')} "
-            f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
-            "try MUJOCO_GL=egl or MUJOCO_GL=osmesa"
-        ) from None
+            f"({failure}); try MUJOCO_GL=egl or MUJOCO_GL=osmesa"
+        )
     return env
 
 
@@ -277,26 +290,25 @@ def plot_main(argv: list[str]) -> int:
     from o2o.analysis.curves import plot_learning_curves
     from o2o.experiment.runs import RunDir
 
-    paths = []
+    curves: dict[Path, list[dict]] = {}
+    offline_steps = set()
     for given in args.runs:
         if not given.is_dir():
             raise O2OError(f"{given} is not a directory")
-        found = (
-            [given]
-            if (given / "config.yaml").exists()
-            else [p.parent for p in sorted(given.rglob("config.yaml"))]
-        )
+        named = (given / "config.yaml").exists()
+        found = [given] if named else [p.parent for p in sorted(given.rglob("config.yaml"))]
+        for path in found:
+            rows = [r for r in RunDir(path).rows() if "return" in r]
+            if rows:
+                curves[path.resolve()] = rows
+                offline_steps.add(RunDir(path).config().get("pipeline", {}).get("offline_steps"))
+            elif named:
+                raise O2OError(f"{path} has no evaluation rows yet")
         if not found:
             raise O2OError(f"no run directories (config.yaml) in {given}")
-        paths += found
-    curves: dict[str, list[dict]] = {}
-    offline_steps = set()
-    for path in paths:
-        rows = [r for r in RunDir(path).rows() if "return" in r]
-        if not rows:
-            raise O2OError(f"{path} has no evaluation rows yet")
-        curves[_label(path, curves)] = rows
-        offline_steps.add(RunDir(path).config().get("pipeline", {}).get("offline_steps"))
+    if not curves:
+        raise O2OError("none of these runs has evaluation rows yet")
+    curves = dict(zip(_labels(list(curves)), curves.values(), strict=True))
     key = args.key or (
         "normalized_score"
         if all("normalized_score" in r for rows in curves.values() for r in rows)
@@ -314,7 +326,7 @@ def plot_main(argv: list[str]) -> int:
     return 0
 
 
-def _label(path: Path, taken: dict) -> str:
-    """The run's directory name, with its parent's when two runs share a name."""
-    label = path.name
-    return label if label not in taken else f"{path.parent.name}/{path.name}"
+def _labels(paths: list[Path]) -> list[str]:
+    """Each run's directory name, or its last two path parts where names repeat."""
+    names = [p.name for p in paths]
+    return [p.name if names.count(p.name) == 1 else f"{p.parent.name}/{p.name}" for p in paths]
