@@ -7,8 +7,10 @@ line to stderr and exits with status 2.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -411,71 +413,26 @@ def _check_env(env_id: str) -> None:
     make_env(env_id).close()
 
 
-def cmd_demo(argv: list[str]) -> int:
-    from o2o.demo import main as demo_main
+def _lazy(module: str, function: str) -> Callable[[list[str]], int]:
+    """A command whose module is imported only when it runs (``o2o --help`` stays fast)."""
 
-    return demo_main(argv)
+    def command(argv: list[str]) -> int:
+        return getattr(importlib.import_module(module), function)(argv)
 
-
-def cmd_datasets(argv: list[str]) -> int:
-    from o2o.data.cli import main as datasets_main
-
-    return datasets_main(argv)
-
-
-def cmd_bench(argv: list[str]) -> int:
-    from o2o.experiment.bench_cli import main as bench_main
-
-    return bench_main(argv)
-
-
-def cmd_report(argv: list[str]) -> int:
-    from o2o.analysis.cli import report_main
-
-    return report_main(argv)
-
-
-def cmd_analyze(argv: list[str]) -> int:
-    from o2o.analysis.cli import analyze_main
-
-    return analyze_main(argv)
-
-
-def cmd_eval(argv: list[str]) -> int:
-    from o2o.run_commands import eval_main
-
-    return eval_main(argv)
-
-
-def cmd_record(argv: list[str]) -> int:
-    from o2o.run_commands import record_main
-
-    return record_main(argv)
-
-
-def cmd_runs(argv: list[str]) -> int:
-    from o2o.run_commands import runs_main
-
-    return runs_main(argv)
-
-
-def cmd_plot(argv: list[str]) -> int:
-    from o2o.run_commands import plot_main
-
-    return plot_main(argv)
+    return command
 
 
 COMMANDS = {
     "train": cmd_train,
-    "eval": cmd_eval,
-    "record": cmd_record,
-    "runs": cmd_runs,
-    "plot": cmd_plot,
-    "demo": cmd_demo,
-    "datasets": cmd_datasets,
-    "bench": cmd_bench,
-    "report": cmd_report,
-    "analyze": cmd_analyze,
+    "eval": _lazy("o2o.run_commands", "eval_main"),
+    "record": _lazy("o2o.run_commands", "record_main"),
+    "runs": _lazy("o2o.run_commands", "runs_main"),
+    "plot": _lazy("o2o.run_commands", "plot_main"),
+    "demo": _lazy("o2o.demo", "main"),
+    "datasets": _lazy("o2o.data.cli", "main"),
+    "bench": _lazy("o2o.experiment.bench_cli", "main"),
+    "report": _lazy("o2o.analysis.cli", "report_main"),
+    "analyze": _lazy("o2o.analysis.cli", "analyze_main"),
 }
 
 

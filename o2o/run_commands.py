@@ -16,18 +16,23 @@ from o2o.arguments import OneLineParser
 from o2o.errors import ConfigError, O2OError
 
 
-def eval_main(argv: list[str]) -> int:
-    parser = OneLineParser(
-        prog="o2o eval",
-        description="Deterministic evaluation of a run's final agent (its online checkpoint, "
-        "else its offline one), with the env seeds the run evaluates with.",
-    )
+def _run_parser(prog: str, description: str, seed_help: str) -> OneLineParser:
+    """A command on one run directory, acted on by one (``--seed``) or all of its seeds."""
+    parser = OneLineParser(prog=prog, description=description)
     parser.add_argument("run", type=Path, help="run directory")
+    parser.add_argument("--seed", type=int, default=None, help=seed_help)
+    return parser
+
+
+def eval_main(argv: list[str]) -> int:
+    parser = _run_parser(
+        "o2o eval",
+        "Deterministic evaluation of a run's final agent (its online checkpoint, else its "
+        "offline one), with the env seeds the run evaluates with.",
+        "one of the run's seeds (default: all of them)",
+    )
     parser.add_argument(
         "--episodes", type=int, default=None, help="episodes per seed (default: the run's own)"
-    )
-    parser.add_argument(
-        "--seed", type=int, default=None, help="one of the run's seeds (default: all of them)"
     )
     args = parser.parse_args(argv)
     from o2o.api import load
@@ -47,14 +52,13 @@ VIDEO_WRITERS = {".mp4": "imageio-ffmpeg", ".gif": "Pillow"}
 
 
 def record_main(argv: list[str]) -> int:
-    parser = OneLineParser(
-        prog="o2o record",
-        description="Render one deterministic episode of a run's final agent offscreen "
-        "(MuJoCo; MUJOCO_GL=egl by default, osmesa without a GPU driver) to .mp4 or .gif.",
+    parser = _run_parser(
+        "o2o record",
+        "Render one deterministic episode of a run's final agent offscreen (MuJoCo; "
+        "MUJOCO_GL=egl by default, osmesa without a GPU driver) to .mp4 or .gif.",
+        "which of the run's seeds acts (default: its first)",
     )
-    parser.add_argument("run", type=Path, help="run directory")
     parser.add_argument("--out", type=Path, required=True, help="video file (.mp4 or .gif)")
-    parser.add_argument("--seed", type=int, default=None, help="which of the run's seeds acts")
     parser.add_argument("--max-steps", type=int, default=1000, help="frames at most")
     parser.add_argument("--fps", type=int, default=30)
     parser.add_argument("--size", type=int, nargs=2, default=[480, 360], metavar=("W", "H"))

@@ -22,6 +22,16 @@ TINY = dict(
     eval_episodes=2,
     batch_size=32,
 )
+# One IQL run: its cosine actor schedule is fitted to the budget (as the CLI fits it).
+IQL_RUN = dict(
+    algo="iql",
+    offline_steps=200,
+    online_steps=100,
+    seeds=2,
+    seed=3,
+    agent_options={"hidden_dims": [16]},
+    **TINY,
+)
 CLI_TINY = [
     "--offline-eval-every", "100", "--online-eval-every", "50", "--eval-episodes", "2",
     "--batch-size", "32", "--set", "hidden_dims=[16]", "--no-progress",
@@ -34,20 +44,8 @@ def strip(rows):
 
 @pytest.fixture(scope="module")
 def iql_run(tmp_path_factory):
-    """IQL (whose actor schedule is fitted to the budget) through o2o.fit into a run dir."""
-    path = tmp_path_factory.mktemp("api") / "iql"
-    result = o2o.fit(
-        "hopper-medium-lite",
-        algo="iql",
-        offline_steps=200,
-        online_steps=100,
-        seeds=2,
-        seed=3,
-        run_dir=path,
-        agent_options={"hidden_dims": [16]},
-        **TINY,
-    )
-    return result
+    """IQL_RUN through o2o.fit into a run directory."""
+    return o2o.fit("hopper-medium-lite", run_dir=tmp_path_factory.mktemp("api") / "iql", **IQL_RUN)
 
 
 def test_importing_o2o_does_not_import_jax():
@@ -70,16 +68,7 @@ def test_fit_matches_the_cli_and_returns_rows_without_a_run_directory(iql_run, t
     cli_config = (tmp_path / "cli" / "config.yaml").read_text()
     assert (iql_run.run_dir / "config.yaml").read_text() == cli_config
     assert yaml.safe_load(cli_config)["agent"]["offline_steps"] == 200  # IQL's cosine schedule
-    unsaved = o2o.fit(
-        "hopper-medium-lite",
-        algo="iql",
-        offline_steps=200,
-        online_steps=100,
-        seeds=2,
-        seed=3,
-        agent_options={"hidden_dims": [16]},
-        **TINY,
-    )
+    unsaved = o2o.fit("hopper-medium-lite", **IQL_RUN)
     assert unsaved.run_dir is None and strip(unsaved.rows) == strip(cli_rows)
     assert unsaved.final("offline")["step"] == 200
 
