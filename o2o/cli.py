@@ -203,11 +203,10 @@ def _train_parser() -> OneLineParser:
 def _check_mode_options(args: argparse.Namespace) -> None:
     """A given option of the other mode is an error (one line, exit 2), then the mode's
     defaults fill the options left out."""
-    if args.resume:
-        return  # a resumed run reads its options from config.yaml (issue 19 checks them)
     on_dataset = args.dataset is not None
     other = ENV_DEFAULTS if on_dataset else DATASET_DEFAULTS
-    given = [d for d in other if getattr(args, d) is not None]
+    # A resumed run reads its options from config.yaml (issue 19 checks what is given).
+    given = [] if args.resume else [d for d in other if getattr(args, d) is not None]
     if given:
         flags = ", ".join("--" + ("from" if d == "from_run" else _flag(d)) for d in given)
         raise ConfigError(
