@@ -53,6 +53,7 @@ def test_importing_o2o_does_not_import_jax():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
 
 
+@pytest.mark.slow  # two more tiny runs (the CLI and one without a run directory)
 def test_fit_matches_the_cli_and_returns_rows_without_a_run_directory(iql_run, tmp_path):
     from o2o.cli import main
 
