@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from o2o.arguments import OneLineParser, fail, parse_pairs
-from o2o.errors import ConfigError, O2OError
+from o2o.errors import ConfigError, O2OError, did_you_mean
 
 # Quiet by default: XLA's and TF's C++ logging would otherwise flood the terminal.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -436,7 +436,16 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return _dispatch(sys.argv[1:] if argv is None else argv)
+    except BrokenPipeError:
+        # The reader went away (o2o runs list | head): stop quietly, as other tools do, and
+        # keep Python from reporting the pipe again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _dispatch(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(
             "usage: o2o {" + ",".join(COMMANDS) + "} ...\n\n"
@@ -454,7 +463,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
-        return fail(f"unknown command '{command}'; choose from {', '.join(COMMANDS)}")
+        return fail(
+            f"unknown command '{command}'{did_you_mean(command, COMMANDS)}; choose from {', '.join(COMMANDS)}"
+        )
     from o2o.core import compile_cache
 
     compile_cache.enable()

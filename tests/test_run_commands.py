@@ -160,3 +160,15 @@ def test_train_help_shows_defaults(capsys):
     assert re.search(r"^offline .*: awac, bc, calql, cql, iql, spot, td3bc$", out, re.M)
     assert re.search(r"^online .*: sac, td3$", out, re.M)
     json.dumps(out)
+
+
+def test_a_closed_pipe_is_no_traceback():
+    """``o2o runs list | head -1``: the reader closes the pipe before o2o is done writing."""
+    code = (
+        "import os, sys\n"
+        "read, write = os.pipe(); os.close(read); os.dup2(write, 1)\n"
+        "from o2o.cli import main\n"
+        "sys.exit(main(['--help']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
