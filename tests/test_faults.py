@@ -287,6 +287,7 @@ CASES = {
     "method-close-name": Case([*TRAIN, *R, "--finetune", "smag", "--name", "d3"], "did you mean 'samg'?"),
     "log-unknown-sink": Case([*TRAIN, *R, "--log", "csv,tensorbord", "--name", "d4"], "did you mean 'tensorboard'?"),
     "log-missing-extra": Case([*TRAIN, *R, "--log", "tensorboard", "--name", "d5"], "pip install 'o2o-rl[tensorboard]'", lambda case, runs, mp: mp.setitem(sys.modules, "tensorboardX", None)),
+    "command-close-name": Case(["evl", "{runs}/ok"], "did you mean 'eval'?"),
     # The commands that read runs.
     "eval-not-a-run": Case(["eval", "{case}"], "not a run directory"),
     "eval-bad-seed": Case(["eval", "{runs}/ok", "--seed", "7"], "seed 7 is not a seed of this run"),
