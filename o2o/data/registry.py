@@ -22,7 +22,7 @@ from typing import Any
 
 import h5py
 
-from o2o.errors import DatasetError
+from o2o.errors import DatasetError, did_you_mean
 
 DATA_DIR_ENV = "O2O_DATA_DIR"
 REFERENCE_DIR_ENV = "O2O_REFERENCE_DIR"
@@ -211,7 +211,7 @@ def resolve_path(name_or_path: str | os.PathLike, must_exist: bool = True) -> Pa
         return None
     raise DatasetError(
         f"{text}: unknown dataset (not a file, a directory, a local Minari id, or a registered "
-        "name; see `o2o datasets list`)"
+        f"name; see `o2o datasets list`){did_you_mean(text, registry(), n=3)}"
     )
 
 

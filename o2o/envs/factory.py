@@ -59,13 +59,16 @@ def _route_mujoco_warnings() -> None:
     mujoco.set_mju_user_warning(_mujoco_warning)
 
 
-def make_env(env_id: str, seed: int | None = None) -> gym.Env:
-    """A continuous-control env whose action space is Box(-1, 1); one-line error otherwise."""
+def make_env(env_id: str, seed: int | None = None, **make_kwargs: object) -> gym.Env:
+    """A continuous-control env whose action space is Box(-1, 1); one-line error otherwise.
+    ``make_kwargs`` go to ``gym.make`` (``render_mode=...``); o2o's own makers take none."""
     _route_mujoco_warnings()
     quiet_robotics_notice()
     maker = next((m for p, m in _MAKERS.items() if env_id.startswith(p)), None)
+    if maker and make_kwargs:
+        raise ConfigError(f"{env_id} is made by o2o's own maker, which takes no options")
     try:
-        env = maker(env_id) if maker else gym.make(env_id)
+        env = maker(env_id) if maker else gym.make(env_id, **make_kwargs)
     except gym.error.Error as error:
         raise ConfigError(f"unknown environment '{env_id}': {error}") from None
     except ImportError as error:

@@ -9,6 +9,7 @@ Ray) and the demo alike:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from o2o.core.overrides import coerce_overrides
-from o2o.errors import ConfigError
+from o2o.errors import ConfigError, did_you_mean
 from o2o.experiment.checkpoint import load_checkpoint
 from o2o.experiment.pipeline import (
     OFFLINE,
@@ -46,7 +47,10 @@ def agent_config_for(
     from o2o.agents import CONFIGS, domain_config
 
     if algo not in CONFIGS:
-        raise ConfigError(f"unknown algorithm '{algo}'; choose from {', '.join(sorted(CONFIGS))}")
+        raise ConfigError(
+            f"unknown algorithm '{algo}'{did_you_mean(algo, CONFIGS)}; choose from "
+            f"{', '.join(sorted(CONFIGS))}"
+        )
     typed = coerce_overrides(overrides, CONFIGS[algo])
     try:
         config = dataclasses.replace(domain_config(algo, domain), **typed)
@@ -152,7 +156,7 @@ def load_offline_states(pipeline: Pipeline, source: Path) -> Any:
 
 def execute(
     spec: RunSpec,
-    run: RunDir,
+    run: RunDir | None,
     resume: bool = False,
     progress: bool = True,
     dataset: Any = None,
@@ -165,8 +169,10 @@ def execute(
     loaded from that run instead of trained (its offline rows are copied, so the run's own
     files tell the whole story). Writes and returns summary.json's content (``label``: the
     method's name there, default ``spec.finetune``). A new run whose setup fails before
-    anything but its config.yaml was written leaves no run directory behind."""
-    with run.removed_if_setup_fails(new=not resume):
+    anything but its config.yaml was written leaves no run directory behind. ``run`` None:
+    nothing is written, the rows stay in memory (the Python API's ``o2o.fit``)."""
+    guard = run.removed_if_setup_fails(new=not resume) if run else contextlib.nullcontext()
+    with guard:
         pipeline = spec.build(dataset)
         del dataset  # SAMG keeps no offline data in memory once fine-tuning starts
         if announce is not None:
@@ -176,8 +182,10 @@ def execute(
             offline_states = load_offline_states(pipeline, offline_from)
             source = Path(offline_from)
             source_dir = source if source.is_dir() else source.parent
-            if (source_dir / METRICS).exists() and not any(
-                row.get("phase") == OFFLINE for row in run.rows()
+            if (
+                run is not None
+                and (source_dir / METRICS).exists()
+                and not any(row.get("phase") == OFFLINE for row in run.rows())
             ):
                 for row in RunDir(source_dir).rows():
                     if row.get("phase") == OFFLINE:
@@ -201,7 +209,8 @@ def execute(
                 if "updates" in rows[-1]:
                     summary[f"{phase}_updates"] = rows[-1]["updates"]
         summary.update(pipeline.methods.summary(result.rows))
-        run.write_summary(summary)
+        if run is not None:
+            run.write_summary(summary)
         return result, summary
 
 
