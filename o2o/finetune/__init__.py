@@ -13,6 +13,7 @@ from typing import Any
 from o2o.core.overrides import coerce_overrides
 from o2o.errors import ConfigError
 from o2o.finetune.base import SLOTS, VANILLA, Method, Methods
+from o2o.finetune.famo2o import FamO2O, FamO2OConfig
 from o2o.finetune.samg import SAMG, SAMGConfig
 from o2o.finetune.sera import SERA, SERAConfig
 
@@ -33,6 +34,9 @@ register(SERA)
 register(SERA, "sera-v", condition="v")  # VCSE: conditioned on V(s) instead of Q(s, a)
 register(SERA, "sera-random-q", critic="random")  # a randomly initialised conditioning critic
 register(SERA, "sera-none-tanh", squash="none")  # r + λ·r_int
+register(FamO2O)
+register(FamO2O, "famo2o-fixed", beta_source="fixed")  # β = beta (default: mid-range)
+register(FamO2O, "famo2o-random", beta_source="random")  # β ~ U[lo, hi] online
 
 
 def method_labels() -> list[str]:
@@ -116,5 +120,5 @@ def make_methods(name: str, options: dict[str, Any], obs_dim: int, act_dim: int)
 
 
 __all__ = ["REGISTRY", "SAMG", "SERA", "SLOTS", "VANILLA", "Method", "Methods", "SAMGConfig"]
-__all__ += ["SERAConfig"]
+__all__ += ["FamO2O", "FamO2OConfig", "SERAConfig"]
 __all__ += ["coerce_method_options", "make_methods", "method_labels", "parse_labels", "register"]
