@@ -481,3 +481,20 @@ def test_cli_train_with_famo2o_writes_beta_histograms_and_diagnostics(tmp_path):
     )  # fmt: skip
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error:")
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_the_run_domain_reaches_famo2o_unless_set():
+    from o2o.experiment.builder import RunSpec
+    from o2o.experiment.pipeline import PipelineConfig
+
+    config = PipelineConfig(dataset="hopper-medium-lite", offline_steps=10, online_steps=10)
+    maze = RunSpec.create("iql", config, "famo2o", {}, domain="maze")
+    assert maze.options == {"domain": "maze"}
+    assert maze.agent.expectile == 0.9  # the base's own maze preset (§1.4's expectile)
+    (method,) = maze.methods(OBS, ACT)
+    assert method.resolved(maze.agent.create())["low"] == 8.0
+    kept = RunSpec.create("iql", config, "famo2o", {"domain": "locomotion"}, domain="maze")
+    assert kept.options == {"domain": "locomotion"}
+    both = RunSpec.create("iql", config, "famo2o+sera", {}, domain="maze")
+    assert both.options == {"famo2o.domain": "maze"}
+    assert RunSpec.create("iql", config, "sera", {}, domain="maze").options == {}

@@ -31,7 +31,7 @@ from o2o.experiment.pipeline import (
     is_sparse_maze,
 )
 from o2o.experiment.runs import METRICS, RunDir, number, plain_config
-from o2o.finetune import coerce_method_options, make_methods
+from o2o.finetune import coerce_method_options, make_methods, with_domain
 
 
 def agent_config_for(
@@ -90,7 +90,9 @@ class RunSpec:
             agent_overrides or {},
             (pipeline.offline_steps, pipeline.online_steps * pipeline.utd),
         )
-        options = coerce_method_options(finetune, method_options or {})
+        options = coerce_method_options(
+            finetune, with_domain(finetune, method_options or {}, domain)
+        )
         spec = cls(algo, agent, pipeline, finetune, options)
         if dataset is not None:
             spec.methods(dataset.obs_dim, dataset.act_dim)  # validates the options

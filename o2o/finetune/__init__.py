@@ -96,6 +96,20 @@ def coerce_method_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     return typed
 
 
+def with_domain(name: str, options: dict[str, Any], domain: str) -> dict[str, Any]:
+    """``options`` with the run's ``domain`` (locomotion, maze) given to every method of
+    ``name`` whose config has a ``domain`` field and that was not given one (FamO2O's β
+    range and balance update period are per domain)."""
+    labels = parse_labels(name)
+    out = dict(options)
+    for label in labels:
+        names = {f.name for f in fields(REGISTRY[label][0].config_class)}
+        key = f"{label}.domain" if len(labels) > 1 else "domain"
+        if "domain" in names and key not in out and f"{label}.domain" not in out:
+            out[key] = domain
+    return out
+
+
 def method_config(label: str, options: dict[str, Any]) -> Any:
     """The config of the registered method ``label``: its preset with ``options``, validated."""
     cls, preset = REGISTRY[label]
@@ -122,3 +136,4 @@ def make_methods(name: str, options: dict[str, Any], obs_dim: int, act_dim: int)
 __all__ = ["REGISTRY", "SAMG", "SERA", "SLOTS", "VANILLA", "Method", "Methods", "SAMGConfig"]
 __all__ += ["FamO2O", "FamO2OConfig", "SERAConfig"]
 __all__ += ["coerce_method_options", "make_methods", "method_labels", "parse_labels", "register"]
+__all__ += ["with_domain"]
