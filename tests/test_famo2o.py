@@ -498,3 +498,22 @@ def test_the_run_domain_reaches_famo2o_unless_set():
     both = RunSpec.create("iql", config, "famo2o+sera", {}, domain="maze")
     assert both.options == {"famo2o.domain": "maze"}
     assert RunSpec.create("iql", config, "sera", {}, domain="maze").options == {}
+
+
+def test_histograms_pool_over_seeds_and_plot_in_the_report(tmp_path):
+    from types import SimpleNamespace
+
+    from o2o.finetune.famo2o import FamO2O, pool_histograms
+
+    seed0 = {"phase": "famo2o_beta", "step": 9, "edges": [1.0, 3.0, 5.0], "counts": [3, 1]}
+    seed1 = {**seed0, "counts": [0, 4]}
+    seed0["q_mean"], seed1["q_mean"] = [2.0, 6.0], [None, 1.0]
+    edges, share, q_mean = pool_histograms([seed0, seed1])
+    np.testing.assert_allclose(share, [3 / 8, 5 / 8])
+    np.testing.assert_allclose(q_mean, [2.0, (6.0 + 4 * 1.0) / 5])  # by hand: Q sums / counts
+    earlier = {**seed1, "step": 3, "counts": [4, 0], "q_mean": [0.0, None]}
+    run = SimpleNamespace(algo="iql", method="famo2o", finetune=[earlier, seed0, seed1])
+    path = FamO2O.report_figure([run], tmp_path / "beta.png", "d")
+    assert path.exists() and path.stat().st_size > 0
+    none = SimpleNamespace(algo="iql", method="vanilla", finetune=[])
+    assert FamO2O.report_figure([none], tmp_path / "none.png", "d") is None

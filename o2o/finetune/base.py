@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, ClassVar
 
 import jax
@@ -172,6 +173,12 @@ class Method:
     def summary(self, rows: list[dict]) -> dict[str, Any]:
         """What the run's summary.json records of this method, from its metrics rows."""
         return {}
+
+    @classmethod
+    def report_figure(cls, runs: list[Any], path: Path, dataset: str) -> Path | None:
+        """A figure of the method's own beside its diagnostics in the report (``runs``: one
+        dataset's ``RunResult``s, its runs among them), written to ``path``; None: none."""
+        return None
 
     def __hash__(self) -> int:
         return hash((type(self), self.config, self.obs_dim, self.act_dim))

@@ -33,6 +33,7 @@ same in all three.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import flax.linen as nn
@@ -53,6 +54,7 @@ from o2o.finetune.base import Diagnostic, Method
 BETA_SOURCES = ("balance", "fixed", "random")
 DOMAINS = ("locomotion", "maze")
 HISTOGRAM_BINS = 20
+HISTOGRAM_PHASE = "famo2o_beta"  # finetune.jsonl rows of the visited states' β histogram
 NEXT_KEY = 0x4E58  # folded into the policy-input key for the β of the bootstrap at s'
 
 
@@ -396,6 +398,56 @@ class FamO2O(Method):
     def summary(self, rows: list[dict]) -> dict[str, Any]:
         online = [r for r in rows if r.get("phase") == "online"]
         return {"final_beta_mean": online[-1].get("train/famo2o/beta_mean")} if online else {}
+
+    @classmethod
+    def report_figure(cls, runs: list[Any], path: Path, dataset: str) -> Path | None:
+        """Per run: the acting β over the states visited before its last histogram (seeds
+        pooled), and the mean min Q(s, a) of each β bin (β against value)."""
+        pooled = {}
+        for run in runs:
+            rows = [r for r in run.finetune if r.get("phase") == HISTOGRAM_PHASE]
+            if rows:
+                last = max(r["step"] for r in rows)
+                pooled[f"{run.algo}/{run.method}"] = pool_histograms(
+                    [r for r in rows if r["step"] == last]
+                ) + (last,)
+        if not pooled:
+            return None
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=110)
+        for label, (edges, share, q_mean, step) in pooled.items():
+            centres = (edges[:-1] + edges[1:]) / 2
+            (line,) = left.step(centres, share, where="mid", label=f"{label} (step {step})")
+            right.plot(centres, q_mean, marker="o", ms=3, color=line.get_color())
+        left.set(title="acting β over visited states", xlabel="β", ylabel="share of states")
+        right.set(title="mean min Q(s, a) per β bin", xlabel="β", ylabel="Q")
+        for ax in (left, right):
+            ax.grid(alpha=0.3)
+        left.legend(fontsize=7)
+        fig.suptitle(f"famo2o β histogram — {dataset}", fontsize=10)
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path)
+        plt.close(fig)
+        return path
+
+
+def pool_histograms(rows: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(edges, share of states per bin, mean Q per bin — NaN where empty) of histogram rows
+    (``beta_histogram``) with the same edges, pooled over seeds."""
+    edges = np.asarray(rows[0]["edges"], float)
+    counts = np.sum([r["counts"] for r in rows], axis=0).astype(float)
+    q_sums = np.sum(
+        [[(q or 0.0) * n for q, n in zip(r["q_mean"], r["counts"], strict=True)] for r in rows],
+        axis=0,
+    )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        q_mean = np.where(counts > 0, q_sums / np.maximum(counts, 1), np.nan)
+    return edges, counts / max(counts.sum(), 1.0), q_mean
 
 
 def beta_histogram(
