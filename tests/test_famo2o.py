@@ -517,3 +517,39 @@ def test_histograms_pool_over_seeds_and_plot_in_the_report(tmp_path):
     assert path.exists() and path.stat().st_size > 0
     none = SimpleNamespace(algo="iql", method="vanilla", finetune=[])
     assert FamO2O.report_figure([none], tmp_path / "none.png", "d") is None
+
+
+def test_famo2o_sets_its_agent_defaults_unless_the_user_does():
+    from o2o.experiment.builder import RunSpec
+    from o2o.experiment.pipeline import PipelineConfig
+
+    config = PipelineConfig(dataset="hopper-medium-lite", offline_steps=10, online_steps=10)
+    assert RunSpec.create("iql", config, "famo2o").agent.actor_lr_schedule == "constant"
+    assert RunSpec.create("iql", config, "vanilla").agent.actor_lr_schedule == "cosine"
+    user = RunSpec.create("iql", config, "famo2o", {}, {"actor_lr_schedule": "decay"})
+    assert user.agent.actor_lr_schedule == "decay"
+    off = RunSpec.create("iql", config, "famo2o", {"agent_defaults": False})
+    assert off.agent.actor_lr_schedule == "cosine"
+    cql = RunSpec.create("cql", config, "famo2o").agent
+    assert cql.critic_layer_norm and cql.critic_hidden_dims == (256, 256) and cql.cql_alpha == 1.0
+    maze = RunSpec.create("cql", config, "famo2o", domain="maze").agent
+    assert not maze.critic_layer_norm and maze.cql_alpha == 5.0  # CQL's own maze preset
+    assert RunSpec.create("iql", config, "sera").agent.actor_lr_schedule == "cosine"
+
+
+def test_the_official_decay_schedule_stops_the_actor_after_the_offline_budget():
+    data = batch()
+    for schedule, frozen in (("decay", True), ("constant", False)):
+        agent = IQLConfig(hidden_dims=(8,), actor_lr_schedule=schedule, offline_steps=3).create()
+        state = agent.init(jax.random.PRNGKey(0), OBS, ACT)
+        update = jax.jit(agent.update)
+        for step in range(5):  # count 4 > offline_steps: 0 under "decay", not under "cosine"
+            before = state.actor.params
+            state, _ = update(state, data, jax.random.fold_in(KEY, step))
+        moved = [
+            np.abs(np.asarray(a - b)).max()
+            for a, b in zip(
+                jax.tree.leaves(before), jax.tree.leaves(state.actor.params), strict=True
+            )
+        ]
+        assert (max(moved) == 0.0) == frozen, schedule

@@ -31,7 +31,12 @@ from o2o.experiment.pipeline import (
     is_sparse_maze,
 )
 from o2o.experiment.runs import METRICS, RunDir, number, plain_config
-from o2o.finetune import coerce_method_options, make_methods, with_domain
+from o2o.finetune import (
+    coerce_method_options,
+    make_methods,
+    method_agent_defaults,
+    with_domain,
+)
 
 
 def agent_config_for(
@@ -84,14 +89,14 @@ class RunSpec:
         algo = algo.lower()
         if domain is None:
             domain = "maze" if dataset is not None and is_sparse_maze(dataset) else "locomotion"
+        options = coerce_method_options(
+            finetune, with_domain(finetune, method_options or {}, domain)
+        )
         agent = agent_config_for(
             algo,
             domain,
-            agent_overrides or {},
+            {**method_agent_defaults(finetune, options, algo), **(agent_overrides or {})},
             (pipeline.offline_steps, pipeline.online_steps * pipeline.utd),
-        )
-        options = coerce_method_options(
-            finetune, with_domain(finetune, method_options or {}, domain)
         )
         spec = cls(algo, agent, pipeline, finetune, options)
         if dataset is not None:

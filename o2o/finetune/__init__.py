@@ -110,6 +110,18 @@ def with_domain(name: str, options: dict[str, Any], domain: str) -> dict[str, An
     return out
 
 
+def method_agent_defaults(name: str, options: dict[str, Any], algo: str) -> dict[str, Any]:
+    """The agent options the methods of ``name`` set for ``algo`` (``Method.agent_defaults``),
+    later methods winning; only ``trains_offline`` methods are asked."""
+    labels = parse_labels(name)
+    defaults: dict[str, Any] = {}
+    for label, own in split_options(labels, options).items():
+        cls = REGISTRY[label][0]
+        if cls.trains_offline:
+            defaults.update(cls.agent_defaults(method_config(label, own), algo))
+    return defaults
+
+
 def method_config(label: str, options: dict[str, Any]) -> Any:
     """The config of the registered method ``label``: its preset with ``options``, validated."""
     cls, preset = REGISTRY[label]
@@ -136,4 +148,4 @@ def make_methods(name: str, options: dict[str, Any], obs_dim: int, act_dim: int)
 __all__ = ["REGISTRY", "SAMG", "SERA", "SLOTS", "VANILLA", "Method", "Methods", "SAMGConfig"]
 __all__ += ["FamO2O", "FamO2OConfig", "SERAConfig"]
 __all__ += ["coerce_method_options", "make_methods", "method_labels", "parse_labels", "register"]
-__all__ += ["with_domain"]
+__all__ += ["method_agent_defaults", "with_domain"]

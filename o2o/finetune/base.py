@@ -134,6 +134,13 @@ class Method:
         return state
 
     # --- on the host ------------------------------------------------------------------------
+    @classmethod
+    def agent_defaults(cls, config: Any, algo: str) -> dict[str, Any]:
+        """Agent options the method sets for ``algo`` unless the user sets them (``--set``
+        wins); only a ``trains_offline`` method may (a paired method's agent must be the
+        vanilla run's)."""
+        return {}
+
     def check_agent(self, algo: str, agent: Any) -> None:
         """Refuse (ConfigError) an agent the method cannot work with."""
 

@@ -85,6 +85,8 @@ class FamO2OConfig:
     # The official IQL balance update draws β and the action with one key (correlated noise).
     shared_balance_key: bool = False
     histogram_every: int = 2000  # env steps between β histograms over the visited states
+    # Set the base agent's options to FamO2O's (``FamO2O.agent_defaults``; --set wins).
+    agent_defaults: bool = True
 
     def __post_init__(self) -> None:
         check_fields(
@@ -306,6 +308,25 @@ class FamO2O(Method):
         }
 
     # --- on the host ----------------------------------------------------------------------
+    @classmethod
+    def agent_defaults(cls, config: FamO2OConfig, algo: str) -> dict[str, Any]:
+        """IQL: a constant actor rate (methods.md §1.6: the official code's rate is 0 online;
+        no decay is the AntMaze config's and our locomotion choice). CQL on locomotion: the
+        official FamO2O-CQL networks (2 x 256, a LayerNorm critic) and min_q_weight 1."""
+        if not config.agent_defaults:
+            return {}
+        if algo == "iql":
+            return {"actor_lr_schedule": "constant"}
+        if algo == "cql" and config.domain == "locomotion":
+            return {
+                "actor_hidden_dims": (256, 256),
+                "critic_hidden_dims": (256, 256),
+                "critic_layer_norm": True,
+                "cql_alpha": 1.0,
+                "online_cql_alpha": 1.0,
+            }
+        return {}
+
     def check_agent(self, algo: str, agent: Any) -> None:
         if not isinstance(agent, (IQL, AWAC, CQL)):
             raise ConfigError(
