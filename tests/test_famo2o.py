@@ -112,21 +112,27 @@ def encode64(beta):
     return np.stack([np.sin(angles), np.cos(angles)], -1).reshape(beta.size, 6)
 
 
-def test_awr_balance_loss_and_temperature_update_match_float64():
-    method, agent, state = famo2o_agent("iql")
-    own = state.extras["famo2o"]
+def balance_case(algo):
+    """(method, agent, state, FamO2O's state, batch, float64 states, the balance loss's draws
+    of the β noise (B, 1) and of the action noise (B, |A|) for ``KEY``)."""
+    method, agent, state = famo2o_agent(algo)
     data = batch()
-    obs = np.asarray(data.observations, np.float64)
-    # float64: u ~ tanh N(μ_b(s), σ_b), β = (u+1)/2·4 + 1, a ~ N(tanh μ_u(s, enc β), σ_u).
     beta_key, action_key = jax.random.split(KEY)
+    noise = np.asarray(jax.random.normal(beta_key, (B, 1)), np.float64)
+    action_noise = np.asarray(jax.random.normal(action_key, (B, ACT)), np.float64)
+    obs = np.asarray(data.observations, np.float64)
+    return method, agent, state, state.extras["famo2o"], data, obs, noise, action_noise
+
+
+def test_awr_balance_loss_and_temperature_update_match_float64():
+    method, agent, state, own, data, obs, noise, action_noise = balance_case("iql")
+    # float64: u ~ tanh N(μ_b(s), σ_b), β = (u+1)/2·4 + 1, a ~ N(tanh μ_u(s, enc β), σ_u).
     params = own["balance"].params
     mean = mlp_forward(params["MLP_0"], obs)
-    noise = np.asarray(jax.random.normal(beta_key, (B, 1)), np.float64)
     u, log_prob = tanh_gaussian_sample(mean, np.asarray(params["log_std"], np.float64), noise)
     beta = (u[:, 0] + 1.0) / 2.0 * 4.0 + 1.0
     actor = state.actor.params
     actor_mean = np.tanh(mlp_forward(actor["MLP_0"], np.concatenate([obs, encode64(beta)], -1)))
-    action_noise = np.asarray(jax.random.normal(action_key, (B, ACT)), np.float64)
     actions = actor_mean + np.exp(np.asarray(actor["log_std"], np.float64)) * action_noise
     q = q_values(state.target_critic_params, obs, actions).min(axis=0)
     want = np.mean(1.0 * log_prob - q)  # α_b = 1 at the start
@@ -142,27 +148,22 @@ def test_awr_balance_loss_and_temperature_update_match_float64():
     assert log_alpha == pytest.approx(-3e-4 * np.sign(entropy + 0.5), rel=1e-3)
 
 
+def cql_log_std(params, raw):
+    """CQLPolicy's log-std in float64: multiplier·raw + offset, clipped to [-20, 2]."""
+    scaled = float(params["log_std_multiplier"]) * raw + float(params["log_std_offset"])
+    return np.clip(scaled, -20.0, 2.0)
+
+
 def test_cql_balance_loss_is_minus_q_of_the_live_critic_without_entropy():
-    method, agent, state = famo2o_agent("cql")
-    own = state.extras["famo2o"]
-    data = batch()
-    obs = np.asarray(data.observations, np.float64)
-    beta_key, action_key = jax.random.split(KEY)
+    method, agent, state, own, data, obs, noise, action_noise = balance_case("cql")
     params = own["balance"].params
     # The CQL form's balance model is CQLPolicy with one output: log-std = m·raw + o.
     out = mlp_forward(params["MLP_0"], obs)
-    log_std = np.clip(
-        float(params["log_std_multiplier"]) * out[:, 1:] + float(params["log_std_offset"]), -20, 2
-    )
-    noise = np.asarray(jax.random.normal(beta_key, (B, 1)), np.float64)
-    u, _ = tanh_gaussian_sample(out[:, :1], log_std, noise)
+    u, _ = tanh_gaussian_sample(out[:, :1], cql_log_std(params, out[:, 1:]), noise)
     beta = (u[:, 0] + 1.0) / 2.0 * 1.0 + 0.5
     actor = state.actor.params
     a_out = mlp_forward(actor["MLP_0"], np.concatenate([obs, encode64(beta)], -1))
-    a_log_std = np.clip(
-        float(actor["log_std_multiplier"]) * a_out[:, ACT:] + float(actor["log_std_offset"]), -20, 2
-    )
-    action_noise = np.asarray(jax.random.normal(action_key, (B, ACT)), np.float64)
+    a_log_std = cql_log_std(actor, a_out[:, ACT:])
     actions = np.tanh(a_out[:, :ACT] + np.exp(a_log_std) * action_noise)
     q = q_values(state.critic.params, obs, actions).min(axis=0)
     got, _ = method.balance_loss(own, agent, state, data, KEY, params)
