@@ -61,6 +61,7 @@ class CQLConfig(AgentConfig):
     temperature_lr: float | None = None  # None: actor_lr (CORL's alpha optimizer uses policy_lr)
     actor_hidden_dims: tuple[int, ...] = (256, 256, 256)
     critic_hidden_dims: tuple[int, ...] = (256, 256, 256)  # maze: 5 x 256
+    critic_layer_norm: bool = False  # LayerNorm after each hidden layer (FamO2O-CQL's critic)
     num_critics: int = 2
     discount: float = 0.99
     tau: float = 5e-3
@@ -249,7 +250,7 @@ class CQL(CriticAgent):
         actor_obs = jnp.zeros((1, obs_dim + self.hooks.policy_input_dim))
         actor = TrainState.create(policy, actor_key, (actor_obs,), adam(c.actor_lr))
         critic = TrainState.create(
-            critic_ensemble(c.critic_hidden_dims, c.num_critics),
+            critic_ensemble(c.critic_hidden_dims, c.num_critics, c.critic_layer_norm),
             critic_key,
             (obs, act),
             adam(c.critic_lr),

@@ -42,7 +42,7 @@ from o2o.core.train_state import TrainState, adam, copy_tree, polyak
 from o2o.core.types import Transition
 from o2o.errors import check, check_fields
 
-LR_SCHEDULES = ("cosine", "constant")
+LR_SCHEDULES = ("cosine", "constant", "decay")
 
 
 def periodic_cosine(learning_rate: float, period: int) -> optax.Schedule:
@@ -72,7 +72,9 @@ class IQLConfig(AgentConfig):
     expectile: float = 0.7  # CORL's iql_tau
     beta: float = 3.0  # inverse temperature of the AWR weights
     max_weight: float = 100.0  # clip of exp(beta * A) (CORL's EXP_ADV_MAX)
-    actor_lr_schedule: str = "cosine"  # "cosine" (CORL) or "constant"
+    # "cosine" (CORL, periodic), "constant", or "decay": a cosine decay to 0 at offline_steps
+    # that stays at 0 (the official FamO2O-IQL code, whose online actor rate is 0; §1.6).
+    actor_lr_schedule: str = "cosine"
     offline_steps: int = 1_000_000  # the cosine schedule's half-period
     use_updated_value: bool = False  # True: V after this step's update (Kostrikov, FamO2O)
     deterministic_actor: bool = (
@@ -144,11 +146,11 @@ class IQL(CriticAgent):
             policy = DeterministicPolicy(c.hidden_dims, act_dim)
         else:
             policy = GaussianPolicy(c.hidden_dims, act_dim, tanh_mean=True)
-        actor_lr = (
-            periodic_cosine(c.actor_lr, c.offline_steps)
-            if c.actor_lr_schedule == "cosine"
-            else c.actor_lr
-        )
+        actor_lr = {
+            "cosine": periodic_cosine(c.actor_lr, c.offline_steps),
+            "decay": optax.cosine_decay_schedule(c.actor_lr, c.offline_steps),
+            "constant": c.actor_lr,
+        }[c.actor_lr_schedule]
         actor = TrainState.create(policy, actor_key, (actor_obs,), adam(actor_lr))
         critic = TrainState.create(
             critic_ensemble(c.hidden_dims, c.num_critics), critic_key, (obs, act), adam(c.critic_lr)

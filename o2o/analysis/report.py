@@ -332,6 +332,11 @@ def _method_diagnostic_blocks(results: Sequence[RunResult], out_dir: Path) -> li
             )
             if path is not None:
                 images.append(Image(f"{FIGURES}/{path.name}", f"{name} diagnostics {dataset}"))
+            extra = cls.report_figure(
+                runs, out_dir / FIGURES / f"{name}-extra-{_slug(dataset)}.png", dataset
+            )
+            if extra is not None:
+                images.append(Image(f"{FIGURES}/{extra.name}", f"{name} {dataset}"))
         if images:
             titles = "; ".join(d.title for d in cls.diagnostics)
             blocks.append(Heading(2, f"{name} diagnostics"))

@@ -20,7 +20,7 @@ An agent never knows which method is on. Its update consults the hooks at these 
 Guarantees an estimator can rely on: ``reward`` and ``next_value`` are called exactly once
 per gradient step, on the whole sampled batch (every row, in sampling order);
 ``policy_inputs`` once per step, before any loss, and the same inputs serve the actor at s
-and at s'. Every hook of one step receives the same PRNG key (so a random per-sample
+and at s' unless the hook returns a ``PolicyInputs`` with its own ``at_next``. Every hook of one step receives the same PRNG key (so a random per-sample
 quantity, e.g. SAMG-random's p, is the same draw in the target and in the conservative
 term); a hook that needs independent draws folds in its own constant.
 
@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 
@@ -45,6 +45,16 @@ Array = jax.Array
 # result computed without a method) do not change when a method is switched on.
 HOOK_KEY = 0x4B1D
 POLICY_INPUT_KEY = 0x9E7A
+
+
+class PolicyInputs(NamedTuple):
+    """What ``policy_inputs`` may return: the actor's extra inputs at s, values kept beside
+    them for the other hooks (``batch.policy_aux``) and, where they differ, the inputs at s'
+    (``batch.policy_next_inputs``; None: those at s)."""
+
+    at_s: Array
+    aux: Array | None = None
+    at_next: Array | None = None
 
 
 @dataclass(frozen=True)
@@ -109,9 +119,10 @@ class Hooks:
 
     def policy_inputs(
         self, extras: Any, batch: Transition, key: Array
-    ) -> Array | tuple[Array, Array] | None:
+    ) -> Array | tuple[Array, Array] | PolicyInputs | None:
         """(B, policy_input_dim) extra actor inputs for a training batch, optionally with
-        (B, ...) values kept beside them for the other hooks (``batch.policy_aux``)."""
+        (B, ...) values kept beside them for the other hooks (``batch.policy_aux``), or a
+        ``PolicyInputs`` that also sets the inputs at s'."""
         return None
 
     def improvement_weight(self, extras: Any, batch: Transition) -> Array | None:
@@ -151,10 +162,11 @@ def with_policy_inputs(hooks: Hooks, extras: Any, batch: Transition, key: Array)
     if hooks.policy_input_dim == 0:
         return batch
     inputs = hooks.policy_inputs(extras, batch, jax.random.fold_in(key, POLICY_INPUT_KEY))
-    aux = None
-    if isinstance(inputs, tuple):
-        inputs, aux = inputs
-    return batch._replace(policy_inputs=inputs, policy_aux=aux)
+    if not isinstance(inputs, PolicyInputs):
+        inputs = PolicyInputs(*inputs) if isinstance(inputs, tuple) else PolicyInputs(inputs)
+    return batch._replace(
+        policy_inputs=inputs.at_s, policy_aux=inputs.aux, policy_next_inputs=inputs.at_next
+    )
 
 
 def acting_observations(

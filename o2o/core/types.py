@@ -18,7 +18,10 @@ class Transition(NamedTuple):
     returns-to-go where an algorithm needs them (Cal-QL) and zeros otherwise.
     ``policy_inputs`` are extra per-sample actor inputs a fine-tuning method adds inside an
     update (FamO2O's β encoding) and ``policy_aux`` per-sample values it keeps beside them for
-    its other hooks (the raw β); buffers never store either (None there).
+    its other hooks (the raw β); ``policy_next_inputs`` are the actor's inputs at s' where they
+    differ from those at s (FamO2O-CQL bootstraps with the balance model's β at s while the
+    actor trains on a uniform β offline); None: the same as at s. Buffers never store any of
+    these (None there).
     """
 
     observations: Array
@@ -29,6 +32,7 @@ class Transition(NamedTuple):
     mc_returns: Array
     policy_inputs: Array | None = None
     policy_aux: Array | None = None
+    policy_next_inputs: Array | None = None
 
     @property
     def size(self) -> int:
@@ -41,8 +45,9 @@ class Transition(NamedTuple):
 
     @property
     def actor_next_observations(self) -> Array:
-        """What the actor sees at s': the same per-sample inputs as at s."""
-        return conditioned(self.next_observations, self.policy_inputs)
+        """What the actor sees at s': its inputs at s' if a method set them, else those at s."""
+        inputs = self.policy_inputs if self.policy_next_inputs is None else self.policy_next_inputs
+        return conditioned(self.next_observations, inputs)
 
 
 def conditioned(observations: Array, inputs: Array | None) -> Array:

@@ -32,7 +32,12 @@ from o2o.experiment.pipeline import (
     dataset_domain,
 )
 from o2o.experiment.runs import METRICS, RunDir, number, plain_config
-from o2o.finetune import coerce_method_options, make_methods
+from o2o.finetune import (
+    coerce_method_options,
+    make_methods,
+    method_agent_defaults,
+    with_domain,
+)
 
 
 def agent_config_for(
@@ -89,13 +94,15 @@ class RunSpec:
         algo = algo.lower()
         if domain is None:
             domain = dataset_domain(dataset) if dataset is not None else "locomotion"
+        options = coerce_method_options(
+            finetune, with_domain(finetune, method_options or {}, domain)
+        )
         agent = agent_config_for(
             algo,
             domain,
-            agent_overrides or {},
+            {**method_agent_defaults(finetune, options, algo), **(agent_overrides or {})},
             (pipeline.offline_steps, pipeline.online_steps * pipeline.utd),
         )
-        options = coerce_method_options(finetune, method_options or {})
         spec = cls(algo, agent, pipeline, finetune, options)
         if dataset is not None:
             spec.methods(dataset.obs_dim, dataset.act_dim)  # validates the options

@@ -13,6 +13,7 @@ from typing import Any
 from o2o.core.overrides import coerce_overrides
 from o2o.errors import ConfigError, did_you_mean
 from o2o.finetune.base import SLOTS, VANILLA, Method, Methods
+from o2o.finetune.famo2o import FamO2O, FamO2OConfig
 from o2o.finetune.samg import SAMG, SAMGConfig
 from o2o.finetune.sera import SERA, SERAConfig
 
@@ -33,6 +34,9 @@ register(SERA)
 register(SERA, "sera-v", condition="v")  # VCSE: conditioned on V(s) instead of Q(s, a)
 register(SERA, "sera-random-q", critic="random")  # a randomly initialised conditioning critic
 register(SERA, "sera-none-tanh", squash="none")  # r + λ·r_int
+register(FamO2O)
+register(FamO2O, "famo2o-fixed", beta_source="fixed")  # β = beta (default: mid-range)
+register(FamO2O, "famo2o-random", beta_source="random")  # β ~ U[lo, hi] online
 
 
 def method_labels() -> list[str]:
@@ -92,6 +96,32 @@ def coerce_method_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     return typed
 
 
+def with_domain(name: str, options: dict[str, Any], domain: str) -> dict[str, Any]:
+    """``options`` with the run's ``domain`` (locomotion, maze) given to every method of
+    ``name`` whose config has a ``domain`` field and that was not given one (FamO2O's β
+    range and balance update period are per domain)."""
+    labels = parse_labels(name)
+    out = dict(options)
+    for label in labels:
+        names = {f.name for f in fields(REGISTRY[label][0].config_class)}
+        key = f"{label}.domain" if len(labels) > 1 else "domain"
+        if "domain" in names and key not in out and f"{label}.domain" not in out:
+            out[key] = domain
+    return out
+
+
+def method_agent_defaults(name: str, options: dict[str, Any], algo: str) -> dict[str, Any]:
+    """The agent options the methods of ``name`` set for ``algo`` (``Method.agent_defaults``),
+    later methods winning; only ``trains_offline`` methods are asked."""
+    labels = parse_labels(name)
+    defaults: dict[str, Any] = {}
+    for label, own in split_options(labels, options).items():
+        cls = REGISTRY[label][0]
+        if cls.trains_offline:
+            defaults.update(cls.agent_defaults(method_config(label, own), algo))
+    return defaults
+
+
 def method_config(label: str, options: dict[str, Any]) -> Any:
     """The config of the registered method ``label``: its preset with ``options``, validated."""
     cls, preset = REGISTRY[label]
@@ -116,5 +146,6 @@ def make_methods(name: str, options: dict[str, Any], obs_dim: int, act_dim: int)
 
 
 __all__ = ["REGISTRY", "SAMG", "SERA", "SLOTS", "VANILLA", "Method", "Methods", "SAMGConfig"]
-__all__ += ["SERAConfig"]
+__all__ += ["FamO2O", "FamO2OConfig", "SERAConfig"]
 __all__ += ["coerce_method_options", "make_methods", "method_labels", "parse_labels", "register"]
+__all__ += ["method_agent_defaults", "with_domain"]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, ClassVar
 
 import jax
@@ -34,7 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from o2o.core.engine import Phase
-from o2o.core.hooks import ActorInputs, Hooks, TargetInputs
+from o2o.core.hooks import ActorInputs, Hooks, PolicyInputs, TargetInputs
 from o2o.core.types import Transition
 from o2o.errors import ConfigError
 
@@ -75,6 +76,10 @@ class Method:
     config_class: ClassVar[type]
     slots: ClassVar[frozenset[str]] = frozenset()
     trains_offline: ClassVar[bool] = False  # its state exists from the start of offline training
+    # ``update`` sees the agent as it was at the start of the step, not after its update
+    # (FamO2O's balance model is trained against the universal policy and critic the step
+    # started from, before the actor's and critic's updates).
+    update_from_step_start: ClassVar[bool] = False
     diagnostics: ClassVar[tuple[Diagnostic, ...]] = ()  # what the report plots
     policy_input_dim: int = 0
 
@@ -104,7 +109,7 @@ class Method:
 
     def policy_inputs(
         self, state: Any, batch: Transition, key: Array
-    ) -> Array | tuple[Array, Array] | None:
+    ) -> Array | tuple[Array, Array] | PolicyInputs | None:
         return None
 
     def improvement_weight(self, state: Any, batch: Transition) -> Array | None:
@@ -119,10 +124,23 @@ class Method:
         self, state: Any, agent: Any, agent_state: Any, batch: Transition, key: Array
     ) -> tuple[Any, dict]:
         """One step of the method's own networks, after the agent's update in the same fused
-        step (``agent_state`` is the agent after its update)."""
+        step (``agent_state`` is the agent after its update, or at the start of the step with
+        ``update_from_step_start``; either way the agent's update saw ``state`` unchanged)."""
         return state, {}
 
+    def start_online(self, state: Any) -> Any:
+        """A ``trains_offline`` method's state at the offline→online boundary (pure, one
+        seed): where it switches what it does online (FamO2O's β source)."""
+        return state
+
     # --- on the host ------------------------------------------------------------------------
+    @classmethod
+    def agent_defaults(cls, config: Any, algo: str) -> dict[str, Any]:
+        """Agent options the method sets for ``algo`` unless the user sets them (``--set``
+        wins); only a ``trains_offline`` method may (a paired method's agent must be the
+        vanilla run's)."""
+        return {}
+
     def check_agent(self, algo: str, agent: Any) -> None:
         """Refuse (ConfigError) an agent the method cannot work with."""
 
@@ -162,6 +180,12 @@ class Method:
     def summary(self, rows: list[dict]) -> dict[str, Any]:
         """What the run's summary.json records of this method, from its metrics rows."""
         return {}
+
+    @classmethod
+    def report_figure(cls, runs: list[Any], path: Path, dataset: str) -> Path | None:
+        """A figure of the method's own beside its diagnostics in the report (``runs``: one
+        dataset's ``RunResult``s, its runs among them), written to ``path``; None: none."""
+        return None
 
     def __hash__(self) -> int:
         return hash((type(self), self.config, self.obs_dim, self.act_dim))
@@ -264,7 +288,7 @@ class Methods(Hooks):
 
     def policy_inputs(
         self, extras: Any, batch: Transition, key: Array
-    ) -> Array | tuple[Array, Array] | None:
+    ) -> Array | tuple[Array, Array] | PolicyInputs | None:
         for method, state in self.active(extras):
             if "policy_inputs" in method.slots:
                 return method.policy_inputs(state, batch, key)
@@ -293,6 +317,7 @@ class Methods(Hooks):
             return agent.update
 
         def update(state, batch, key):
+            start = state
             state, metrics = agent.update(state, batch, key)
             if not isinstance(state.extras, dict):  # no method state yet: the state as it is
                 return state, metrics
@@ -300,8 +325,9 @@ class Methods(Hooks):
             method_key = jax.random.fold_in(key, METHOD_KEY)
             for i, method in enumerate(owners):
                 if method.name in extras:
+                    seen = start if method.update_from_step_start else state
                     extras[method.name], own = method.update(
-                        extras[method.name], agent, state, batch, jax.random.fold_in(method_key, i)
+                        extras[method.name], agent, seen, batch, jax.random.fold_in(method_key, i)
                     )
                     metrics = {**metrics, **own}
             return state.replace(extras=extras), metrics
@@ -312,11 +338,16 @@ class Methods(Hooks):
         self, agent: Any, states: Any, keys: Array, preprocess: Any, offline: bool
     ) -> Any:
         """``states`` (seed axis) with the state of every method that starts now added to
-        ``extras``: ``offline=True`` at the start of offline training, False at its end."""
+        ``extras``: ``offline=True`` at the start of offline training, False at its end (where
+        the methods that trained offline pass through ``start_online``)."""
         starting = [m for m in self.methods if m.trains_offline == offline]
-        if not starting:
-            return states
         extras = dict(states.extras or {})
+        if not offline:
+            for method in self.methods:
+                if method.trains_offline and method.name in extras:
+                    extras[method.name] = jax.vmap(method.start_online)(extras[method.name])
+        if not starting:
+            return states.replace(extras=extras) if extras else states
         for i, method in enumerate(starting):
             method_keys = jax.vmap(lambda k, i=i: jax.random.fold_in(k, i))(keys)
             extras[method.name] = jax.vmap(
