@@ -68,11 +68,40 @@ def fused_update(
     return run
 
 
+def all_finite(tree: Any) -> jax.Array:
+    """Whether every floating-point array of ``tree`` is finite (a scalar bool)."""
+    flags = [
+        jnp.all(jnp.isfinite(x))
+        for x in jax.tree.leaves(tree)
+        if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)
+    ]
+    return jnp.all(jnp.stack(flags)) if flags else jnp.bool_(True)
+
+
+def with_finite_flag(run: Callable) -> Callable:
+    """``run`` (returning ``(state, key, metrics)``) that also returns ``all_finite`` of the
+    new state: the divergence guard's input, computed inside the same jitted call so the host
+    reads one bool per call instead of the parameters."""
+
+    def guarded(state, data, key):
+        state, key, metrics = run(state, data, key)
+        return state, key, metrics, all_finite(state)
+
+    return guarded
+
+
 def compile_fused(
-    update: UpdateFn, sampler: Sampler, num_updates: int, seed_axis: bool = True
+    update: UpdateFn,
+    sampler: Sampler,
+    num_updates: int,
+    seed_axis: bool = True,
+    finite_flag: bool = False,
 ) -> Callable:
-    """Jitted fused update; with ``seed_axis`` every argument has a leading seed axis."""
+    """Jitted fused update; with ``seed_axis`` every argument has a leading seed axis, with
+    ``finite_flag`` it returns ``with_finite_flag``'s fourth output."""
     run = fused_update(update, sampler, num_updates)
+    if finite_flag:
+        run = with_finite_flag(run)
     if seed_axis:
         run = jax.vmap(run)
     return jax.jit(run, donate_argnums=(0,))

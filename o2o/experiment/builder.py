@@ -149,6 +149,16 @@ def load_offline_states(pipeline: Pipeline, source: Path) -> Any:
     return jax.tree.map(jnp.asarray, load_checkpoint(path, {"states": template})["states"])
 
 
+def copy_offline_rows(source: RunDir, run: RunDir) -> None:
+    """The offline rows of ``source`` first in ``run``'s metrics.jsonl, written in one atomic
+    replace (a run killed while copying them has all or none)."""
+    offline = [row for row in source.rows() if row.get("phase") == OFFLINE]
+    own = run.rows()
+    if [row for row in own if row.get("phase") == OFFLINE] != offline:
+        rest = [row for row in own if row.get("phase") != OFFLINE]
+        run.write_rows(METRICS, offline + rest)
+
+
 def execute(
     spec: RunSpec,
     run: RunDir,
@@ -175,12 +185,8 @@ def execute(
             offline_states = load_offline_states(pipeline, offline_from)
             source = Path(offline_from)
             source_dir = source if source.is_dir() else source.parent
-            if (source_dir / METRICS).exists() and not any(
-                row.get("phase") == OFFLINE for row in run.rows()
-            ):
-                for row in RunDir(source_dir).rows():
-                    if row.get("phase") == OFFLINE:
-                        run.append(METRICS, row)
+            if (source_dir / METRICS).exists():
+                copy_offline_rows(RunDir(source_dir), run)
         start = time.perf_counter()
         result = pipeline.run(
             run, resume=resume, progress=progress, offline_states=offline_states, on_eval=on_eval
