@@ -10,6 +10,7 @@ Ray) and the demo alike:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ import numpy as np
 from o2o.core.overrides import coerce_overrides
 from o2o.errors import ConfigError
 from o2o.experiment.checkpoint import load_checkpoint
+from o2o.experiment.divergence import DivergenceGuard
 from o2o.experiment.pipeline import (
     OFFLINE,
     OFFLINE_CHECKPOINT,
@@ -132,12 +134,14 @@ class RunSpec:
         labels = parse_labels(self.finetune)
         return bool(labels) and not any(REGISTRY[label][0].trains_offline for label in labels)
 
-    def build(self, dataset: Any = None) -> Pipeline:
+    def build(self, dataset: Any = None, guard: DivergenceGuard | None = None) -> Pipeline:
         from o2o import data as datasets
 
         dataset = dataset if dataset is not None else datasets.load(self.pipeline.dataset)
         methods = self.methods(dataset.obs_dim, dataset.act_dim)
-        return Pipeline(self.algo, self.agent, self.pipeline, dataset=dataset, methods=methods)
+        return Pipeline(
+            self.algo, self.agent, self.pipeline, dataset=dataset, methods=methods, guard=guard
+        )
 
 
 def load_offline_states(pipeline: Pipeline, source: Path) -> Any:
@@ -147,6 +151,42 @@ def load_offline_states(pipeline: Pipeline, source: Path) -> Any:
     path = source / OFFLINE_CHECKPOINT if source.is_dir() else source
     template = pipeline.initial_states()[0]
     return jax.tree.map(jnp.asarray, load_checkpoint(path, {"states": template})["states"])
+
+
+DATASET_DIGEST = "dataset_sha256"
+
+
+def dataset_digest(dataset: Any) -> str:
+    """SHA-256 of a dataset's transitions (what training reads, whatever the file format)."""
+    digest = hashlib.sha256()
+    for name in (
+        "observations",
+        "actions",
+        "rewards",
+        "next_observations",
+        "terminals",
+        "timeouts",
+    ):
+        array = np.ascontiguousarray(getattr(dataset, name))
+        digest.update(f"{name}{array.dtype}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def check_dataset(run: RunDir, dataset: Any) -> None:
+    """A run's dataset is the one it started with: its digest is stored in ``config.yaml`` on
+    the first start and compared on every resume (a name can resolve to another file)."""
+    config = run.config()
+    digest = dataset_digest(dataset)
+    stored = config.get(DATASET_DIGEST)
+    if stored is None:
+        run.write_config({**config, DATASET_DIGEST: digest})
+    elif stored != digest:
+        raise ConfigError(
+            f"{run.path} was started on other data: dataset {config['pipeline']['dataset']!r} "
+            f"now has sha256 {digest[:12]}..., the run's config.yaml {stored[:12]}...; "
+            "restore the original dataset file or start a new run"
+        )
 
 
 def copy_offline_rows(source: RunDir, run: RunDir) -> None:
@@ -169,15 +209,18 @@ def execute(
     on_eval: Any = None,
     announce: Any = None,
     label: str | None = None,
+    guard: DivergenceGuard | None = None,
 ) -> tuple[PipelineResult, dict[str, Any]]:
     """Run (or resume) ``spec`` into ``run``; with ``offline_from`` the offline phase is
     loaded from that run instead of trained (its offline rows are copied, so the run's own
     files tell the whole story). Writes and returns summary.json's content (``label``: the
-    method's name there, default ``spec.finetune``). A new run whose setup fails before
+    method's name there, default ``spec.finetune``); ``guard``: the divergence bound (not
+    part of the run's config: a run that does not diverge is the same under any). A new run whose setup fails before
     anything but its config.yaml was written leaves no run directory behind."""
     with run.removed_if_setup_fails(new=not resume):
-        pipeline = spec.build(dataset)
+        pipeline = spec.build(dataset, guard)
         del dataset  # SAMG keeps no offline data in memory once fine-tuning starts
+        check_dataset(run, pipeline.dataset)
         if announce is not None:
             announce(pipeline)
         offline_states = None

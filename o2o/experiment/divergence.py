@@ -41,29 +41,27 @@ class DivergenceGuard:
         self, finite: Any, metrics: dict, phase: str, step: int, run_path: Path | None
     ) -> None:
         """Raise DivergenceError naming the phase, step, loss and last good checkpoint."""
+        # |loss| of each metric named *loss*, NaN entries (not computed this call) left out.
         losses = {
-            name: np.asarray(value, np.float64) for name, value in metrics.items() if "loss" in name
+            name: np.abs(np.asarray(value, np.float64)[~np.isnan(np.asarray(value, np.float64))])
+            for name, value in metrics.items()
+            if "loss" in name
         }
-        problem = None
-        if not np.all(np.asarray(finite)):
-            bad = np.flatnonzero(~np.asarray(finite, bool).reshape(-1))
-            problem = f"non-finite parameters (seed index {', '.join(map(str, bad))})"
-        for name, value in losses.items():
-            magnitude = np.abs(value[~np.isnan(value)])
-            if magnitude.size and (
-                not np.all(np.isfinite(magnitude)) or magnitude.max() > self.max_loss
-            ):
-                problem = f"{name} {magnitude.max():.3g} (bound {self.max_loss:.3g})"
-                break
-        if problem is None:
-            return
-        shown = ", ".join(
-            f"{name} {np.nanmean(v) if np.any(~np.isnan(v)) else np.nan:.3g}"
-            for name, v in losses.items()
-        )
+        largest = {name: value.max() for name, value in losses.items() if value.size}
+        finite = np.asarray(finite, bool).reshape(-1)
+        if not finite.all():
+            problem = (
+                f"non-finite parameters (seed index {', '.join(map(str, np.flatnonzero(~finite)))})"
+            )
+            if largest:
+                problem += " with " + ", ".join(f"{k} {v:.3g}" for k, v in largest.items())
+        else:
+            beyond = [k for k, v in largest.items() if not v <= self.max_loss]
+            if not beyond:
+                return
+            problem = f"{beyond[0]} {largest[beyond[0]]:.3g} (bound {self.max_loss:.3g})"
         raise DivergenceError(
             f"training diverged in the {phase} phase at step {step}: {problem}"
-            + (f"; losses {shown}" if shown else "")
             + f"; stopped before writing it, the last good checkpoint is {last_good(run_path)}"
             + " (a resumed run would diverge again: start a new run, e.g. with lower learning rates)"
         )

@@ -18,6 +18,7 @@ import numpy as np
 import yaml
 
 from o2o.errors import DivergenceError, O2OError
+from o2o.experiment.builder import DATASET_DIGEST
 from o2o.experiment.faults import kill_point
 from o2o.experiment.pipeline import OFFLINE_CHECKPOINT
 from o2o.experiment.runs import CONFIG, SUMMARY, RunDir, number
@@ -74,6 +75,7 @@ def missing_checkpoint_message(out: Path, config: Configuration) -> str:
 def check_same_config(path: Path, expected: dict[str, Any]) -> None:
     """An interrupted run continues only under the configuration that started it."""
     stored = yaml.safe_load((path / CONFIG).read_text()) or {}
+    stored.pop(DATASET_DIGEST, None)  # checked against the data itself (builder.check_dataset)
     expected = yaml.safe_load(yaml.safe_dump(expected, sort_keys=False))
     difference = first_difference(stored, expected)
     if difference is not None:

@@ -61,8 +61,11 @@ class RunDir:
             probe.unlink()
         except OSError as error:
             raise O2OError(f"run directory {run.path} is not writable: {error.strerror}") from None
-        atomic_write_bytes(run.path / CONFIG, yaml.safe_dump(config, sort_keys=False).encode())
+        run.write_config(config)
         return run
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        atomic_write_bytes(self.path / CONFIG, yaml.safe_dump(config, sort_keys=False).encode())
 
     def config(self) -> dict[str, Any]:
         path = self.path / CONFIG
