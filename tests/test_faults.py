@@ -193,6 +193,14 @@ def full_disk_at(target: str):
     return setup
 
 
+def run_on_other_data(case: Path, runs: Path, monkeypatch) -> None:
+    """runs/swapped: runs/ok's config.yaml (and its dataset digest) pointing at another file."""
+    shutil.copytree(runs / "ok", runs / "swapped")
+    config = yaml.safe_load((runs / "ok" / "config.yaml").read_text())
+    config["pipeline"]["dataset"] = str(write_dataset(case / "data.hdf5"))
+    (runs / "swapped" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
 @dataclass(frozen=True)
 class Case:
     argv: list[str]  # {runs}: the runs directory holding runs/ok; {case}: this case's own
@@ -249,6 +257,13 @@ CASES = {
     "suite-duplicate-key": Case(BENCH, "duplicate key 'seeds'", suite_with_duplicate_key),
     "reward-beyond-limit": Case([*TRAIN, *R, "--dataset", "{case}/data.hdf5", "--name", "r"], "'rewards' has values beyond ±1e+06", huge_reward),
     "observation-beyond-limit": Case(["datasets", "info", "{case}/data.hdf5"], "'observations' has values beyond ±1e+06", huge_observation),
+    "resume-changed-budget": Case(["train", "--resume", *R, "--name", "ok", "--offline-steps", "300"], "offline_steps is 100 in its config.yaml, 300 on this command line"),
+    "resume-changed-set": Case(["train", "--resume", *R, "--name", "ok", "--set", "hidden_dims=[16]"], "hidden_dims is [8] in its config.yaml, [16]"),
+    "resume-changed-algo": Case(["train", "--resume", *R, "--name", "ok", "--algo", "iql"], "algo is 'td3' in its config.yaml, 'iql'"),
+    "resume-changed-method": Case(["train", "--resume", *R, "--name", "ok", "--finetune", "samg"], "is 'vanilla' in its config.yaml, 'samg'"),
+    "resume-changed-seeds": Case(["train", "--resume", *R, "--name", "ok", "--seeds", "2"], "seeds is 1 in its config.yaml, 2"),
+    "resume-domain": Case(["train", "--resume", *R, "--name", "ok", "--domain", "maze"], "--domain cannot be given with --resume"),
+    "resume-other-data": Case(["train", "--resume", *R, "--name", "swapped"], "was started on other data", run_on_other_data),
     # checkpoints of another version
     "checkpoint-newer-resume": Case(["train", "--resume", *R, "--name", "newer"], "newer than this o2o", run_with_checkpoint("newer", NEWER)),
     "checkpoint-newer-from": Case([*TRAIN, *R, "--offline-steps", "0", "--from", "{runs}/newer2", "--name", "f2"], "upgrade o2o", run_with_checkpoint("newer2", NEWER)),
@@ -455,3 +470,27 @@ def test_checkpoints_record_their_version(tmp_path):
     from o2o import __version__
 
     assert raw[FORMAT_KEY] == {"schema": SCHEMA, "o2o_version": __version__}
+
+
+def test_resume_repeating_the_original_flags_is_accepted(root):
+    runs = root / "runs"
+    shutil.copytree(runs / "ok", runs / "repeated")
+    argv = ["train", "--resume", "--runs-dir", str(runs), "--name", "repeated", *TRAIN[1:]]
+    assert invoke(argv) == 0
+    assert untimed(RunDir(runs / "repeated").rows()) == untimed(RunDir(runs / "ok").rows())
+
+
+def test_a_from_run_records_its_source_and_resumes_from_it(root):
+    """Killed before its offline.msgpack was written, a --from run resumes from the same
+    weights (config.yaml records the source), not from random ones."""
+    runs = root / "runs"
+    argv = [*TRAIN, "--runs-dir", str(runs), "--offline-steps", "0", "--online-steps", "50"]
+    argv += ["--online-eval-every", "50", "--update-every", "50", "--from", str(runs / "ok")]
+    assert invoke([*argv, "--name", "from"]) == 0
+    config = yaml.safe_load((runs / "from" / "config.yaml").read_text())
+    assert config["from"] == str((runs / "ok").resolve())
+    for name in ("offline.msgpack", "checkpoint.msgpack", "summary.json", "phase.json"):
+        (runs / "from" / name).unlink()
+    assert invoke(["train", "--resume", "--runs-dir", str(runs), "--name", "from"]) == 0
+    source = (runs / "ok" / "offline.msgpack").read_bytes()
+    assert (runs / "from" / "offline.msgpack").read_bytes() == source
