@@ -214,6 +214,7 @@ class Case:
 
 R = ["--runs-dir", "{runs}"]
 BENCH = ["bench", "run", "{case}/suite.yaml", "--out", "{case}/out"]
+ONLINE = ["--online-steps", "50", "--online-eval-every", "50", "--update-every", "50"]
 SAMG_ON_UNION = ["--finetune", "samg", "--data-policy", "union"]
 CASES = {
     # names and paths: a run name is one directory name inside --runs-dir
@@ -274,6 +275,9 @@ CASES = {
     "disk-full-row": Case([*TRAIN, *R, "--name", "full1"], "no space left", full_disk_at("metrics.jsonl"), leaves="full1"),
     "disk-full-checkpoint": Case([*TRAIN, *R, "--name", "full2"], "no space left", full_disk_at("checkpoint.msgpack"), leaves="full2"),
     "disk-full-summary": Case([*TRAIN, *R, "--name", "full3"], "no space left", full_disk_at("summary.json"), leaves="full3"),
+    "disk-full-offline-checkpoint": Case([*TRAIN, *R, "--name", "full4"], "no space left", full_disk_at("offline.msgpack"), leaves="full4"),
+    "disk-full-phase": Case([*TRAIN, *R, "--name", "full5"], "no space left", full_disk_at("phase.json"), leaves="full5"),
+    "disk-full-episodes": Case([*TRAIN, *R, *ONLINE, "--name", "full6"], "no space left", full_disk_at("episodes.jsonl"), leaves="full6"),
 }  # fmt: skip
 
 
