@@ -176,7 +176,9 @@ def test_a_diverged_suite_run_is_reported_and_the_others_run(tmp_path, capsys):
     code = invoke(["bench", "run", str(tmp_path / "suite.yaml"), "--out", str(out), "--quiet"])
     captured = capsys.readouterr()
     assert code == 2
-    assert "td3 vanilla: DIVERGED (training diverged in the offline phase at step 100" in captured.out
+    assert (
+        "td3 vanilla: DIVERGED (training diverged in the offline phase at step 100" in captured.out
+    )
     assert (out / "hopper-medium-lite" / "td3bc" / "vanilla" / "summary.json").exists()
     assert len(captured.err.strip().splitlines()) == 1
     assert "1 of 2 configurations failed" in captured.err

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from o2o.core.overrides import coerce_overrides
+from o2o.data.dataset import COLUMNS
 from o2o.errors import ConfigError
 from o2o.experiment.checkpoint import load_checkpoint
 from o2o.experiment.divergence import DivergenceGuard
@@ -159,14 +160,7 @@ DATASET_DIGEST = "dataset_sha256"
 def dataset_digest(dataset: Any) -> str:
     """SHA-256 of a dataset's transitions (what training reads, whatever the file format)."""
     digest = hashlib.sha256()
-    for name in (
-        "observations",
-        "actions",
-        "rewards",
-        "next_observations",
-        "terminals",
-        "timeouts",
-    ):
+    for name in COLUMNS:
         array = np.ascontiguousarray(getattr(dataset, name))
         digest.update(f"{name}{array.dtype}{array.shape}".encode())
         digest.update(array.tobytes())
