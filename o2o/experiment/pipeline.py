@@ -289,6 +289,8 @@ class Pipeline:
             states, keys = self._train_phase(phase, states, keys, step, run, progress, on_eval)
         if phase.finish is not None:
             states, rows = phase.finish(states, self.offline)
+            # The finish (SAMG's statistics) ran after the guard's last check.
+            self.guard.check(jax.vmap(all_finite)(states), {}, name, total, run and run.path)
             if run is not None:
                 # Written after the phase's last checkpoint, so a run killed after them
                 # redoes the finish: its rows of an earlier attempt go first.
@@ -467,9 +469,6 @@ class Pipeline:
                 progress,
             )
         if path is not None:
-            # A phase's finish (SAMG's statistics) ran after the guard's last check.
-            finite = jax.vmap(all_finite)(states)
-            self.guard.check(finite, {}, self.phases_before_online[-1].name, phase.steps, run.path)
             save_checkpoint(path, {"states": states}, phase=self.phases_before_online[-1].name)
         return states
 
