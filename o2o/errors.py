@@ -85,5 +85,5 @@ def check_fields(
 
 
 class DivergenceError(O2OError):
-    """Training diverged (non-finite parameters, or a loss past the guard's bound); the run
+    """Training diverged (NaN parameters, or a loss past the guard's bound); the run
     stopped before writing anything of the diverged state."""

@@ -45,7 +45,7 @@ from typing import Any, NamedTuple, Protocol
 import jax
 import jax.numpy as jnp
 
-from o2o.core.engine import with_finite_flag
+from o2o.core.engine import with_nan_flag
 from o2o.errors import check
 
 
@@ -243,13 +243,13 @@ def rollout_update(
 
 
 def compile_rollout_update(
-    agent: OnPolicyAgent, seed_axis: bool = True, finite_flag: bool = False
+    agent: OnPolicyAgent, seed_axis: bool = True, nan_flag: bool = False
 ) -> Callable:
     """Jitted ``rollout_update``; with ``seed_axis`` every argument has a leading seed axis,
-    with ``finite_flag`` it returns ``engine.with_finite_flag``'s fourth output."""
+    with ``nan_flag`` it returns ``engine.with_nan_flag``'s fourth output."""
     run = rollout_update(agent)
-    if finite_flag:
-        run = with_finite_flag(run)
+    if nan_flag:
+        run = with_nan_flag(run)
     if seed_axis:
         run = jax.vmap(run)
     return jax.jit(run, donate_argnums=(0,))

@@ -1,6 +1,6 @@
 """The divergence guard: after every fused call (the states it returns are checked inside
-the call, ``engine.with_finite_flag``; the metrics come back anyway), stop a run whose
-parameters are no longer finite or whose loss passed a bound, before anything of the
+the call, ``engine.with_nan_flag``; the metrics come back anyway), stop a run whose
+parameters hold a NaN or whose loss passed a bound, before anything of the
 diverged state is written, so the last checkpoint stays the last good one.
 
 Only ``stop``: a rollback (restore the last good checkpoint, halve the learning rates, retry)
@@ -37,9 +37,7 @@ class DivergenceGuard:
     def __post_init__(self) -> None:
         check(self.max_loss > 0, f"max_loss must be positive, got {self.max_loss}")
 
-    def check(
-        self, finite: Any, metrics: dict, phase: str, step: int, run_path: Path | None
-    ) -> None:
+    def check(self, nan: Any, metrics: dict, phase: str, step: int, run_path: Path | None) -> None:
         """Raise DivergenceError naming the phase, step, loss and last good checkpoint."""
         # |loss| of each metric named *loss*, NaN entries (not computed this call) left out.
         losses = {
@@ -48,11 +46,9 @@ class DivergenceGuard:
             if "loss" in name
         }
         largest = {name: value.max() for name, value in losses.items() if value.size}
-        finite = np.asarray(finite, bool).reshape(-1)
-        if not finite.all():
-            problem = (
-                f"non-finite parameters (seed index {', '.join(map(str, np.flatnonzero(~finite)))})"
-            )
+        nan = np.asarray(nan, bool).reshape(-1)
+        if nan.any():
+            problem = f"NaN parameters (seed index {', '.join(map(str, np.flatnonzero(nan)))})"
             if largest:
                 problem += " with " + ", ".join(f"{k} {v:.3g}" for k, v in largest.items())
         else:

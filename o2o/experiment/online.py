@@ -286,9 +286,9 @@ class EnvLoop:
             "wall_time": np.float64(0.0),
         }
 
-    def _check(self, finite: Any, metrics: dict, step: int, run: RunDir | None) -> None:
+    def _check(self, nan: Any, metrics: dict, step: int, run: RunDir | None) -> None:
         """The divergence guard after an update call at env step ``step``."""
-        self.guard.check(finite, metrics, "online", self.step_offset + step, run and run.path)
+        self.guard.check(nan, metrics, "online", self.step_offset + step, run and run.path)
         kill_point("chunk:online")
 
     def _method_events(self, step: int, states: Any, data: Any, run: RunDir | None) -> Any:
@@ -446,7 +446,7 @@ class OnlineTrainer(EnvLoop):
         )
         self.write_to = data.write_to if data is not None else "replay"
         self._fused = compile_fused(
-            update or agent.update, sampler, c.update_every * c.utd, finite_flag=True
+            update or agent.update, sampler, c.update_every * c.utd, nan_flag=True
         )
 
     def updates_at(self, step: int) -> int:
@@ -506,8 +506,8 @@ class OnlineTrainer(EnvLoop):
         metrics, updates = None, 0
         update_keys = carry["update_keys"]
         if step > 0 and step >= c.update_after:
-            states, update_keys, metrics, finite = self._fused(states, buffers, update_keys)
-            self._check(finite, metrics, step, run)
+            states, update_keys, metrics, nan = self._fused(states, buffers, update_keys)
+            self._check(nan, metrics, step, run)
             updates = c.update_every * c.utd
             # Waiting here costs nothing (the next action needs these states) and
             # charges the updates' time to them rather than to the next section.

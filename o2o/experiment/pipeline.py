@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from o2o.core import buffers as buf
-from o2o.core.engine import Phase, all_finite, chunk_sizes, compile_fused, seed_keys
+from o2o.core.engine import Phase, any_nan, chunk_sizes, compile_fused, seed_keys
 from o2o.envs.evaluation import EnvGrid, evaluate
 from o2o.errors import ConfigError, check, check_non_negative, check_positive
 from o2o.experiment.checkpoint import (
@@ -290,7 +290,7 @@ class Pipeline:
         if phase.finish is not None:
             states, rows = phase.finish(states, self.offline)
             # The finish (SAMG's statistics) ran after the guard's last check.
-            self.guard.check(jax.vmap(all_finite)(states), {}, name, total, run and run.path)
+            self.guard.check(jax.vmap(any_nan)(states), {}, name, total, run and run.path)
             if run is not None:
                 # Written after the phase's last checkpoint, so a run killed after them
                 # redoes the finish: its rows of an earlier attempt go first.
@@ -332,12 +332,10 @@ class Pipeline:
                 for size in chunk_sizes(step, total, chunk):
                     if size not in compiled:
                         sampler = buf.Sampler(c.batch_size)
-                        compiled[size] = compile_fused(
-                            phase.update, sampler, size, finite_flag=True
-                        )
-                    states, keys, metrics, finite = compiled[size](states, data, keys)
+                        compiled[size] = compile_fused(phase.update, sampler, size, nan_flag=True)
+                    states, keys, metrics, nan = compiled[size](states, data, keys)
                     step += size
-                    self.guard.check(finite, metrics, name, step, run and run.path)
+                    self.guard.check(nan, metrics, name, step, run and run.path)
                     kill_point(f"chunk:{name}")
                     bar.advance_to(step, updates=step - first)
                     if step % every != 0 and step < total:

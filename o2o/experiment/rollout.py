@@ -86,7 +86,7 @@ class RolloutTrainer(EnvLoop):
             return jax.vmap(one)(states, observations, keys)
 
         self._act = jax.jit(act)
-        self._update = compile_rollout_update(agent, finite_flag=True)
+        self._update = compile_rollout_update(agent, nan_flag=True)
 
     def updates_at(self, step: int) -> int:
         """Gradient updates made by env step ``step`` (every rollout ends in its updates)."""
@@ -118,9 +118,9 @@ class RolloutTrainer(EnvLoop):
             clock.lap("env")
         rollout = staged.as_rollout(self.preprocess)
         clock.lap("buffer")
-        states, update_keys, metrics, finite = self._update(states, rollout, carry["update_keys"])
+        states, update_keys, metrics, nan = self._update(states, rollout, carry["update_keys"])
         jax.block_until_ready(states)  # the next action needs them; charges the time here
-        self._check(finite, metrics, step, run)
+        self._check(nan, metrics, step, run)
         clock.lap("updates")
         if self.on_chunk is not None:
             states = self._method_events(step, states, rollout, run)
