@@ -199,3 +199,35 @@ def test_report_aggregates_leave_a_nan_run_out(tmp_path):
     for name in ("iqm", "mean", "optimality_gap"):
         got, want = getattr(with_nan, name), getattr(alone, name)
         assert got.point == want.point and np.isfinite([got.low, got.high]).all(), name
+
+
+def test_a_method_event_turning_the_states_nan_stops_before_the_online_checkpoint(tmp_path):
+    """Method events change the states outside the checked update call: a NaN they make is
+    caught before the evaluation's row and checkpoint."""
+    from o2o.finetune import REGISTRY, Method, register
+    from tests.test_method_seam import NoOptions
+
+    class NanOnEvaluation(Method):
+        name = "nan-event"
+        config_class = NoOptions
+        slots = frozenset({"events"})
+
+        def init_state(self, agent, agent_state, key, preprocess):
+            return {"value": jnp.float32(0.0)}
+
+        def on_evaluation(self, agent, step, states, row, seed):
+            nan = jnp.full_like(states.extras[self.name]["value"], jnp.nan)
+            extras = {**states.extras, self.name: {"value": nan}}
+            return states.replace(extras=extras), []
+
+    register(NanOnEvaluation)
+    try:
+        dataset = datasets.load("hopper-medium-lite").select(slice(0, 500))
+        pipeline = tiny_pipeline(dataset, "nan-event", online_steps=100, online_eval_every=50)
+        run = RunDir.create(tmp_path / "run", {})
+        with pytest.raises(DivergenceError, match="online phase at step 150: NaN parameters"):
+            pipeline.run(run, progress=False)
+    finally:
+        del REGISTRY["nan-event"]
+    assert not [row for row in run.rows() if row["phase"] == "online"]
+    assert not run.has_checkpoint()  # the offline one went at the switch; no online one

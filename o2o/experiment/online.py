@@ -24,7 +24,7 @@ import numpy as np
 
 from o2o.core import buffers as buf
 from o2o.core.agent import Agent
-from o2o.core.engine import compile_fused, seed_keys
+from o2o.core.engine import any_nan, compile_fused, seed_keys
 from o2o.core.types import Transition
 from o2o.envs.evaluation import EnvGrid, EvalResult, evaluate
 from o2o.envs.factory import make_env, success_from_info
@@ -372,6 +372,10 @@ class EnvLoop:
                     # and uninterrupted runs alike.
                     self.envs.episodes += 1
                     if run is not None:
+                        if self.on_chunk is not None or self.on_evaluation is not None:
+                            # Method events change the states outside the checked update call.
+                            nan = jax.vmap(any_nan)(carry["states"])
+                            self.guard.check(nan, {}, "online", self.step_offset + step, run.path)
                         run.append(METRICS, row)
                         save_checkpoint(
                             run.checkpoint_path,
