@@ -17,6 +17,9 @@ from typing import Any
 from o2o.arguments import OneLineParser, fail, parse_pairs
 from o2o.errors import ConfigError, O2OError, did_you_mean
 
+# config.yaml's record of --from: the offline checkpoint a run fine-tunes, used on --resume.
+FROM_KEY = "from"
+
 # Quiet by default: XLA's and TF's C++ logging would otherwise flood the terminal.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -61,6 +64,8 @@ ENV_DEFAULTS: dict[str, Any] = {
 
 
 def _train_parser() -> OneLineParser:
+    from o2o.experiment.divergence import DEFAULT_MAX_LOSS
+
     p = OneLineParser(
         prog="o2o train",
         description="Offline pre-training then online fine-tuning on --dataset, or online "
@@ -198,6 +203,13 @@ def _train_parser() -> OneLineParser:
         "--resume", action="store_true", help="continue the run --name from its last checkpoint"
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--max-loss",
+        type=float,
+        default=DEFAULT_MAX_LOSS,
+        help="divergence guard: stop the run when a loss passes this magnitude (or the "
+        "parameters stop being finite); not stored, so --resume may change it",
+    )
     return p
 
 
@@ -230,6 +242,68 @@ def _flag(dest: str) -> str:
     return {"method_overrides": "method-set"}.get(dest, dest.replace("_", "-"))
 
 
+# What --resume takes from the command line; every other setting comes from config.yaml.
+RESUME_FLAGS = {"resume", "name", "runs_dir", "no_progress", "max_loss", "log"}
+PIPELINE_FLAGS = {
+    "dataset", "offline_steps", "online_steps", "data_policy", "offline_fraction",
+    "batch_size", "utd", "update_every", "offline_eval_every", "online_eval_every",
+    "eval_episodes", "reward_convention", "seed", "seeds",
+}  # fmt: skip
+ONLINE_FLAGS = {
+    "env", "steps", "random_steps", "update_every", "utd", "batch_size", "eval_every",
+    "eval_episodes", "seed", "seeds",
+}  # fmt: skip
+
+
+def check_resume_flags(argv: list[str], stored: dict, path: Path) -> None:
+    """Flags given with --resume must repeat what the run started with: one line naming the
+    first that differs (a resumed run never silently ignores a changed setting)."""
+    from o2o.agents import CONFIGS
+    from o2o.core.overrides import coerce_overrides
+    from o2o.experiment.runs import plain_config
+    from o2o.finetune import coerce_method_options
+
+    parser = _train_parser()
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    given = vars(parser.parse_args(argv))
+    pipeline = "pipeline" in stored
+    for dest, value in given.items():
+        if dest in RESUME_FLAGS:
+            continue
+        if dest == "algo":
+            pairs = {"algo": (stored["algo"], value.lower())}
+        elif dest in PIPELINE_FLAGS and pipeline:
+            pairs = {dest: (stored["pipeline"].get(dest), value)}
+        elif dest in ONLINE_FLAGS and not pipeline:
+            pairs = {dest: (stored["online"].get(dest), value)}
+        elif dest == "no_normalize_states" and pipeline:
+            pairs = {dest: (not stored["pipeline"]["normalize_states"], value)}
+        elif dest == "finetune" and pipeline:
+            pairs = {dest: (stored["finetune"]["name"], value)}
+        elif dest == "method_overrides" and pipeline:
+            finetune = stored["finetune"]
+            typed = coerce_method_options(finetune["name"], parse_pairs(value, "--method-set"))
+            pairs = {k: (finetune["options"].get(k), plain_config(v)) for k, v in typed.items()}
+        elif dest == "overrides":
+            typed = coerce_overrides(parse_pairs(value), CONFIGS[stored["algo"]])
+            pairs = {k: (stored["agent"].get(k), plain_config(v)) for k, v in typed.items()}
+        elif dest == "from_run" and pipeline:
+            pairs = {dest: (stored.get(FROM_KEY), str(value.resolve()))}
+        else:
+            raise ConfigError(
+                f"--{dest.replace('_', '-')} cannot be given with --resume: {path} continues "
+                "with the settings of its config.yaml"
+            )
+        for name, (there, now) in pairs.items():
+            if there != now:
+                raise ConfigError(
+                    f"--resume continues {path} with the settings it started with: {name} is "
+                    f"{there!r} in its config.yaml, {now!r} on this command line; drop the "
+                    "flag or start a new run"
+                )
+
+
 def _method_labels() -> list[str]:
     from o2o.finetune import method_labels
 
@@ -239,6 +313,7 @@ def _method_labels() -> list[str]:
 def cmd_train(argv: list[str]) -> int:
     from o2o.agents import CONFIGS
     from o2o.experiment.builder import agent_config_for
+    from o2o.experiment.divergence import DivergenceGuard
     from o2o.experiment.online import OnlineConfig, OnlineTrainer, config_dict
     from o2o.experiment.runs import RunDir, check_run_name, default_run_name, number
     from o2o.experiment.sinks import Sinks
@@ -261,10 +336,11 @@ def cmd_train(argv: list[str]) -> int:
     if args.dataset is not None or (
         args.resume and args.name and _is_pipeline_run(args.runs_dir / args.name)
     ):
-        return cmd_train_dataset(args, sinks)
+        return cmd_train_dataset(args, argv, sinks)
     if args.resume:
         run = _resumed_run(args)
         stored = run.config()
+        check_resume_flags(argv, stored, run.path)
         algo = stored["algo"]
         agent_config = CONFIGS[algo](**_tuples(stored["agent"]))
         online = OnlineConfig(**stored["online"])
@@ -285,7 +361,9 @@ def cmd_train(argv: list[str]) -> int:
             seeds=args.seeds,
         )
         _check_env(online.env)
-    trainer = OnlineTrainer(agent_config.create(), online)  # validated before anything is written
+    guard = DivergenceGuard(args.max_loss)
+    # Validated before anything is written.
+    trainer = OnlineTrainer(agent_config.create(), online, guard=guard)
     log = None
     try:
         if not args.resume:
@@ -327,17 +405,23 @@ def _sink_names(args: argparse.Namespace) -> tuple[str, ...]:
     return parse_sinks(args.log)
 
 
-def cmd_train_dataset(args: argparse.Namespace, sinks: tuple[str, ...] = ()) -> int:
+def cmd_train_dataset(
+    args: argparse.Namespace, argv: list[str], sinks: tuple[str, ...] = ()
+) -> int:
     """Offline pre-training and online fine-tuning on a dataset."""
     from o2o import data as datasets
     from o2o.experiment.builder import RunSpec, execute, score_line
+    from o2o.experiment.divergence import DivergenceGuard
     from o2o.experiment.pipeline import PipelineConfig
     from o2o.experiment.runs import RunDir, default_run_name
     from o2o.experiment.sinks import Sinks
 
     if args.resume:
         run = _resumed_run(args)
-        spec = RunSpec.from_stored(run.config())
+        stored = run.config()
+        check_resume_flags(argv, stored, run.path)
+        spec = RunSpec.from_stored(stored)
+        offline_from = Path(stored[FROM_KEY]) if stored.get(FROM_KEY) else None
     else:
         dataset = datasets.load(args.dataset)
         config = PipelineConfig(
@@ -371,7 +455,11 @@ def cmd_train_dataset(args: argparse.Namespace, sinks: tuple[str, ...] = ()) -> 
             dataset,
         )
         name = args.name or default_run_name(spec.algo, args.finetune, Path(str(args.dataset)).stem)
-        run = RunDir.create(args.runs_dir / name, spec.stored())
+        offline_from = args.from_run.resolve() if args.from_run is not None else None
+        stored = spec.stored()
+        if offline_from is not None:
+            stored[FROM_KEY] = str(offline_from)
+        run = RunDir.create(args.runs_dir / name, stored)
         del dataset  # the pipeline loads its own, to drop it when fine-tuning starts (SAMG)
 
     def announce(pipeline) -> None:
@@ -390,9 +478,10 @@ def cmd_train_dataset(args: argparse.Namespace, sinks: tuple[str, ...] = ()) -> 
             run,
             resume=args.resume,
             progress=not args.no_progress,
-            offline_from=args.from_run,
+            offline_from=offline_from,
             announce=announce,
             on_eval=log,
+            guard=DivergenceGuard(args.max_loss),
         )
     finally:
         log.close()

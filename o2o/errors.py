@@ -90,3 +90,8 @@ def check_fields(
         check(
             value in options, f"{name} must be one of {', '.join(map(str, options))}, got {value!r}"
         )
+
+
+class DivergenceError(O2OError):
+    """Training diverged (NaN parameters, or a loss past the guard's bound); the run
+    stopped before writing anything of the diverged state."""

@@ -205,6 +205,14 @@ def no_gl(case: Path, runs: Path, monkeypatch) -> None:
     monkeypatch.setattr(run_commands, "_frame", broken)
 
 
+def run_on_other_data(case: Path, runs: Path, monkeypatch) -> None:
+    """runs/swapped: runs/ok's config.yaml (and its dataset digest) pointing at another file."""
+    shutil.copytree(runs / "ok", runs / "swapped")
+    config = yaml.safe_load((runs / "ok" / "config.yaml").read_text())
+    config["pipeline"]["dataset"] = str(write_dataset(case / "data.hdf5"))
+    (runs / "swapped" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+
+
 @dataclass(frozen=True)
 class Case:
     argv: list[str]  # {runs}: the runs directory holding runs/ok; {case}: this case's own
@@ -218,6 +226,7 @@ class Case:
 
 R = ["--runs-dir", "{runs}"]
 BENCH = ["bench", "run", "{case}/suite.yaml", "--out", "{case}/out"]
+ONLINE = ["--online-steps", "50", "--online-eval-every", "50", "--update-every", "50"]
 SAMG_ON_UNION = ["--finetune", "samg", "--data-policy", "union"]
 CASES = {
     # names and paths: a run name is one directory name inside --runs-dir
@@ -261,6 +270,13 @@ CASES = {
     "suite-duplicate-key": Case(BENCH, "duplicate key 'seeds'", suite_with_duplicate_key),
     "reward-beyond-limit": Case([*TRAIN, *R, "--dataset", "{case}/data.hdf5", "--name", "r"], "'rewards' has values beyond ±1e+06", huge_reward),
     "observation-beyond-limit": Case(["datasets", "info", "{case}/data.hdf5"], "'observations' has values beyond ±1e+06", huge_observation),
+    "resume-changed-budget": Case(["train", "--resume", *R, "--name", "ok", "--offline-steps", "300"], "offline_steps is 100 in its config.yaml, 300 on this command line"),
+    "resume-changed-set": Case(["train", "--resume", *R, "--name", "ok", "--set", "hidden_dims=[16]"], "hidden_dims is [8] in its config.yaml, [16]"),
+    "resume-changed-algo": Case(["train", "--resume", *R, "--name", "ok", "--algo", "iql"], "algo is 'td3' in its config.yaml, 'iql'"),
+    "resume-changed-method": Case(["train", "--resume", *R, "--name", "ok", "--finetune", "samg"], "is 'vanilla' in its config.yaml, 'samg'"),
+    "resume-changed-seeds": Case(["train", "--resume", *R, "--name", "ok", "--seeds", "2"], "seeds is 1 in its config.yaml, 2"),
+    "resume-domain": Case(["train", "--resume", *R, "--name", "ok", "--domain", "maze"], "--domain cannot be given with --resume"),
+    "resume-other-data": Case(["train", "--resume", *R, "--name", "swapped"], "was started on other data", run_on_other_data),
     # checkpoints of another version
     "checkpoint-newer-resume": Case(["train", "--resume", *R, "--name", "newer"], "newer than this o2o", run_with_checkpoint("newer", NEWER)),
     "checkpoint-newer-from": Case([*TRAIN, *R, "--offline-steps", "0", "--from", "{runs}/newer2", "--name", "f2"], "upgrade o2o", run_with_checkpoint("newer2", NEWER)),
@@ -301,6 +317,9 @@ CASES = {
     "plot-not-a-dir": Case(["plot", "{case}/nothing"], "is not a directory"),
     "plot-no-runs": Case(["plot", "{case}"], "no run directories"),
     "plot-bad-key": Case(["plot", "{runs}/ok", "--key", "loss", "--out", "{case}/c.png"], "--key must be"),
+    "disk-full-offline-checkpoint": Case([*TRAIN, *R, "--name", "full4"], "no space left", full_disk_at("offline.msgpack"), leaves="full4"),
+    "disk-full-phase": Case([*TRAIN, *R, "--name", "full5"], "no space left", full_disk_at("phase.json"), leaves="full5"),
+    "disk-full-episodes": Case([*TRAIN, *R, *ONLINE, "--name", "full6"], "no space left", full_disk_at("episodes.jsonl"), leaves="full6"),
 }  # fmt: skip
 
 
@@ -497,3 +516,27 @@ def test_checkpoints_record_their_version(tmp_path):
     from o2o import __version__
 
     assert raw[FORMAT_KEY] == {"schema": SCHEMA, "o2o_version": __version__}
+
+
+def test_resume_repeating_the_original_flags_is_accepted(root):
+    runs = root / "runs"
+    shutil.copytree(runs / "ok", runs / "repeated")
+    argv = ["train", "--resume", "--runs-dir", str(runs), "--name", "repeated", *TRAIN[1:]]
+    assert invoke(argv) == 0
+    assert untimed(RunDir(runs / "repeated").rows()) == untimed(RunDir(runs / "ok").rows())
+
+
+def test_a_from_run_records_its_source_and_resumes_from_it(root):
+    """Killed before its offline.msgpack was written, a --from run resumes from the same
+    weights (config.yaml records the source), not from random ones."""
+    runs = root / "runs"
+    argv = [*TRAIN, "--runs-dir", str(runs), "--offline-steps", "0", "--online-steps", "50"]
+    argv += ["--online-eval-every", "50", "--update-every", "50", "--from", str(runs / "ok")]
+    assert invoke([*argv, "--name", "from"]) == 0
+    config = yaml.safe_load((runs / "from" / "config.yaml").read_text())
+    assert config["from"] == str((runs / "ok").resolve())
+    for name in ("offline.msgpack", "checkpoint.msgpack", "summary.json", "phase.json"):
+        (runs / "from" / name).unlink()
+    assert invoke(["train", "--resume", "--runs-dir", str(runs), "--name", "from"]) == 0
+    source = (runs / "ok" / "offline.msgpack").read_bytes()
+    assert (runs / "from" / "offline.msgpack").read_bytes() == source

@@ -636,8 +636,8 @@ def test_a_run_killed_in_the_cvae_phase_resumes_and_never_refits(
     saved = []
     original = pipeline_module.save_checkpoint
 
-    def dies_after_a_save(path, tree):
-        original(path, tree)
+    def dies_after_a_save(path, tree, **labels):
+        original(path, tree, **labels)
         saved.append(path.name)
         if len(saved) == kill_at_save:
             raise KeyboardInterrupt

@@ -38,6 +38,14 @@ class RunResult:
         return self.summary is not None
 
     @property
+    def healthy(self) -> bool:
+        """Finished with a finite score for every seed of both phases: what aggregates over
+        runs use, so one diverged or NaN run cannot turn a healthy aggregate into NaN."""
+        return self.finished and all(
+            np.all(np.isfinite(self.scores(phase))) for phase in ("offline", "online")
+        )
+
+    @property
     def key(self) -> tuple[str, str, str]:
         return self.dataset, self.algo, self.method
 

@@ -52,11 +52,11 @@ class Improvement:
 def score_matrices(
     results: Sequence[RunResult], phase: str = "online"
 ) -> dict[str, tuple[tuple[str, ...], np.ndarray]]:
-    """label -> (tasks, scores of shape (runs, tasks)) of the finished runs."""
+    """label -> (tasks, scores of shape (runs, tasks)) of the healthy runs."""
     by_label: dict[str, dict[str, np.ndarray]] = defaultdict(dict)
     for r in results:
         scores = r.scores(phase)
-        if r.finished and scores.size:
+        if r.healthy and scores.size:
             by_label[r.label][r.dataset] = scores
     matrices = {}
     for label, per_task in by_label.items():
@@ -116,7 +116,7 @@ def probability_of_improvement(
     """P(method > vanilla) on the datasets both finished, per base algorithm and method."""
     from rliable import metrics
 
-    finished = [r for r in results if r.finished and r.scores("online").size]
+    finished = [r for r in results if r.healthy and r.scores("online").size]
     vanilla = {(r.dataset, r.algo): r.scores("online") for r in finished if r.method == "vanilla"}
     pairs: dict[tuple[str, str], dict[str, tuple[np.ndarray, np.ndarray]]] = defaultdict(dict)
     for r in finished:

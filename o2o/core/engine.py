@@ -68,11 +68,42 @@ def fused_update(
     return run
 
 
+def any_nan(tree: Any) -> jax.Array:
+    """Whether a floating-point array of ``tree`` holds a NaN (a scalar bool). Infinities
+    are left to the divergence guard's loss bound: a state may hold ±inf on purpose (a
+    running best that starts at -inf)."""
+    flags = [
+        jnp.any(jnp.isnan(x))
+        for x in jax.tree.leaves(tree)
+        if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)
+    ]
+    return jnp.any(jnp.stack(flags)) if flags else jnp.bool_(False)
+
+
+def with_nan_flag(run: Callable) -> Callable:
+    """``run`` (returning ``(state, key, metrics)``) that also returns ``any_nan`` of the new
+    state: the divergence guard's input, computed inside the same jitted call so the host
+    reads one bool per call instead of the parameters."""
+
+    def guarded(state, data, key):
+        state, key, metrics = run(state, data, key)
+        return state, key, metrics, any_nan(state)
+
+    return guarded
+
+
 def compile_fused(
-    update: UpdateFn, sampler: Sampler, num_updates: int, seed_axis: bool = True
+    update: UpdateFn,
+    sampler: Sampler,
+    num_updates: int,
+    seed_axis: bool = True,
+    nan_flag: bool = False,
 ) -> Callable:
-    """Jitted fused update; with ``seed_axis`` every argument has a leading seed axis."""
+    """Jitted fused update; with ``seed_axis`` every argument has a leading seed axis, with
+    ``nan_flag`` it returns ``with_nan_flag``'s fourth output."""
     run = fused_update(update, sampler, num_updates)
+    if nan_flag:
+        run = with_nan_flag(run)
     if seed_axis:
         run = jax.vmap(run)
     return jax.jit(run, donate_argnums=(0,))

@@ -45,6 +45,7 @@ from typing import Any, NamedTuple, Protocol
 import jax
 import jax.numpy as jnp
 
+from o2o.core.engine import with_nan_flag
 from o2o.errors import check
 
 
@@ -241,9 +242,14 @@ def rollout_update(
     return run
 
 
-def compile_rollout_update(agent: OnPolicyAgent, seed_axis: bool = True) -> Callable:
-    """Jitted ``rollout_update``; with ``seed_axis`` every argument has a leading seed axis."""
+def compile_rollout_update(
+    agent: OnPolicyAgent, seed_axis: bool = True, nan_flag: bool = False
+) -> Callable:
+    """Jitted ``rollout_update``; with ``seed_axis`` every argument has a leading seed axis,
+    with ``nan_flag`` it returns ``engine.with_nan_flag``'s fourth output."""
     run = rollout_update(agent)
+    if nan_flag:
+        run = with_nan_flag(run)
     if seed_axis:
         run = jax.vmap(run)
     return jax.jit(run, donate_argnums=(0,))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,8 +22,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from o2o.core.overrides import coerce_overrides
+from o2o.data.dataset import COLUMNS
 from o2o.errors import ConfigError, did_you_mean
 from o2o.experiment.checkpoint import load_checkpoint
+from o2o.experiment.divergence import DivergenceGuard
 from o2o.experiment.pipeline import (
     OFFLINE,
     OFFLINE_CHECKPOINT,
@@ -144,12 +147,14 @@ class RunSpec:
         labels = parse_labels(self.finetune)
         return bool(labels) and not any(REGISTRY[label][0].trains_offline for label in labels)
 
-    def build(self, dataset: Any = None) -> Pipeline:
+    def build(self, dataset: Any = None, guard: DivergenceGuard | None = None) -> Pipeline:
         from o2o import data as datasets
 
         dataset = dataset if dataset is not None else datasets.load(self.pipeline.dataset)
         methods = self.methods(dataset.obs_dim, dataset.act_dim)
-        return Pipeline(self.algo, self.agent, self.pipeline, dataset=dataset, methods=methods)
+        return Pipeline(
+            self.algo, self.agent, self.pipeline, dataset=dataset, methods=methods, guard=guard
+        )
 
 
 def load_offline_states(pipeline: Pipeline, source: Path) -> Any:
@@ -159,6 +164,45 @@ def load_offline_states(pipeline: Pipeline, source: Path) -> Any:
     path = source / OFFLINE_CHECKPOINT if source.is_dir() else source
     template = pipeline.initial_states()[0]
     return jax.tree.map(jnp.asarray, load_checkpoint(path, {"states": template})["states"])
+
+
+DATASET_DIGEST = "dataset_sha256"
+
+
+def dataset_digest(dataset: Any) -> str:
+    """SHA-256 of a dataset's transitions (what training reads, whatever the file format)."""
+    digest = hashlib.sha256()
+    for name in COLUMNS:
+        array = np.ascontiguousarray(getattr(dataset, name))
+        digest.update(f"{name}{array.dtype}{array.shape}".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
+
+
+def check_dataset(run: RunDir, dataset: Any) -> None:
+    """A run's dataset is the one it started with: its digest is stored in ``config.yaml`` on
+    the first start and compared on every resume (a name can resolve to another file)."""
+    config = run.config()
+    digest = dataset_digest(dataset)
+    stored = config.get(DATASET_DIGEST)
+    if stored is None:
+        run.write_config({**config, DATASET_DIGEST: digest})
+    elif stored != digest:
+        raise ConfigError(
+            f"{run.path} was started on other data: dataset {config['pipeline']['dataset']!r} "
+            f"now has sha256 {digest[:12]}..., the run's config.yaml {stored[:12]}...; "
+            "restore the original dataset file or start a new run"
+        )
+
+
+def copy_offline_rows(source: RunDir, run: RunDir) -> None:
+    """The offline rows of ``source`` first in ``run``'s metrics.jsonl, written in one atomic
+    replace (a run killed while copying them has all or none)."""
+    offline = [row for row in source.rows() if row.get("phase") == OFFLINE]
+    own = run.rows()
+    if [row for row in own if row.get("phase") == OFFLINE] != offline:
+        rest = [row for row in own if row.get("phase") != OFFLINE]
+        run.write_rows(METRICS, offline + rest)
 
 
 def execute(
@@ -171,17 +215,22 @@ def execute(
     on_eval: Any = None,
     announce: Any = None,
     label: str | None = None,
+    guard: DivergenceGuard | None = None,
 ) -> tuple[PipelineResult, dict[str, Any]]:
     """Run (or resume) ``spec`` into ``run``; with ``offline_from`` the offline phase is
     loaded from that run instead of trained (its offline rows are copied, so the run's own
     files tell the whole story). Writes and returns summary.json's content (``label``: the
-    method's name there, default ``spec.finetune``). A new run whose setup fails before
-    anything but its config.yaml was written leaves no run directory behind. ``run`` None:
-    nothing is written, the rows stay in memory (the Python API's ``o2o.fit``)."""
-    guard = run.removed_if_setup_fails(new=not resume) if run else contextlib.nullcontext()
-    with guard:
-        pipeline = spec.build(dataset)
+    method's name there, default ``spec.finetune``); ``guard``: the divergence bound (not
+    part of the run's config: a run that does not diverge is the same under any). A new run
+    whose setup fails before anything but its config.yaml was written leaves no run directory
+    behind. ``run`` None: nothing is written, the rows stay in memory (the Python API's
+    ``o2o.fit``)."""
+    setup = run.removed_if_setup_fails(new=not resume) if run else contextlib.nullcontext()
+    with setup:
+        pipeline = spec.build(dataset, guard)
         del dataset  # SAMG keeps no offline data in memory once fine-tuning starts
+        if run is not None:
+            check_dataset(run, pipeline.dataset)
         if announce is not None:
             announce(pipeline)
         offline_states = None
@@ -189,14 +238,8 @@ def execute(
             offline_states = load_offline_states(pipeline, offline_from)
             source = Path(offline_from)
             source_dir = source if source.is_dir() else source.parent
-            if (
-                run is not None
-                and (source_dir / METRICS).exists()
-                and not any(row.get("phase") == OFFLINE for row in run.rows())
-            ):
-                for row in RunDir(source_dir).rows():
-                    if row.get("phase") == OFFLINE:
-                        run.append(METRICS, row)
+            if run is not None and (source_dir / METRICS).exists():
+                copy_offline_rows(RunDir(source_dir), run)
         start = time.perf_counter()
         result = pipeline.run(
             run, resume=resume, progress=progress, offline_states=offline_states, on_eval=on_eval

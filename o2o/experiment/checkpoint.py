@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import msgpack
 import numpy as np
 from flax import serialization
 
 from o2o import __version__
 from o2o.errors import O2OError, raise_if_disk_full
+from o2o.experiment.faults import kill_point
 
 # Bump when what a checkpoint holds changes incompatibly, and say in the README what reads it.
 SCHEMA = 1
@@ -64,6 +66,7 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+        kill_point(f"rename:{path.name}")
         os.replace(tmp, path)
     except BaseException as error:
         if tmp is not None and os.path.exists(tmp):
@@ -89,11 +92,33 @@ def remove_temp_files(directory: Path) -> list[Path]:
     return removed
 
 
-def save_checkpoint(path: Path, tree: Any) -> None:
-    """``tree`` (a mapping of arrays and nested mappings) with the checkpoint's version."""
-    state_dict = serialization.to_state_dict(jax.tree.map(np.asarray, tree))
-    state_dict[FORMAT_KEY] = {"schema": SCHEMA, "o2o_version": __version__}
+def save_checkpoint(path: Path, tree: Any, phase: str | None = None) -> None:
+    """``tree`` (a mapping of arrays and nested mappings) with the checkpoint's version and
+    the ``phase`` of the run it belongs to (``checkpoint_phase`` reads it back cheaply)."""
+    version: dict[str, Any] = {"schema": SCHEMA, "o2o_version": __version__}
+    if phase is not None:
+        version["phase"] = phase
+    # The version entry first, so checkpoint_phase reads it without unpacking the arrays.
+    state_dict = {
+        FORMAT_KEY: version,
+        **serialization.to_state_dict(jax.tree.map(np.asarray, tree)),
+    }
     atomic_write_bytes(path, serialization.msgpack_serialize(state_dict))
+
+
+def checkpoint_phase(path: Path) -> str | None:
+    """The phase ``path`` was written in, read from its first entry alone; None when the
+    checkpoint records none (written before it did) or cannot be read."""
+    try:
+        with open(path, "rb") as file:
+            unpacker = msgpack.Unpacker(file, raw=False, strict_map_key=False)
+            unpacker.read_map_header()
+            if unpacker.unpack() != FORMAT_KEY:
+                return None
+            version = unpacker.unpack()
+    except (OSError, ValueError, msgpack.UnpackException):
+        return None
+    return version.get("phase") if isinstance(version, dict) else None
 
 
 def load_checkpoint(path: Path, template: Any) -> Any:

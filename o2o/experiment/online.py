@@ -24,12 +24,14 @@ import numpy as np
 
 from o2o.core import buffers as buf
 from o2o.core.agent import Agent
-from o2o.core.engine import compile_fused, seed_keys
+from o2o.core.engine import any_nan, compile_fused, seed_keys
 from o2o.core.types import Transition
 from o2o.envs.evaluation import EnvGrid, EvalResult, evaluate
 from o2o.envs.factory import make_env, success_from_info
 from o2o.errors import check, check_non_negative, check_positive
 from o2o.experiment.checkpoint import load_checkpoint, save_checkpoint
+from o2o.experiment.divergence import DivergenceGuard
+from o2o.experiment.faults import kill_point
 from o2o.experiment.progress import RunProgress
 from o2o.experiment.runs import EPISODES, FINETUNE, METRICS, RunDir, evaluation_row, plain_config
 
@@ -240,8 +242,10 @@ class EnvLoop:
         initial_states: Any,
         step_offset: int,
         on_chunk: Callable[[int, Any, Any], tuple[Any, list[dict]]] | None,
+        guard: DivergenceGuard | None,
     ):
         self.agent, self.config, self.score_fn = agent, config, score_fn
+        self.guard = guard or DivergenceGuard()
         self.preprocess = preprocess or Preprocess()
         self.initial_states, self.step_offset = initial_states, step_offset
         # Periodic events of a fine-tuning method: (env step, states, data) -> (states, rows),
@@ -282,6 +286,11 @@ class EnvLoop:
             "wall_time": np.float64(0.0),
         }
 
+    def _check(self, nan: Any, metrics: dict, step: int, run: RunDir | None) -> None:
+        """The divergence guard after an update call at env step ``step``."""
+        self.guard.check(nan, metrics, "online", self.step_offset + step, run and run.path)
+        kill_point("chunk:online")
+
     def _method_events(self, step: int, states: Any, data: Any, run: RunDir | None) -> Any:
         if self.on_chunk is None:
             return states
@@ -295,6 +304,7 @@ class EnvLoop:
                 run.append(FINETUNE, {**event, "step": self.step_offset + step})
 
     def evaluate(self, states) -> EvalResult:
+        kill_point("evaluate")
         return evaluate(
             self.eval_grid,
             lambda obs: self._greedy(states, jnp.asarray(self.preprocess.observations(obs))),
@@ -362,6 +372,10 @@ class EnvLoop:
                     # and uninterrupted runs alike.
                     self.envs.episodes += 1
                     if run is not None:
+                        if self.on_chunk is not None or self.on_evaluation is not None:
+                            # Method events change the states outside the checked update call.
+                            nan = jax.vmap(any_nan)(carry["states"])
+                            self.guard.check(nan, {}, "online", self.step_offset + step, run.path)
                         run.append(METRICS, row)
                         save_checkpoint(
                             run.checkpoint_path,
@@ -371,6 +385,7 @@ class EnvLoop:
                                 "episodes": self.envs.episodes,
                                 "wall_time": np.float64(row["wall_time"]),
                             },
+                            phase="online",
                         )
                     clock.lap("checkpoint")
                     self.envs.restart()
@@ -399,17 +414,21 @@ class OnlineTrainer(EnvLoop):
         step_offset: int = 0,
         on_chunk: Callable[[int, Any, dict], tuple[Any, list[dict]]] | None = None,
         update: Callable | None = None,
+        guard: DivergenceGuard | None = None,
     ):
         """``data`` and ``initial_states`` continue from an offline phase (with a leading seed
         axis); without them the run starts from scratch with one replay buffer. Rows are
         logged at ``step_offset + env step``. ``on_chunk`` gets the buffers as its data.
-        ``update`` replaces ``agent.update`` (the fine-tuning methods' wrapped update)."""
+        ``update`` replaces ``agent.update`` (the fine-tuning methods' wrapped update);
+        ``guard`` stops a diverging run (the default bound when None)."""
         c = config
         check(
             c.eval_every % c.update_every == 0,
             f"eval_every ({c.eval_every}) must be a multiple of update_every ({c.update_every})",
         )
-        super().__init__(agent, config, score_fn, preprocess, initial_states, step_offset, on_chunk)
+        super().__init__(
+            agent, config, score_fn, preprocess, initial_states, step_offset, on_chunk, guard
+        )
         self.data = data
         self.capacity = c.buffer_capacity or c.steps
 
@@ -430,7 +449,9 @@ class OnlineTrainer(EnvLoop):
             data.sampler if data is not None else buf.Sampler(c.batch_size, (("replay", 1.0),))
         )
         self.write_to = data.write_to if data is not None else "replay"
-        self._fused = compile_fused(update or agent.update, sampler, c.update_every * c.utd)
+        self._fused = compile_fused(
+            update or agent.update, sampler, c.update_every * c.utd, nan_flag=True
+        )
 
     def updates_at(self, step: int) -> int:
         c = self.config
@@ -489,7 +510,8 @@ class OnlineTrainer(EnvLoop):
         metrics, updates = None, 0
         update_keys = carry["update_keys"]
         if step > 0 and step >= c.update_after:
-            states, update_keys, metrics = self._fused(states, buffers, update_keys)
+            states, update_keys, metrics, nan = self._fused(states, buffers, update_keys)
+            self._check(nan, metrics, step, run)
             updates = c.update_every * c.utd
             # Waiting here costs nothing (the next action needs these states) and
             # charges the updates' time to them rather than to the next section.

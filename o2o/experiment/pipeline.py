@@ -28,10 +28,17 @@ import jax.numpy as jnp
 import numpy as np
 
 from o2o.core import buffers as buf
-from o2o.core.engine import Phase, chunk_sizes, compile_fused, seed_keys
+from o2o.core.engine import Phase, any_nan, chunk_sizes, compile_fused, seed_keys
 from o2o.envs.evaluation import EnvGrid, evaluate
 from o2o.errors import ConfigError, check, check_non_negative, check_positive
-from o2o.experiment.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
+from o2o.experiment.checkpoint import (
+    atomic_write_bytes,
+    checkpoint_phase,
+    load_checkpoint,
+    save_checkpoint,
+)
+from o2o.experiment.divergence import DivergenceGuard
+from o2o.experiment.faults import kill_point
 from o2o.experiment.online import OnlineConfig, OnlineData, OnlineTrainer, Preprocess, _eval_seed
 from o2o.experiment.progress import RunProgress
 from o2o.experiment.rollout import RolloutTrainer
@@ -54,6 +61,7 @@ OFFLINE_CHECKPOINT = "offline.msgpack"
 PREPARED_CHECKPOINT = "finetune_start.msgpack"  # offline states + the method's extras
 PHASE_FILE = "phase.json"
 OFFLINE = "offline"
+ONLINE = "online"
 
 
 @dataclass(frozen=True)
@@ -215,12 +223,15 @@ class Pipeline:
         config: PipelineConfig,
         dataset: Any = None,
         methods: Methods | None = None,
+        guard: DivergenceGuard | None = None,
     ):
         """One run: ``agent_config`` (its ``create(hooks)`` builds the agent) pre-trained on
-        ``dataset`` then fine-tuned with ``methods`` (vanilla when None)."""
+        ``dataset`` then fine-tuned with ``methods`` (vanilla when None); ``guard`` stops it
+        if it diverges (the default bound when None)."""
         from o2o import data as datasets
 
         self.algo, self.agent_config, self.config = algo, agent_config, config
+        self.guard = guard or DivergenceGuard()
         self.unsaved_rows: list[dict] = []  # the metrics rows of a run without a run directory
         self.methods = methods if methods is not None else VANILLA
         self.agent = agent_config.create(hooks=self.methods)
@@ -296,6 +307,7 @@ class Pipeline:
 
     def evaluate(self, grid: EnvGrid, act: Any, states: Any) -> Any:
         c = self.config
+        kill_point("evaluate")
         return evaluate(
             grid,
             lambda obs: act(states, obs),
@@ -316,20 +328,44 @@ class Pipeline:
         """``phase.steps`` updates of ``phase.update`` (or the agent's, for ``offline``), fused
         in chunks, seeds vmapped; a row (evaluated where the policy changes) at every
         interval, each with its checkpoint, so a killed run resumes inside the phase."""
-        c = self.config
         name, total = phase.name, phase.steps
         carry = {"states": states, "keys": keys, "step": np.int64(0)}
         if resume and run is not None and _phase(run) == name and run.has_checkpoint():
             carry = jax.tree.map(jnp.asarray, load_checkpoint(run.checkpoint_path, carry))
             run.truncate_after(int(carry["step"]), phase=name)
         elif run is not None:
-            # A fresh start (also after a kill before this phase's first phase.json): rows a
+            # A fresh start (also after a kill before this phase's first checkpoint): rows a
             # killed attempt logged must not stay twice.
             run.truncate_after(0, phase=name)
         step = int(carry["step"])
         states, keys = carry["states"], carry["keys"]
-        if step >= total:
-            return states, keys
+        if step < total:
+            states, keys = self._train_phase(phase, states, keys, step, run, progress, on_eval)
+        if phase.finish is not None:
+            states, rows = phase.finish(states, self.offline)
+            # The finish (SAMG's statistics) ran after the guard's last check.
+            self.guard.check(jax.vmap(any_nan)(states), {}, name, total, run and run.path)
+            if run is not None:
+                # Written after the phase's last checkpoint, so a run killed after them
+                # redoes the finish: its rows of an earlier attempt go first.
+                run.drop_rows(FINETUNE, during=name)
+                for row in rows:
+                    run.append(FINETUNE, {**row, "during": name, "step": total})
+        return states, keys
+
+    def _train_phase(
+        self,
+        phase: Any,
+        states: Any,
+        keys: Any,
+        step: int,
+        run: RunDir | None,
+        progress: bool,
+        on_eval: Any,
+    ) -> tuple[Any, Any]:
+        """``run_phase``'s updates from ``step`` to the end of the phase."""
+        c = self.config
+        name, total, first = phase.name, phase.steps, step
         chunk = min(c.offline_chunk, total)
         if name == OFFLINE:
             # An interval shorter than a fused call shortens the call: rows come exactly
@@ -350,10 +386,12 @@ class Pipeline:
                 for size in chunk_sizes(step, total, chunk):
                     if size not in compiled:
                         sampler = buf.Sampler(c.batch_size)
-                        compiled[size] = compile_fused(phase.update, sampler, size)
-                    states, keys, metrics = compiled[size](states, data, keys)
+                        compiled[size] = compile_fused(phase.update, sampler, size, nan_flag=True)
+                    states, keys, metrics, nan = compiled[size](states, data, keys)
                     step += size
-                    bar.advance_to(step, updates=step - int(carry["step"]))
+                    self.guard.check(nan, metrics, name, step, run and run.path)
+                    kill_point(f"chunk:{name}")
+                    bar.advance_to(step, updates=step - first)
                     if step % every != 0 and step < total:
                         continue
                     wall = time.perf_counter() - start
@@ -380,18 +418,15 @@ class Pipeline:
                         save_checkpoint(
                             run.checkpoint_path,
                             {"states": states, "keys": keys, "step": np.int64(step)},
+                            phase=name,
                         )
+                        kill_point("checkpoint-saved")
                         _set_phase(run, name, step)
                     if on_eval is not None and grid is not None:
                         on_eval(row)
         finally:
             if grid is not None:
                 grid.close()
-        if phase.finish is not None:
-            states, rows = phase.finish(states, self.offline)
-            if run is not None:
-                for row in rows:
-                    run.append(FINETUNE, {**row, "during": name, "step": step})
         return states, keys
 
     # --- offline -----------------------------------------------------------------------------
@@ -418,7 +453,7 @@ class Pipeline:
                 phase, states, keys, run, resume and phase.name == current, progress, on_eval
             )
         if run is not None:
-            save_checkpoint(run.path / OFFLINE_CHECKPOINT, {"states": states})
+            save_checkpoint(run.path / OFFLINE_CHECKPOINT, {"states": states}, phase=OFFLINE)
         return states
 
     # --- online ------------------------------------------------------------------------------
@@ -486,7 +521,7 @@ class Pipeline:
                 progress,
             )
         if path is not None:
-            save_checkpoint(path, {"states": states})
+            save_checkpoint(path, {"states": states}, phase=self.phases_before_online[-1].name)
         return states
 
     def run(
@@ -507,7 +542,9 @@ class Pipeline:
         if offline_states is None:
             offline_states = self.run_offline(run, resume, progress, on_eval)
         elif run is not None and not (run.path / OFFLINE_CHECKPOINT).exists():
-            save_checkpoint(run.path / OFFLINE_CHECKPOINT, {"states": offline_states})
+            save_checkpoint(
+                run.path / OFFLINE_CHECKPOINT, {"states": offline_states}, phase=OFFLINE
+            )
         states = offline_states
         section_seconds: dict[str, float] = {}
         if c.online_steps > 0:
@@ -544,26 +581,28 @@ class Pipeline:
                     f"{methods.label} trains networks of its own in the replay update; "
                     "on-policy agents do not run it",
                 )
-                trainer = RolloutTrainer(online_agent, online, **common)
+                trainer = RolloutTrainer(online_agent, online, guard=self.guard, **common)
             else:
                 update = methods.wrap_update(online_agent)
-                trainer = OnlineTrainer(online_agent, online, update=update, **common)
+                trainer = OnlineTrainer(
+                    online_agent, online, update=update, guard=self.guard, **common
+                )
             if methods.has_events():
                 trainer.on_evaluation = lambda step, states, row: methods.on_evaluation(
                     online_agent, step, states, row, c.seed
                 )
             del data  # the trainer owns the buffers now (a union buffer is the largest array)
             try:
-                resume_online = resume and run is not None and _phase(run) == "online"
                 if run is not None:
-                    # The offline phase's checkpoint goes before phase.json says online: a kill
-                    # between the two then resumes (online, from the start) instead of reading
-                    # the offline checkpoint as an online one.
-                    if not resume_online and run.has_checkpoint():
+                    # An earlier phase's checkpoint goes first: a resumed run then starts
+                    # online from the start (its rows of a killed attempt dropped) instead of
+                    # reading that checkpoint as an online one.
+                    if run.has_checkpoint() and _phase(run) != ONLINE:
                         run.checkpoint_path.unlink()
-                    _set_phase(run, "online", c.offline_steps)
+                    _set_phase(run, ONLINE, c.offline_steps)
+                kill_point("online-start")
                 online_result = trainer.run(
-                    run, resume=resume_online, progress=progress, on_eval=on_eval
+                    run, resume=resume and run is not None, progress=progress, on_eval=on_eval
                 )
                 states, section_seconds = online_result.states, online_result.section_seconds
                 if run is None:
@@ -598,6 +637,12 @@ def release_freed_memory() -> None:
 
 
 def _phase(run: RunDir) -> str | None:
+    """The phase the run's checkpoint belongs to (the checkpoint is the commit point; the
+    phase.json of checkpoints that record no phase, written before they did)."""
+    if run.has_checkpoint():
+        recorded = checkpoint_phase(run.checkpoint_path)
+        if recorded is not None:
+            return recorded
     path = run.path / PHASE_FILE
     return json.loads(path.read_text())["phase"] if path.exists() else None
 

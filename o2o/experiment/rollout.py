@@ -26,6 +26,7 @@ import numpy as np
 from o2o.core.engine import seed_keys
 from o2o.core.rollout import OnPolicyAgent, Rollout, compile_rollout_update
 from o2o.errors import check
+from o2o.experiment.divergence import DivergenceGuard
 from o2o.experiment.online import (
     EnvLoop,
     EnvStep,
@@ -51,6 +52,7 @@ class RolloutTrainer(EnvLoop):
         initial_states: Any = None,
         step_offset: int = 0,
         on_chunk: Callable[[int, Any, Rollout], tuple[Any, list[dict]]] | None = None,
+        guard: DivergenceGuard | None = None,
     ):
         """As ``OnlineTrainer``; ``data`` must be None (an on-policy agent learns from its own
         rollouts only), and ``on_chunk`` receives the rollout just learned from (device
@@ -71,7 +73,9 @@ class RolloutTrainer(EnvLoop):
             config.eval_every % self.spec.length == 0,
             f"eval_every ({config.eval_every}) must be a multiple of the rollout length ({self.spec.length})",
         )
-        super().__init__(agent, config, score_fn, preprocess, initial_states, step_offset, on_chunk)
+        super().__init__(
+            agent, config, score_fn, preprocess, initial_states, step_offset, on_chunk, guard
+        )
 
         def act(states, observations, keys):
             def one(state, obs, key):
@@ -82,7 +86,7 @@ class RolloutTrainer(EnvLoop):
             return jax.vmap(one)(states, observations, keys)
 
         self._act = jax.jit(act)
-        self._update = compile_rollout_update(agent)
+        self._update = compile_rollout_update(agent, nan_flag=True)
 
     def updates_at(self, step: int) -> int:
         """Gradient updates made by env step ``step`` (every rollout ends in its updates)."""
@@ -114,8 +118,9 @@ class RolloutTrainer(EnvLoop):
             clock.lap("env")
         rollout = staged.as_rollout(self.preprocess)
         clock.lap("buffer")
-        states, update_keys, metrics = self._update(states, rollout, carry["update_keys"])
+        states, update_keys, metrics, nan = self._update(states, rollout, carry["update_keys"])
         jax.block_until_ready(states)  # the next action needs them; charges the time here
+        self._check(nan, metrics, step, run)
         clock.lap("updates")
         if self.on_chunk is not None:
             states = self._method_events(step, states, rollout, run)

@@ -17,7 +17,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-from o2o.errors import O2OError
+from o2o.errors import DivergenceError, O2OError
+from o2o.experiment.builder import DATASET_DIGEST
+from o2o.experiment.faults import kill_point
 from o2o.experiment.pipeline import OFFLINE_CHECKPOINT
 from o2o.experiment.runs import CONFIG, SUMMARY, RunDir, number
 from o2o.experiment.suite import Configuration, Suite
@@ -26,7 +28,7 @@ from o2o.experiment.suite import Configuration, Suite
 @dataclass(frozen=True)
 class Outcome:
     """What the runner did with one configuration: ``ran``, ``resumed``, ``skipped`` (finished
-    before) or ``failed``."""
+    before), ``diverged`` (stopped by the divergence guard, no summary) or ``failed``."""
 
     config: Configuration
     status: str
@@ -73,6 +75,7 @@ def missing_checkpoint_message(out: Path, config: Configuration) -> str:
 def check_same_config(path: Path, expected: dict[str, Any]) -> None:
     """An interrupted run continues only under the configuration that started it."""
     stored = yaml.safe_load((path / CONFIG).read_text()) or {}
+    stored.pop(DATASET_DIGEST, None)  # checked against the data itself (builder.check_dataset)
     expected = yaml.safe_load(yaml.safe_dump(expected, sort_keys=False))
     difference = first_difference(stored, expected)
     if difference is not None:
@@ -103,8 +106,8 @@ def status_of(out: Path, config: Configuration) -> str:
 
 
 def describe_outcome(outcome: Outcome) -> str:
-    if outcome.status == "failed":
-        return f"{outcome.config.name}: FAILED ({outcome.error})"
+    if outcome.status in ("failed", "diverged"):
+        return f"{outcome.config.name}: {outcome.status.upper()} ({outcome.error})"
     summary = outcome.summary or {}
     off = np.mean(np.asarray(summary.get("offline_scores") or [np.nan], float))
     on = np.mean(np.asarray(summary.get("online_scores") or [np.nan], float))
@@ -132,10 +135,13 @@ def run_suite(
             summary = run_configuration(out, config, progress=progress)
             status = {"finished": "skipped", "interrupted": "resumed"}.get(before, "ran")
             outcome = Outcome(config, status, summary)
+        except DivergenceError as error:
+            outcome = Outcome(config, "diverged", None, str(error))
         except O2OError as error:
             outcome = Outcome(config, "failed", None, str(error))
         outcomes.append(outcome)
         echo(f"[{index}/{len(configs)}] {describe_outcome(outcome)}")
+        kill_point("suite:between-runs")
     return outcomes
 
 
@@ -154,7 +160,7 @@ def _verb(status: str) -> str:
 
 
 def raise_for_failures(outcomes: list[Outcome]) -> None:
-    failed = [o for o in outcomes if o.status == "failed"]
+    failed = [o for o in outcomes if o.status in ("failed", "diverged")]
     if failed:
-        names = "; ".join(f"{o.config.name}: {o.error}" for o in failed)
+        names = "; ".join(f"{o.config.name}: {o.status}: {o.error}" for o in failed)
         raise O2OError(f"{len(failed)} of {len(outcomes)} configurations failed ({names})")

@@ -21,6 +21,7 @@ from o2o.experiment.checkpoint import (
     remove_temp_files,
     write_all,
 )
+from o2o.experiment.faults import kill_point
 
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
@@ -60,8 +61,11 @@ class RunDir:
             probe.unlink()
         except OSError as error:
             raise O2OError(f"run directory {run.path} is not writable: {error.strerror}") from None
-        atomic_write_bytes(run.path / CONFIG, yaml.safe_dump(config, sort_keys=False).encode())
+        run.write_config(config)
         return run
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        atomic_write_bytes(self.path / CONFIG, yaml.safe_dump(config, sort_keys=False).encode())
 
     def config(self) -> dict[str, Any]:
         path = self.path / CONFIG
@@ -91,6 +95,7 @@ class RunDir:
             size = os.fstat(fd).st_size
             write_all(fd, line)
             os.fsync(fd)
+            kill_point(f"row:{filename}")
         except OSError as error:
             if size is not None:
                 os.ftruncate(fd, size)
@@ -130,10 +135,22 @@ class RunDir:
 
         for filename in (METRICS, EPISODES, FINETUNE):
             if (self.path / filename).exists():
-                kept = [r for r in self.rows(filename) if not written_later(filename, r)]
-                atomic_write_bytes(
-                    self.path / filename, "".join(json_text(r) + "\n" for r in kept).encode()
+                self.write_rows(
+                    filename, [r for r in self.rows(filename) if not written_later(filename, r)]
                 )
+
+    def drop_rows(self, filename: str, **match: Any) -> None:
+        """Remove the rows of ``filename`` whose fields equal ``match``."""
+        if (self.path / filename).exists():
+            rows = self.rows(filename)
+            self.write_rows(
+                filename, [r for r in rows if any(r.get(k) != v for k, v in match.items())]
+            )
+
+    def write_rows(self, filename: str, rows: list[dict[str, Any]]) -> None:
+        """Replace ``filename`` with ``rows``, atomically."""
+        payload = "".join(json_text(r) + "\n" for r in rows).encode()
+        atomic_write_bytes(self.path / filename, payload)
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         atomic_write_bytes(self.path / SUMMARY, json_text(summary, indent=2).encode())
