@@ -137,6 +137,7 @@ def cmd_train(argv: list[str]) -> int:
     from o2o.agents import CONFIGS
     from o2o.experiment.builder import agent_config_for
     from o2o.experiment.online import OnlineConfig, OnlineTrainer, config_dict
+    from o2o.experiment.rollout import RolloutTrainer, eval_interval
     from o2o.experiment.runs import RunDir, check_run_name, default_run_name, number
 
     args = _train_parser().parse_args(argv)
@@ -157,7 +158,11 @@ def cmd_train(argv: list[str]) -> int:
         online = OnlineConfig(**stored["online"])
     else:
         algo = args.algo.lower()
-        agent_config = agent_config_for(algo, None, parse_pairs(args.overrides))
+        # From scratch: the online schedules (PPO's rate annealing) follow --steps; offline
+        # ones have no budget here and keep their defaults.
+        agent_config = agent_config_for(
+            algo, None, parse_pairs(args.overrides), (None, args.steps * args.utd)
+        )
         online = OnlineConfig(
             env=args.env,
             steps=args.steps,
@@ -166,13 +171,18 @@ def cmd_train(argv: list[str]) -> int:
             update_every=args.update_every,
             utd=args.utd,
             batch_size=args.batch_size,
-            eval_every=min(args.eval_every, args.steps) if args.eval_every > 0 else args.eval_every,
+            eval_every=eval_interval(
+                agent_config,
+                min(args.eval_every, args.steps) if args.eval_every > 0 else args.eval_every,
+            ),
             eval_episodes=args.eval_episodes,
             seed=args.seed,
             seeds=args.seeds,
         )
         _check_env(online.env)
-    trainer = OnlineTrainer(agent_config.create(), online)  # validated before anything is written
+    agent = agent_config.create()
+    trainer_class = RolloutTrainer if agent.on_policy else OnlineTrainer
+    trainer = trainer_class(agent, online)  # validated before anything is written
     try:
         if not args.resume:
             name = args.name or default_run_name(algo, online.env)

@@ -269,8 +269,23 @@ class Crash(Exception):
     pass
 
 
-def test_resumed_run_equals_uninterrupted_run(tmp_path):
-    agent, config = ActorCritic(), small_config(steps=384)
+def small_ppo():
+    from o2o.agents import PPOConfig
+
+    # Running observation and return statistics are in the state: the checkpoint holds them.
+    return PPOConfig(
+        rollout_length=64,
+        epochs=2,
+        num_minibatches=4,
+        actor_hidden_dims=(32,),
+        critic_hidden_dims=(32,),
+        anneal_steps=384,
+    ).create()
+
+
+@pytest.mark.parametrize("make_agent", [ActorCritic, small_ppo], ids=["actor_critic", "ppo"])
+def test_resumed_run_equals_uninterrupted_run(tmp_path, make_agent):
+    agent, config = make_agent(), small_config(steps=384)
     full_run = RunDir.create(tmp_path / "full", {"algo": "test"})
     full = train(agent, config, full_run)
 

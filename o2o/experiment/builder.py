@@ -38,7 +38,7 @@ def agent_config_for(
     algo: str,
     domain: str | None,
     overrides: dict[str, Any],
-    budget: tuple[int, int] | None = None,
+    budget: tuple[int | None, int | None] | None = None,
 ) -> Any:
     """Algorithm ``algo``'s config: its preset for ``domain``, the user's ``overrides``
     (typed from strings or YAML), and with ``budget`` = (offline steps, online updates) its

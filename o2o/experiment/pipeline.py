@@ -34,7 +34,7 @@ from o2o.errors import ConfigError, check, check_non_negative, check_positive
 from o2o.experiment.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
 from o2o.experiment.online import OnlineConfig, OnlineData, OnlineTrainer, Preprocess, _eval_seed
 from o2o.experiment.progress import RunProgress
-from o2o.experiment.rollout import RolloutTrainer
+from o2o.experiment.rollout import RolloutTrainer, eval_interval
 from o2o.experiment.runs import (
     FINETUNE,
     METRICS,
@@ -172,6 +172,11 @@ class Pipeline:
         self.unsaved_rows: list[dict] = []  # the metrics rows of a run without a run directory
         self.methods = methods if methods is not None else VANILLA
         self.agent = agent_config.create(hooks=self.methods)
+        check(
+            not (self.agent.on_policy and config.offline_steps > 0),
+            f"{algo} is on-policy and learns from its own rollouts only: it has no offline "
+            "phase (use --offline-steps 0)",
+        )
         for method in self.methods:
             method.check_agent(algo, self.agent)
             method.check_batch_size(config.batch_size)
@@ -400,7 +405,9 @@ class Pipeline:
             utd=c.utd,
             batch_size=c.batch_size,
             buffer_capacity=c.online_buffer_capacity,
-            eval_every=min(c.online_eval_every, max(c.online_steps, c.update_every)),
+            eval_every=eval_interval(
+                self.agent_config, min(c.online_eval_every, max(c.online_steps, c.update_every))
+            ),
             eval_episodes=c.eval_episodes,
             seed=c.seed,
             seeds=c.seeds,
