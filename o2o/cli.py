@@ -56,6 +56,20 @@ def _train_parser() -> OneLineParser:
         "with several methods (repeatable)",
     )
     p.add_argument(
+        "--online-algo",
+        default=None,
+        help="fine-tune with this algorithm from the offline actor (e.g. --algo iql "
+        "--online-algo ppo: OCR-CFT's O2PPO setting); default: --algo itself",
+    )
+    p.add_argument(
+        "--online-set",
+        dest="online_overrides",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="config override of the --online-algo agent (repeatable)",
+    )
+    p.add_argument(
         "--offline-fraction",
         type=float,
         default=0.5,
@@ -255,6 +269,8 @@ def cmd_train_dataset(args) -> int:
             parse_pairs(args.overrides),
             args.domain,
             dataset,
+            args.online_algo,
+            parse_pairs(args.online_overrides, "--online-set"),
         )
         name = args.name or default_run_name(spec.algo, args.finetune, Path(str(args.dataset)).stem)
         run = RunDir.create(args.runs_dir / name, spec.stored())

@@ -249,11 +249,11 @@ def test_ratio_is_one_and_the_clip_inactive_at_the_first_minibatch():
 def test_o2ppo_preset_has_the_iql_actors_parameter_layout():
     from o2o.agents import IQLConfig
 
-    ppo = PPOConfig.o2ppo().create().init(jax.random.PRNGKey(0), 11, 3)
+    ppo = PPOConfig.for_finetuning().create().init(jax.random.PRNGKey(0), 11, 3)
     iql = IQLConfig().create().init(jax.random.PRNGKey(0), 11, 3)
     shapes = lambda tree: jax.tree.map(np.shape, tree)  # noqa: E731
     assert shapes(ppo.actor.params) == shapes(iql.actor.params)
-    assert PPOConfig.o2ppo(epochs=5).rollout_spec.minibatch_size == 128
+    assert PPOConfig.for_finetuning(epochs=5).rollout_spec.minibatch_size == 128
 
 
 def test_eval_interval_rounds_up_to_whole_rollouts_for_on_policy_agents():

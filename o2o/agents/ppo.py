@@ -108,8 +108,8 @@ class PPOConfig(AgentConfig):
         )
 
     @classmethod
-    def o2ppo(cls, **overrides: Any) -> PPOConfig:
-        """OCR-CFT's O2PPO fine-tuning settings (methods.md §2.3, Uni-O4's ``ppo.py``): the
+    def for_finetuning(cls, **overrides: Any) -> PPOConfig:
+        """PPO fine-tuning another algorithm's actor: OCR-CFT's O2PPO settings (methods.md §2.3, Uni-O4's ``ppo.py``): the
         CORL IQL actor (2×256 ReLU, tanh mean), a 3×256 tanh V, minibatches of 128, entropy
         0.01, rates 3e-5 / 2e-4, no value clipping; states normalised with the dataset's fixed
         statistics (the pipeline's), rewards raw (HalfCheetah: ``normalize_rewards=True``)."""
@@ -166,6 +166,7 @@ class PPOState:
     observation_stats: RunningMeanStd
     return_stats: RunningMeanStd  # of the discounted return, for reward scaling
     discounted_return: jax.Array  # of the running episode, carried across rollouts
+    env_steps: jax.Array  # learned from so far (the rollouts processed)
     extras: Any = None  # fine-tuning method state, read by the hooks
 
 
@@ -263,6 +264,7 @@ class PPO(AgentBase):
             observation_stats=RunningMeanStd.create((obs_dim,)),
             return_stats=RunningMeanStd.create(),
             discounted_return=jnp.float32(0.0),
+            env_steps=jnp.int32(0),
         )
 
     def normalized(self, state: PPOState, observations: jax.Array) -> jax.Array:
@@ -318,6 +320,7 @@ class PPO(AgentBase):
         if c.normalize_observations:
             stats = state.observation_stats.merge(rollout.observations)
             state = state.replace(observation_stats=stats)
+        state = state.replace(env_steps=state.env_steps + rollout.rewards.shape[0])
         return state, batch._replace(advantages=advantages)
 
     def actor_loss(

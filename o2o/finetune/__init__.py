@@ -13,6 +13,7 @@ from typing import Any
 from o2o.core.overrides import coerce_overrides
 from o2o.errors import ConfigError
 from o2o.finetune.base import SLOTS, VANILLA, Method, Methods
+from o2o.finetune.o2ppo import O2PPO, O2PPOConfig
 from o2o.finetune.samg import SAMG, SAMGConfig
 from o2o.finetune.sera import SERA, SERAConfig
 
@@ -33,6 +34,8 @@ register(SERA)
 register(SERA, "sera-v", condition="v")  # VCSE: conditioned on V(s) instead of Q(s, a)
 register(SERA, "sera-random-q", critic="random")  # a randomly initialised conditioning critic
 register(SERA, "sera-none-tanh", squash="none")  # r + λ·r_int
+register(O2PPO)  # over an offline iql run with --online-algo ppo
+register(O2PPO, "o2ppo-interval", reference_update="interval")  # π_ref ← π every 4 evaluations
 
 
 def method_labels() -> list[str]:
@@ -116,5 +119,5 @@ def make_methods(name: str, options: dict[str, Any], obs_dim: int, act_dim: int)
 
 
 __all__ = ["REGISTRY", "SAMG", "SERA", "SLOTS", "VANILLA", "Method", "Methods", "SAMGConfig"]
-__all__ += ["SERAConfig"]
+__all__ += ["SERAConfig", "O2PPO", "O2PPOConfig"]
 __all__ += ["coerce_method_options", "make_methods", "method_labels", "parse_labels", "register"]
