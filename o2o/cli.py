@@ -278,9 +278,10 @@ def cmd_train_dataset(args) -> int:
 
     def announce(pipeline) -> None:
         info = pipeline.describe()
+        online = f" with {info['online_algo']}" if "online_algo" in info else ""
         print(
             f"{spec.algo} on {spec.pipeline.dataset} ({info['dataset_transitions']} transitions, "
-            f"env {info['env_id']}): fine-tuning {info['finetune']}, data policy "
+            f"env {info['env_id']}): fine-tuning {info['finetune']}{online}, data policy "
             f"{info['data_policy']}, reward convention {info['reward_convention']}; "
             f"normalized score uses {info['score_reference']}"
         )
