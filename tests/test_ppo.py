@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import gaussian_log_prob, numpy_gae
 
 from o2o.agents import PPOConfig
 from o2o.agents.ppo import (
@@ -66,19 +67,6 @@ def hand_made_rollout(agent, state, seed=0, obs_shift=0.0) -> Rollout:
     )
 
 
-def numpy_gae(rewards, values, next_values, terminals, truncations, discount, lam):
-    n = len(rewards)
-    advantages = np.zeros(n)
-    running = 0.0
-    for t in reversed(range(n)):
-        if t == n - 1 or terminals[t] or truncations[t]:
-            running = 0.0
-        bootstrap = 0.0 if terminals[t] else discount * next_values[t]
-        running = rewards[t] + bootstrap - values[t] + discount * lam * running
-        advantages[t] = running
-    return advantages, advantages + values
-
-
 def numpy_moments(samples, prior_count=1e-4):
     """Mean and variance of the samples together with CleanRL's prior (a point of weight
     ``prior_count`` with mean 0 and variance 1), from raw moments."""
@@ -126,10 +114,7 @@ def test_actor_loss_is_surrogate_minus_entropy_bonus():
     policy = state.actor(batch.observations, params=params)
     mean = np.asarray(policy.mean, np.float64)
     log_std = np.asarray(policy.log_std, np.float64)
-    a = np.asarray(batch.actions, np.float64)
-    log_probs = np.sum(
-        -0.5 * ((a - mean) / np.exp(log_std)) ** 2 - log_std - 0.5 * np.log(2 * np.pi), axis=-1
-    )
+    log_probs = gaussian_log_prob(batch.actions, mean, log_std)
     ratio = np.exp(log_probs - np.asarray(batch.log_probs, np.float64))
     adv = np.asarray(batch.advantages, np.float64)
     surrogate = -np.mean(np.minimum(ratio * adv, np.clip(ratio, 0.8, 1.2) * adv))

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import struct
+from helpers import numpy_gae
 
 from o2o.core.networks import GaussianPolicy, StateValue
 from o2o.core.rollout import Rollout, RolloutSpec, estimate_advantages, gae, minibatch_epochs
@@ -98,22 +99,6 @@ def train(agent, config, run=None, resume=False, on_eval=None, **trainer_options
         return trainer.run(run, resume=resume, on_eval=on_eval, progress=False)
     finally:
         trainer.close()
-
-
-def numpy_gae(rewards, values, next_values, terminals, truncations, discount, lam):
-    """The textbook backward recursion in float64, one env, written without vector tricks."""
-    n = len(rewards)
-    advantages = np.zeros(n)
-    running = 0.0
-    for t in reversed(range(n)):
-        episode_goes_on = t < n - 1 and not terminals[t] and not truncations[t]
-        if not episode_goes_on:
-            running = 0.0
-        bootstrap = 0.0 if terminals[t] else discount * next_values[t]
-        delta = rewards[t] + bootstrap - values[t]
-        running = delta + discount * lam * running
-        advantages[t] = running
-    return advantages, advantages + values
 
 
 def test_gae_matches_a_numpy_loop_with_terminals_and_truncations():
