@@ -293,3 +293,25 @@ def test_o2ppo_killed_in_the_value_fit_or_online_resumes_identically(
         for x, y in zip(jax.tree.leaves(full.states), jax.tree.leaves(resumed.states), strict=True):
             np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
         assert run.rows("finetune.jsonl") == RunDir(tmp_path / "full").rows("finetune.jsonl")
+
+
+def test_run_spec_stores_and_restores_the_online_algorithm():
+    from o2o.experiment.builder import RunSpec
+
+    pipeline = PipelineConfig(offline_steps=1000, online_steps=4096)
+    spec = RunSpec.create(
+        "iql",
+        pipeline,
+        "o2ppo",
+        {"value_fit_steps": 10},
+        online_algo="PPO",
+        online_overrides={"epochs": 5},
+    )
+    assert spec.online_algo == "ppo"
+    assert spec.online_agent == PPOConfig.for_finetuning(epochs=5, anneal_steps=4096)
+    restored = RunSpec.from_stored(spec.stored())
+    assert restored == spec and restored.online == ("ppo", spec.online_agent)
+    # Without an online algorithm the stored config is what it always was.
+    assert "online_agent" not in RunSpec.create("iql", pipeline).stored()
+    with pytest.raises(ConfigError, match="--online-set needs --online-algo"):
+        RunSpec.create("iql", pipeline, online_overrides={"epochs": 5})
