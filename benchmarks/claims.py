@@ -16,7 +16,9 @@ tasks, with its bootstrap interval from the same draws.
 
 Verdicts: **holds** (the interval excludes 0 in the claimed direction), **does not hold** (it
 excludes 0 the other way), **not shown** (the interval includes 0: no difference detected at
-this budget and seed count), **pending** (the runs have not finished).
+this budget and seed count), **not testable (ceiling)** (not shown, and the reference already
+ends at a normalized score of 100 on every seed: nothing is left to improve), **pending** (the
+runs have not finished).
 
 A later method issue adds its claims to ``CLAIMS`` (and its suites to ``SUITES``).
 """
@@ -150,7 +152,17 @@ def is_maze(dataset: str) -> bool:
     return "maze" in dataset
 
 
-def verdict(difference, lower_is_better: bool = False) -> str:
+CEILING = 100.0  # normalized score of the reference returns' maximum (maze: 100% success)
+CEILING_VERDICT = "not testable (ceiling)"
+
+
+def at_ceiling(runs: dict) -> bool:
+    """Every seed of every task of the reference arm ends at the ceiling: no method can
+    score higher, so a score claim cannot hold whatever the method does."""
+    return all(np.all(per_seed_final(result) >= CEILING) for result in runs.values())
+
+
+def verdict(difference, lower_is_better: bool = False, ceiling: bool = False) -> str:
     if difference is None:
         return "pending"
     low, high = difference.difference.low, difference.difference.high
@@ -160,7 +172,8 @@ def verdict(difference, lower_is_better: bool = False) -> str:
         return "holds"
     if high < 0:
         return "does not hold"
-    return "not shown"
+    # At the ceiling "no difference" is all a method can show: say so instead of not shown.
+    return CEILING_VERDICT if ceiling and not lower_is_better else "not shown"
 
 
 def evaluate(results: list, claims: tuple[Claim, ...] = CLAIMS, reps: int = 10_000) -> list[Row]:
@@ -204,7 +217,11 @@ def evaluate(results: list, claims: tuple[Claim, ...] = CLAIMS, reps: int = 10_0
                     final.runs,
                     final,
                     auc,
-                    verdict(final, claim.metric == "regret"),
+                    verdict(
+                        final,
+                        claim.metric == "regret",
+                        at_ceiling({t: arms[claim.reference][t] for t in tasks}),
+                    ),
                 )
             )
         if not found:
@@ -388,7 +405,12 @@ def plot(rows: list[Row], path: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 0.55 * len(shown) + 1.4), dpi=120)
-    colours = {"holds": "tab:green", "does not hold": "tab:red", "not shown": "tab:grey"}
+    colours = {
+        "holds": "tab:green",
+        "does not hold": "tab:red",
+        "not shown": "tab:grey",
+        CEILING_VERDICT: "tab:grey",
+    }
     for i, row in enumerate(shown):
         d = row.final.difference
         sign = -1.0 if row.claim.metric == "regret" else 1.0  # right = in the claim's favour

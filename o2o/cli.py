@@ -6,124 +6,195 @@ line to stderr and exits with status 2.
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from o2o.arguments import OneLineParser, fail, parse_pairs
-from o2o.errors import ConfigError, O2OError
+from o2o.errors import ConfigError, O2OError, did_you_mean
 
 # Quiet by default: XLA's and TF's C++ logging would otherwise flood the terminal.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
+class DefaultsHelpFormatter(argparse.HelpFormatter):
+    """``--help`` shows each option's default, except where there is none to show."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (
+            "(default" in text
+            or any(action.default is nothing for nothing in (None, False, argparse.SUPPRESS))
+            or action.default == []
+        ):
+            return text
+        return f"{text} (default: %(default)s)".lstrip()
+
+
+# Options of one mode only, parsed with a None default so that "given" can be told from
+# "left at its default" (a given option of the other mode is an error, never ignored); the
+# defaults are filled in after that check.
+DATASET_DEFAULTS: dict[str, Any] = {
+    "offline_steps": 100_000,
+    "online_steps": 50_000,
+    "data_policy": None,
+    "finetune": "vanilla",
+    "method_overrides": [],
+    "online_algo": None,
+    "online_overrides": [],
+    "offline_fraction": 0.5,
+    "reward_convention": "auto",
+    "no_normalize_states": False,
+    "domain": None,
+    "from_run": None,
+    "offline_eval_every": 25_000,
+    "online_eval_every": 10_000,
+}
+ENV_DEFAULTS: dict[str, Any] = {
+    "env": "Pendulum-v1",
+    "steps": 15_000,
+    "random_steps": 1_000,
+    "eval_every": 5_000,
+}
+
+
 def _train_parser() -> OneLineParser:
     p = OneLineParser(
         prog="o2o train",
-        description="Offline pre-training then online fine-tuning on --dataset, or online training from scratch on --env.",
+        description="Offline pre-training then online fine-tuning on --dataset, or online "
+        "training from scratch on --env. An option of the other mode is an error.",
+        formatter_class=DefaultsHelpFormatter,
     )
-    p.add_argument(
+    dataset = p.add_argument_group("offline-to-online (with --dataset)")
+    env = p.add_argument_group("online from scratch (with --env, the default mode)")
+
+    def option(group, flag: str, defaults: dict, help: str, **kwargs) -> None:
+        dest = kwargs.pop("dest", flag.lstrip("-").replace("-", "_"))
+        shown = defaults[dest]
+        shown = f" (default: {shown})" if shown not in (None, False, []) else ""
+        group.add_argument(flag, dest=dest, default=None, help=help + shown, **kwargs)
+
+    dataset.add_argument(
         "--dataset",
         default=None,
         help="offline dataset: registered name, .hdf5 file or Minari directory",
     )
-    p.add_argument(
-        "--offline-steps", type=int, default=100_000, help="offline gradient steps (with --dataset)"
-    )
-    p.add_argument(
-        "--online-steps", type=int, default=50_000, help="online env steps (with --dataset)"
-    )
-    p.add_argument(
+    option(dataset, "--offline-steps", DATASET_DEFAULTS, "offline gradient steps", type=int)
+    option(dataset, "--online-steps", DATASET_DEFAULTS, "online env steps", type=int)
+    option(
+        dataset,
         "--data-policy",
-        default=None,
+        DATASET_DEFAULTS,
+        "online data: offline∪online, a fixed mix, or online only (default: the algorithm's "
+        "CORL choice, or the fine-tuning method's)",
         choices=["union", "mixed", "online"],
-        help="online data: offline∪online, a fixed mix, or online only (default: the algorithm's CORL choice)",
     )
-    p.add_argument(
+    option(
+        dataset,
         "--finetune",
-        default="vanilla",
-        help="fine-tuning method: "
+        DATASET_DEFAULTS,
+        "fine-tuning method: "
         + ", ".join(_method_labels())
         + "; join several with + (e.g. samg+sera)",
     )
-    p.add_argument(
+    option(
+        dataset,
         "--method-set",
+        DATASET_DEFAULTS,
+        "fine-tuning method option, e.g. --method-set threshold=0.4, or LABEL.NAME=VALUE "
+        "with several methods (repeatable)",
         dest="method_overrides",
         action="append",
-        default=[],
         metavar="NAME=VALUE",
-        help="fine-tuning method option, e.g. --method-set threshold=0.4, or LABEL.NAME=VALUE "
-        "with several methods (repeatable)",
     )
-    p.add_argument(
+    option(
+        dataset,
         "--online-algo",
-        default=None,
-        help="fine-tune with this algorithm from the offline actor (e.g. --algo iql "
-        "--online-algo ppo: OCR-CFT's O2PPO setting); default: --algo itself",
+        DATASET_DEFAULTS,
+        "fine-tune with this algorithm from the offline actor (e.g. --algo iql --online-algo "
+        "ppo: OCR-CFT's O2PPO setting); default: --algo itself",
     )
-    p.add_argument(
+    option(
+        dataset,
         "--online-set",
+        DATASET_DEFAULTS,
+        "config override of the --online-algo agent (repeatable)",
         dest="online_overrides",
         action="append",
-        default=[],
         metavar="NAME=VALUE",
-        help="config override of the --online-algo agent (repeatable)",
     )
-    p.add_argument(
+    option(
+        dataset,
         "--offline-fraction",
+        DATASET_DEFAULTS,
+        "offline share of each batch under --data-policy mixed",
         type=float,
-        default=0.5,
-        help="offline share of each batch under --data-policy mixed",
     )
-    p.add_argument(
+    option(
+        dataset,
         "--reward-convention",
-        default="auto",
-        help="auto, none, iql_locomotion, antmaze_minus_one, antmaze_cql",
+        DATASET_DEFAULTS,
+        "auto (the algorithm's for the domain), none, iql_locomotion, antmaze_minus_one "
+        "(r - 1), antmaze_cql (10r - 5), adroit_binary (Cal-QL's binary Adroit reward, 10(g - 1) + 5)",
     )
-    p.add_argument("--no-normalize-states", action="store_true")
-    p.add_argument(
+    option(
+        dataset,
+        "--no-normalize-states",
+        DATASET_DEFAULTS,
+        "keep raw states (default: normalised with the dataset's statistics)",
+        action="store_const",
+        const=True,
+    )
+    option(
+        dataset,
         "--domain",
-        default=None,
-        choices=["locomotion", "maze"],
-        help="hyperparameter preset (default: from the dataset)",
+        DATASET_DEFAULTS,
+        "hyperparameter preset (default: from the dataset)",
+        choices=["locomotion", "maze", "adroit"],
     )
-    p.add_argument(
+    option(
+        dataset,
         "--from",
+        DATASET_DEFAULTS,
+        "fine-tune the offline checkpoint of this run directory (or offline.msgpack file) "
+        "instead of pre-training; use with --offline-steps 0",
         dest="from_run",
         type=Path,
-        default=None,
-        help="fine-tune the offline checkpoint of this run directory (or offline.msgpack file) instead of pre-training; use with --offline-steps 0",
     )
-    p.add_argument(
+    option(
+        dataset,
         "--offline-eval-every",
+        DATASET_DEFAULTS,
+        "offline steps between evaluations (each with its checkpoint)",
         type=int,
-        default=25_000,
-        help="offline steps between evaluations (each with its checkpoint)",
     )
-    p.add_argument("--online-eval-every", type=int, default=10_000)
+    option(
+        dataset, "--online-eval-every", DATASET_DEFAULTS, "online env steps between evaluations",
+        type=int,
+    )  # fmt: skip
+    option(env, "--env", ENV_DEFAULTS, "Gymnasium env id with continuous actions")
+    option(env, "--steps", ENV_DEFAULTS, "environment steps per seed", type=int)
+    option(env, "--random-steps", ENV_DEFAULTS, "uniform random actions at the start", type=int)
+    option(env, "--eval-every", ENV_DEFAULTS, "env steps between evaluations", type=int)
     p.add_argument(
-        "--env",
-        default="Pendulum-v1",
-        help="Gymnasium env id with continuous actions (without --dataset)",
-    )
-    p.add_argument("--algo", default="sac", help="algorithm (o2o train --algo list to see them)")
-    p.add_argument(
-        "--steps", type=int, default=15_000, help="environment steps per seed (without --dataset)"
+        "--algo",
+        default="sac",
+        help="algorithm (o2o train --algo list: which are offline, which online)",
     )
     p.add_argument(
         "--seeds", type=int, default=1, help="independent seeds, trained together on a vmapped axis"
     )
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument("--utd", type=int, default=1, help="gradient updates per environment step")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=256, help="transitions per gradient step")
     p.add_argument(
         "--update-every", type=int, default=50, help="env steps between fused update calls"
     )
-    p.add_argument(
-        "--random-steps", type=int, default=1_000, help="uniform random actions at the start"
-    )
-    p.add_argument("--eval-every", type=int, default=5_000)
-    p.add_argument("--eval-episodes", type=int, default=10)
+    p.add_argument("--eval-episodes", type=int, default=10, help="episodes per seed per evaluation")
     p.add_argument(
         "--set",
         dest="overrides",
@@ -132,13 +203,51 @@ def _train_parser() -> OneLineParser:
         metavar="NAME=VALUE",
         help="agent config override, e.g. --set actor_lr=1e-4 (repeatable)",
     )
-    p.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    p.add_argument(
+        "--log",
+        default=None,
+        metavar="SINKS",
+        help="logging sinks beside metrics.jsonl, comma-separated: csv, tensorboard, wandb "
+        "(W&B offline; the last two need o2o-rl[tensorboard] / o2o-rl[wandb])",
+    )
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where run directories go")
     p.add_argument("--name", default=None, help="run name (default: algo-env-timestamp)")
     p.add_argument(
         "--resume", action="store_true", help="continue the run --name from its last checkpoint"
     )
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
+
+
+def _check_mode_options(args: argparse.Namespace) -> None:
+    """A given option of the other mode is an error (one line, exit 2), then the mode's
+    defaults fill the options left out."""
+    on_dataset = args.dataset is not None
+    other = ENV_DEFAULTS if on_dataset else DATASET_DEFAULTS
+    # A resumed run reads its options from config.yaml (issue 19 checks what is given).
+    given = [] if args.resume else [d for d in other if getattr(args, d) is not None]
+    if given:
+        flags = ", ".join("--" + ("from" if d == "from_run" else _flag(d)) for d in given)
+        raise ConfigError(
+            f"{flags} {'applies' if len(given) == 1 else 'apply'} to "
+            + (
+                "online training from scratch (--env), not to a --dataset run; drop "
+                + ("it" if len(given) == 1 else "them")
+                + " (online budget: --online-steps, evaluations: --online-eval-every)"
+                if on_dataset
+                else "--dataset runs, not to online training from scratch; add --dataset "
+                "or drop " + ("it" if len(given) == 1 else "them")
+            )
+        )
+    for dest, default in {**DATASET_DEFAULTS, **ENV_DEFAULTS}.items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, list(default) if isinstance(default, list) else default)
+
+
+def _flag(dest: str) -> str:
+    return {"method_overrides": "method-set", "online_overrides": "online-set"}.get(
+        dest, dest.replace("_", "-")
+    )
 
 
 def _method_labels() -> list[str]:
@@ -153,17 +262,27 @@ def cmd_train(argv: list[str]) -> int:
     from o2o.experiment.online import OnlineConfig, OnlineTrainer, config_dict
     from o2o.experiment.rollout import RolloutTrainer, eval_interval
     from o2o.experiment.runs import RunDir, check_run_name, default_run_name, number
+    from o2o.experiment.sinks import Sinks
 
     args = _train_parser().parse_args(argv)
     if args.name is not None:
         check_run_name(args.name)  # a run stays inside --runs-dir
     if args.algo == "list":
-        print(", ".join(sorted(CONFIGS)))
+        from o2o.agents import ONLINE_ALGORITHMS
+
+        offline = sorted(set(CONFIGS) - set(ONLINE_ALGORITHMS))
+        print(f"offline (pre-train on --dataset, then fine-tune): {', '.join(offline)}")
+        print(
+            f"online (from scratch on --env; also fine-tune from a --dataset): "
+            f"{', '.join(ONLINE_ALGORITHMS)}"
+        )
         return 0
+    _check_mode_options(args)
+    sinks = _sink_names(args)
     if args.dataset is not None or (
         args.resume and args.name and _is_pipeline_run(args.runs_dir / args.name)
     ):
-        return cmd_train_dataset(args)
+        return cmd_train_dataset(args, sinks)
     if args.resume:
         run = _resumed_run(args)
         stored = run.config()
@@ -197,13 +316,17 @@ def cmd_train(argv: list[str]) -> int:
     agent = agent_config.create()
     trainer_class = RolloutTrainer if agent.on_policy else OnlineTrainer
     trainer = trainer_class(agent, online)  # validated before anything is written
+    log = None
     try:
         if not args.resume:
             name = args.name or default_run_name(algo, online.env)
             run = RunDir.create(args.runs_dir / name, config_dict(algo, agent_config, online))
-        result = trainer.run(run, resume=args.resume, progress=not args.no_progress)
+        log = Sinks(sinks, run)
+        result = trainer.run(run, resume=args.resume, progress=not args.no_progress, on_eval=log)
     finally:
         trainer.close()
+        if log is not None:
+            log.close()
     final = result.rows[-1]
     run.write_summary({"algo": algo, "env": online.env, "final": final})
     print(
@@ -228,12 +351,19 @@ def _is_pipeline_run(path: Path) -> bool:
     return path.is_dir() and (path / CONFIG).exists() and "pipeline" in RunDir(path).config()
 
 
-def cmd_train_dataset(args) -> int:
+def _sink_names(args: argparse.Namespace) -> tuple[str, ...]:
+    from o2o.experiment.sinks import parse_sinks
+
+    return parse_sinks(args.log)
+
+
+def cmd_train_dataset(args: argparse.Namespace, sinks: tuple[str, ...] = ()) -> int:
     """Offline pre-training and online fine-tuning on a dataset."""
     from o2o import data as datasets
     from o2o.experiment.builder import RunSpec, execute, score_line
     from o2o.experiment.pipeline import PipelineConfig
     from o2o.experiment.runs import RunDir, default_run_name
+    from o2o.experiment.sinks import Sinks
 
     if args.resume:
         run = _resumed_run(args)
@@ -286,14 +416,19 @@ def cmd_train_dataset(args) -> int:
             f"normalized score uses {info['score_reference']}"
         )
 
-    _, summary = execute(
-        spec,
-        run,
-        resume=args.resume,
-        progress=not args.no_progress,
-        offline_from=args.from_run,
-        announce=announce,
-    )
+    log = Sinks(sinks, run)
+    try:
+        _, summary = execute(
+            spec,
+            run,
+            resume=args.resume,
+            progress=not args.no_progress,
+            offline_from=args.from_run,
+            announce=announce,
+            on_eval=log,
+        )
+    finally:
+        log.close()
     for phase in ("offline", "online"):
         if f"final_{phase}" in summary:
             print(f"after {phase}: {score_line(summary[f'final_{phase}'], spec.pipeline.seeds)}")
@@ -311,52 +446,48 @@ def _check_env(env_id: str) -> None:
     make_env(env_id).close()
 
 
-def cmd_demo(argv: list[str]) -> int:
-    from o2o.demo import main as demo_main
+def _lazy(module: str, function: str) -> Callable[[list[str]], int]:
+    """A command whose module is imported only when it runs (``o2o --help`` stays fast)."""
 
-    return demo_main(argv)
+    def command(argv: list[str]) -> int:
+        return getattr(importlib.import_module(module), function)(argv)
 
-
-def cmd_datasets(argv: list[str]) -> int:
-    from o2o.data.cli import main as datasets_main
-
-    return datasets_main(argv)
-
-
-def cmd_bench(argv: list[str]) -> int:
-    from o2o.experiment.bench_cli import main as bench_main
-
-    return bench_main(argv)
-
-
-def cmd_report(argv: list[str]) -> int:
-    from o2o.analysis.cli import report_main
-
-    return report_main(argv)
-
-
-def cmd_analyze(argv: list[str]) -> int:
-    from o2o.analysis.cli import analyze_main
-
-    return analyze_main(argv)
+    return command
 
 
 COMMANDS = {
     "train": cmd_train,
-    "demo": cmd_demo,
-    "datasets": cmd_datasets,
-    "bench": cmd_bench,
-    "report": cmd_report,
-    "analyze": cmd_analyze,
+    "eval": _lazy("o2o.run_commands", "eval_main"),
+    "record": _lazy("o2o.run_commands", "record_main"),
+    "runs": _lazy("o2o.run_commands", "runs_main"),
+    "plot": _lazy("o2o.run_commands", "plot_main"),
+    "demo": _lazy("o2o.demo", "main"),
+    "datasets": _lazy("o2o.data.cli", "main"),
+    "bench": _lazy("o2o.experiment.bench_cli", "main"),
+    "report": _lazy("o2o.analysis.cli", "report_main"),
+    "analyze": _lazy("o2o.analysis.cli", "analyze_main"),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    try:
+        return _dispatch(sys.argv[1:] if argv is None else argv)
+    except BrokenPipeError:
+        # The reader went away (o2o runs list | head): stop quietly, as other tools do, and
+        # keep Python from reporting the pipe again when it flushes stdout at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _dispatch(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(
             "usage: o2o {" + ",".join(COMMANDS) + "} ...\n\n"
             "  train     train an agent (o2o train --help)\n"
+            "  eval      evaluate a run's final agent (o2o eval RUN --episodes 10)\n"
+            "  record    render an episode of a run's agent to .mp4/.gif\n"
+            "  runs      list runs: o2o runs list [DIR]\n"
+            "  plot      learning curves of any runs: o2o plot RUN... --out f.png\n"
             "  demo      the quick end-to-end demo\n"
             "  datasets  list, inspect and make offline datasets\n"
             "  bench     run a suite of runs, resumably, here or on Ray (o2o bench run --help)\n"
@@ -366,7 +497,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
-        return fail(f"unknown command '{command}'; choose from {', '.join(COMMANDS)}")
+        return fail(
+            f"unknown command '{command}'{did_you_mean(command, COMMANDS)}; choose from {', '.join(COMMANDS)}"
+        )
     from o2o.core import compile_cache
 
     compile_cache.enable()

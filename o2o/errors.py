@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import errno
 import os
+from collections.abc import Iterable
 
 
 class O2OError(Exception):
@@ -30,6 +32,12 @@ def raise_if_disk_full(error: OSError, path: str | os.PathLike) -> None:
             f"no space left on device while writing {path} (nothing was half-written; "
             "free some space and try again; a run continues with --resume)"
         ) from None
+
+
+def did_you_mean(name: str, choices: Iterable[str], n: int = 1) -> str:
+    """``" (did you mean 'x'?)"`` with the ``n`` closest of ``choices`` to ``name``, or ``""``."""
+    close = difflib.get_close_matches(str(name), sorted(choices), n=n, cutoff=0.6)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
 
 
 def check(condition: bool, message: str, error: type[O2OError] = ConfigError) -> None:

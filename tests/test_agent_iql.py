@@ -197,8 +197,10 @@ def test_domain_presets_and_online_switch():
     assert IQLConfig.for_domain("maze", beta=5.0).beta == 5.0
     agent = IQLConfig().create()
     assert agent.for_online() == agent
+    adroit = IQLConfig.for_domain("adroit")  # CORL's configs/finetune/iql/*/cloned_v1.yaml
+    assert (adroit.beta, adroit.expectile) == (3.0, 0.8)
     with pytest.raises(ConfigError, match="domain"):
-        IQLConfig.for_domain("adroit")
+        IQLConfig.for_domain("kitchen")
 
 
 @pytest.mark.parametrize(

@@ -155,3 +155,35 @@ def test_probability_column_reads_in_the_claims_favour():
     assert claims.better(d, lower_is_better=True).endswith("4/4 lower or tied")
     assert claims.better(d, lower_is_better=False).startswith("0.12 [")
     assert claims.better(None, lower_is_better=False) == "—"
+
+
+def test_a_reference_at_the_ceiling_makes_a_score_claim_not_testable():
+    """Both arms at 100% success: "no difference" is all a method could show (verdict says
+    so); a method that falls below the ceiling still does not hold; regret is still judged."""
+    full = [[100, 100, 100]]
+    rows = claims.evaluate(
+        [
+            run("pointmaze-medium", "vanilla", full, success=[[0, 1], [1, 1], [1, 1]]),
+            run("pointmaze-medium", "samg", full, success=[[1, 1], [1, 1], [1, 1]]),
+        ],
+        reps=500,
+    )
+    assert only(rows, "samg", "vanilla", "maze").verdict == "not testable (ceiling)"
+    regret = [r for r in rows if r.claim.metric == "regret"][0]
+    assert regret.verdict == "not shown"
+    worse = claims.evaluate(
+        [
+            run("pointmaze-medium", "vanilla", full),
+            run("pointmaze-medium", "samg", [[40, 50, 60]]),
+        ],
+        reps=500,
+    )
+    assert only(worse, "samg", "vanilla", "maze").verdict == "does not hold"
+    below = claims.evaluate(
+        [
+            run("pointmaze-medium", "vanilla", [[100, 90, 100]]),
+            run("pointmaze-medium", "samg", [[100, 90, 100]]),
+        ],
+        reps=500,
+    )
+    assert only(below, "samg", "vanilla", "maze").verdict == "not shown"

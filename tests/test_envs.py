@@ -25,3 +25,14 @@ def test_halfcheetah_asset_deprecation_is_not_printed(capfd):
 def test_other_mujoco_warnings_become_python_warnings():
     with pytest.warns(RuntimeWarning, match="MuJoCo: something else"):
         factory._mujoco_warning("something else")
+
+
+def test_the_maze_envs_import_without_the_robotics_notice():
+    """gymnasium-robotics prints an Adroit reward notice to stderr when imported; a PointMaze
+    run must not show it (a fresh process: the notice is printed once per import)."""
+    import subprocess
+    import sys
+
+    code = "from o2o.envs.maze import make_point_maze; make_point_maze('umaze', False).close()"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "reward functions were updated" not in done.stderr + done.stdout

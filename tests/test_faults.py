@@ -14,6 +14,7 @@ import errno
 import json
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -193,6 +194,17 @@ def full_disk_at(target: str):
     return setup
 
 
+def no_gl(case: Path, runs: Path, monkeypatch) -> None:
+    """Offscreen rendering fails as it does where MUJOCO_GL's library is missing (osmesa
+    here: PyOpenGL finds no GL functions); tests/test_run_commands.py runs it for real."""
+    from o2o import run_commands
+
+    def broken(env):
+        raise AttributeError("'NoneType' object has no attribute 'glGetError'")
+
+    monkeypatch.setattr(run_commands, "_frame", broken)
+
+
 @dataclass(frozen=True)
 class Case:
     argv: list[str]  # {runs}: the runs directory holding runs/ok; {case}: this case's own
@@ -259,6 +271,36 @@ CASES = {
     "disk-full-row": Case([*TRAIN, *R, "--name", "full1"], "no space left", full_disk_at("metrics.jsonl"), leaves="full1"),
     "disk-full-checkpoint": Case([*TRAIN, *R, "--name", "full2"], "no space left", full_disk_at("checkpoint.msgpack"), leaves="full2"),
     "disk-full-summary": Case([*TRAIN, *R, "--name", "full3"], "no space left", full_disk_at("summary.json"), leaves="full3"),
+    # No option is ignored: one of the other mode is refused; close names get a suggestion.
+    "dataset-with-steps": Case([*TRAIN, *R, "--steps", "10", "--name", "m1"], "--steps applies to online training from scratch"),
+    "dataset-with-eval-every": Case([*TRAIN, *R, "--eval-every", "10", "--name", "m2"], "--eval-every applies to online"),
+    "dataset-with-env": Case([*TRAIN, *R, "--env", "Hopper-v5", "--name", "m3"], "--env applies to online"),
+    "dataset-with-random-steps": Case([*TRAIN, *R, "--random-steps", "5", "--name", "m4"], "--random-steps applies"),
+    "env-with-finetune": Case(["train", "--env", "Pendulum-v1", *R, "--finetune", "samg", "--name", "m5"], "--finetune applies to --dataset runs"),
+    "env-with-method-set": Case(["train", *R, "--method-set", "threshold=0.4", "--name", "m6"], "--method-set applies to --dataset runs"),
+    "env-with-offline-steps": Case(["train", *R, "--offline-steps", "5", "--name", "m7"], "--offline-steps applies"),
+    "env-with-data-policy": Case(["train", *R, "--data-policy", "mixed", "--name", "m8"], "--data-policy applies"),
+    "env-with-from": Case(["train", *R, "--from", "{runs}/ok", "--name", "m9"], "--from applies"),
+    "env-with-two": Case(["train", *R, "--online-steps", "5", "--no-normalize-states", "--name", "m10"], "--online-steps, --no-normalize-states apply"),
+    "dataset-close-name": Case([*TRAIN, *R, "--dataset", "hopper-medium", "--name", "d1"], "'hopper-medium-lite'"),
+    "algo-close-name": Case([*TRAIN, *R, "--algo", "iqll", "--name", "d2"], "did you mean 'iql'?"),
+    "method-close-name": Case([*TRAIN, *R, "--finetune", "smag", "--name", "d3"], "did you mean 'samg'?"),
+    "log-unknown-sink": Case([*TRAIN, *R, "--log", "csv,tensorbord", "--name", "d4"], "did you mean 'tensorboard'?"),
+    "log-missing-extra": Case([*TRAIN, *R, "--log", "tensorboard", "--name", "d5"], "pip install 'o2o-rl[tensorboard]'", lambda case, runs, mp: mp.setitem(sys.modules, "tensorboardX", None)),
+    "command-close-name": Case(["evl", "{runs}/ok"], "did you mean 'eval'?"),
+    # The commands that read runs.
+    "eval-not-a-run": Case(["eval", "{case}"], "not a run directory"),
+    "eval-bad-seed": Case(["eval", "{runs}/ok", "--seed", "7"], "seed 7 is not a seed of this run"),
+    "eval-bad-episodes": Case(["eval", "{runs}/ok", "--episodes", "0"], "episodes must be positive"),
+    "record-bad-suffix": Case(["record", "{runs}/ok", "--out", "{case}/v.avi"], "must end in .mp4 or .gif"),
+    "record-existing-out": Case(["record", "{runs}/ok", "--out", "{runs}/old.gif"], "exists", file_named("old.gif")),
+    "record-no-ffmpeg": Case(["record", "{runs}/ok", "--out", "{case}/v.mp4"], "needs imageio-ffmpeg", lambda case, runs, mp: mp.setitem(sys.modules, "imageio_ffmpeg", None)),
+    "record-no-gl": Case(["record", "{runs}/ok", "--out", "{case}/v.gif"], "cannot render", no_gl),
+    "runs-list-missing": Case(["runs", "list", "{case}/nothing"], "is not a directory"),
+    "runs-no-command": Case(["runs"], "o2o runs"),
+    "plot-not-a-dir": Case(["plot", "{case}/nothing"], "is not a directory"),
+    "plot-no-runs": Case(["plot", "{case}"], "no run directories"),
+    "plot-bad-key": Case(["plot", "{runs}/ok", "--key", "loss", "--out", "{case}/c.png"], "--key must be"),
 }  # fmt: skip
 
 

@@ -1,6 +1,7 @@
 """`o2o report` on synthetic results directories: the numbers in the tables, rliable's
 statistics, regret, figures, HTML, and errors."""
 
+import base64
 import json
 from pathlib import Path
 
@@ -209,7 +210,42 @@ def test_report_files_markdown_and_html(results, tmp_path):
         assert f"figures/{name}" in text
     assert not (out / "figures" / "samg-pointmaze-umaze-play.png").exists()
     page = (out / "report.html").read_text()
-    assert "<td>75.0 ± 12.2</td>" in page and 'src="figures/curves-hopper-medium-lite.png"' in page
+    assert "<td>75.0 ± 12.2</td>" in page and "figures/" not in page  # nothing linked
+    figure = (out / "figures" / "curves-hopper-medium-lite.png").read_bytes()
+    assert f'src="data:image/png;base64,{base64.b64encode(figure).decode()}"' in page
+    # Titled by the results' name, not wherever they were read from.
+    assert f"<title>o2o report: {results.name}</title>" in page and str(results.parent) not in page
+
+
+def test_bootstrap_interval_of_the_mean():
+    from o2o.analysis.curves import bootstrap_interval
+
+    assert bootstrap_interval(np.array([5.0, 5.0, 5.0])) == (5.0, 5.0)
+    assert bootstrap_interval(np.array([7.0])) == (7.0, 7.0)
+    values = np.array([0.0, 10.0, 20.0])
+    low, high = bootstrap_interval(values)
+    # By hand: 27 equally likely resamples of 3 seeds; P(mean = 0) = P(mean = 20) = 1/27
+    # = 3.7% > 2.5%, so the exact 2.5th and 97.5th percentiles are 0 and 20 (2000 resamples
+    # give 3.7% ± 0.4% of each, far from 2.5%).
+    assert (low, high) == (pytest.approx(0.0), pytest.approx(20.0))
+    # Never wider than the seeds' range, unlike the t-interval (10 ± 24.8 for these 3 seeds).
+    # Many seeds: close to the normal interval of the mean, mean ± 1.96·σ/√n.
+    rng = np.random.default_rng(1)
+    many = rng.normal(50.0, 10.0, 400)
+    low, high = bootstrap_interval(many, reps=4000)
+    half = 1.96 * many.std() / np.sqrt(many.size)
+    assert low == pytest.approx(many.mean() - half, abs=0.15) and high == pytest.approx(
+        many.mean() + half, abs=0.15
+    )
+
+
+@pytest.mark.parametrize("n", [3, 10, 13, 25])
+def test_curve_colours_are_distinct_for_any_number_of_series(n):
+    from o2o.analysis.curves import distinct_colors
+
+    colours = np.array([c[:3] for c in distinct_colors(n)])
+    gaps = np.linalg.norm(colours[:, None] - colours[None], axis=-1) + np.eye(n) * 9
+    assert len(colours) == n and gaps.min() > 0.03
 
 
 def test_report_errors_are_one_line(tmp_path, capsys):

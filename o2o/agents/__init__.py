@@ -20,6 +20,9 @@ CONFIGS: dict[str, type] = {"sac": SACConfig, "td3": TD3Config}
 CONFIGS.update({"bc": BCConfig, "td3bc": TD3BCConfig, "awac": AWACConfig, "iql": IQLConfig})
 CONFIGS.update({"cql": CQLConfig, "calql": CalQLConfig, "spot": SPOTConfig})
 CONFIGS.update({"ppo": PPOConfig})
+# Online RL algorithms (no offline regulariser): they train from scratch on an env, and can
+# also start from a dataset; every other algorithm is an offline one.
+ONLINE_ALGORITHMS = ("sac", "td3", "ppo")
 
 
 def make_agent(name: str, **overrides: Any):
@@ -42,6 +45,15 @@ def domain_config(name: str, domain: str | None = "locomotion") -> Any:
     return config_cls()
 
 
-__all__ = ["CONFIGS", "SAC", "SACConfig", "TD3", "TD3Config", "domain_config", "make_agent"]
+__all__ = [
+    "CONFIGS",
+    "ONLINE_ALGORITHMS",
+    "SAC",
+    "SACConfig",
+    "TD3",
+    "TD3Config",
+    "domain_config",
+    "make_agent",
+]
 __all__ += ["AWAC", "AWACConfig", "BC", "BCConfig", "IQL", "IQLConfig", "TD3BC", "TD3BCConfig"]
 __all__ += ["CQL", "CQLConfig", "CalQL", "CalQLConfig", "SPOT", "SPOTConfig", "PPO", "PPOConfig"]

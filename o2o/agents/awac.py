@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from o2o.core.agent import AgentConfig, CriticAgent, ensemble_mse
+from o2o.core.agent import AgentConfig, CriticAgent, check_domain, ensemble_mse
 from o2o.core.hooks import (
     NO_HOOKS,
     ActorInputs,
@@ -32,7 +32,7 @@ from o2o.core.losses import awr_weights
 from o2o.core.networks import Gaussian, GaussianPolicy, critic_ensemble
 from o2o.core.train_state import TrainState, adam, copy_tree, polyak
 from o2o.core.types import Transition
-from o2o.errors import check, check_fields
+from o2o.errors import check_fields
 
 
 def clipped_sample(dist: Gaussian, key: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -43,7 +43,7 @@ def clipped_sample(dist: Gaussian, key: jax.Array) -> tuple[jax.Array, jax.Array
 
 @dataclass(frozen=True)
 class AWACConfig(AgentConfig):
-    reward_conventions = {"locomotion": "none", "maze": "antmaze_minus_one"}
+    reward_conventions = {"locomotion": "none", "maze": "antmaze_minus_one", "adroit": "none"}
     actor_lr: float = 3e-4
     critic_lr: float = 3e-4
     hidden_dims: tuple[int, ...] = (256, 256, 256)  # actor and each critic
@@ -64,12 +64,9 @@ class AWACConfig(AgentConfig):
     @classmethod
     def for_domain(cls, domain: str = "locomotion", **overrides: Any) -> AWACConfig:
         """CORL: lambda = 1/3 on locomotion, 0.1 on AntMaze (whose r - 1 reward shift is the
-        pipeline's)."""
-        check(
-            domain in ("locomotion", "maze"),
-            f"domain must be 'locomotion' or 'maze', got '{domain}'",
-        )
-        preset = {"awac_lambda": 0.1} if domain == "maze" else {}
+        pipeline's) and on Adroit (``configs/finetune/awac/{pen,door,hammer}/cloned_v1.yaml``)."""
+        check_domain(domain)
+        preset = {"awac_lambda": 0.1} if domain in ("maze", "adroit") else {}
         return cls(**{**preset, **overrides})
 
     def create(self, hooks: Hooks = NO_HOOKS) -> AWAC:

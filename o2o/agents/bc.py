@@ -17,13 +17,13 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from o2o.core.agent import AgentBase, AgentConfig
+from o2o.core.agent import AgentBase, AgentConfig, check_domain
 from o2o.core.hooks import NO_HOOKS, ActorInputs, Hooks, acting_observations, with_policy_inputs
 from o2o.core.losses import mse
 from o2o.core.networks import DeterministicPolicy, GaussianPolicy
 from o2o.core.train_state import TrainState, adam
 from o2o.core.types import Transition
-from o2o.errors import check, check_fields
+from o2o.errors import check_fields
 
 POLICIES = ("deterministic", "gaussian")
 
@@ -46,11 +46,8 @@ class BCConfig(AgentConfig):
 
     @classmethod
     def for_domain(cls, domain: str = "locomotion", **overrides: Any) -> BCConfig:
-        """CORL uses the same BC settings on locomotion and AntMaze."""
-        check(
-            domain in ("locomotion", "maze"),
-            f"domain must be 'locomotion' or 'maze', got '{domain}'",
-        )
+        """CORL uses the same BC settings on locomotion, AntMaze and Adroit."""
+        check_domain(domain)
         return cls(**overrides)
 
     def create(self, hooks: Hooks = NO_HOOKS) -> BC:

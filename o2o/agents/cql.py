@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from o2o.core.agent import AgentConfig, CriticAgent, ensemble_mse
+from o2o.core.agent import AgentConfig, CriticAgent, check_domain, ensemble_mse
 from o2o.core.hooks import (
     NO_HOOKS,
     ActorInputs,
@@ -50,13 +50,12 @@ from o2o.core.train_state import TrainState, adam, copy_tree, polyak
 from o2o.core.types import Transition
 from o2o.errors import check, check_fields
 
-DOMAINS = ("locomotion", "maze")
 MAX_LAGRANGE_MULTIPLIER = 1e6  # CORL clamps α' to [0, 1e6]
 
 
 @dataclass(frozen=True)
 class CQLConfig(AgentConfig):
-    reward_conventions = {"locomotion": "none", "maze": "antmaze_cql"}
+    reward_conventions = {"locomotion": "none", "maze": "antmaze_cql", "adroit": "none"}
     actor_lr: float = 1e-4
     critic_lr: float = 3e-4  # also the Lagrange multiplier's learning rate, as in CORL
     temperature_lr: float | None = None  # None: actor_lr (CORL's alpha optimizer uses policy_lr)
@@ -111,9 +110,12 @@ class CQLConfig(AgentConfig):
     def for_domain(cls, domain: str = "locomotion", **overrides: Any):
         """CORL's settings: locomotion = ``finetune/cql.py``'s defaults (3x256 critics as in
         CORL's offline CQL); maze = its AntMaze configs (5x256 critics, α_cql 5 offline and
-        online, Lagrange with target gap 0.8, max-target backup, gap clipped below at -200).
-        The maze reward convention (10r - 5) is the pipeline's."""
-        check(domain in DOMAINS, f"domain must be one of {DOMAINS}, got {domain!r}")
+        online, Lagrange with target gap 0.8, max-target backup, gap clipped below at -200);
+        adroit = its Adroit configs (``configs/finetune/{cql,cal_ql}/*/cloned_v1.yaml``:
+        3x256 critics, α_cql 1 offline and online, no Lagrange, max-target backup, gap clipped
+        below at -200). The maze reward convention (10r - 5) is the pipeline's; Adroit rewards
+        stay raw."""
+        check_domain(domain)
         preset: dict[str, Any] = {}
         if domain == "maze":
             preset = dict(
@@ -122,6 +124,13 @@ class CQLConfig(AgentConfig):
                 online_cql_alpha=5.0,
                 cql_lagrange=True,
                 cql_target_action_gap=0.8,
+                cql_max_target_backup=True,
+                cql_clip_diff_min=-200.0,
+            )
+        if domain == "adroit":
+            preset = dict(
+                cql_alpha=1.0,
+                online_cql_alpha=1.0,
                 cql_max_target_backup=True,
                 cql_clip_diff_min=-200.0,
             )

@@ -31,16 +31,19 @@ import jax.numpy as jnp
 from flax import struct
 
 from o2o.agents.td3 import TD3, TD3Config
+from o2o.core.agent import check_domain
 from o2o.core.engine import Phase
 from o2o.core.hooks import NO_HOOKS, ActorInputs, Hooks, acting_observations, with_policy_inputs
 from o2o.core.train_state import TrainState, adam, copy_tree, polyak
 from o2o.core.types import Transition
 from o2o.core.vae import ConditionalVAE, elbo_terms, iwae_log_likelihood
-from o2o.errors import check, check_fields
+from o2o.errors import check_fields
 
-DOMAINS = ("locomotion", "maze")
 # CORL's AntMaze λ by maze size (``configs/finetune/spot/antmaze``); the "maze" preset uses medium.
 MAZE_LAMBDA = {"umaze": 0.25, "medium": 0.05, "large": 0.025}
+# CORL's Adroit (λ, λ_end) (``configs/finetune/spot/{pen,door}/cloned_v1.yaml``); the "adroit"
+# preset uses pen's.
+ADROIT_LAMBDA = {"pen": (0.25, 0.2), "door": (1.0, 0.5)}
 
 
 @dataclass(frozen=True)
@@ -48,7 +51,7 @@ class SPOTConfig(TD3Config):
     """TD3's fields (``policy_delay`` is CORL's ``policy_freq``; ``noise_clip`` also clips the
     exploration noise, as CORL does) with CORL's SPOT learning rates, plus SPOT's own."""
 
-    reward_conventions = {"locomotion": "none", "maze": "antmaze_minus_one"}
+    reward_conventions = {"locomotion": "none", "maze": "antmaze_minus_one", "adroit": "none"}
     actor_lr: float = 1e-4
     critic_lr: float = 3e-4
     actor_head_init: float | None = None  # output layer ~ U(-w, w) (CORL's actor_init_w)
@@ -88,13 +91,23 @@ class SPOTConfig(TD3Config):
     def for_domain(cls, domain: str = "locomotion", **overrides: Any):
         """locomotion: CORL's ``finetune/spot.py`` defaults; maze: its AntMaze configs (λ for a
         medium maze, see ``MAZE_LAMBDA``; λ cooling; output layers initialised U(-1e-3, 1e-3)
-        for the actor and U(-3e-3, 3e-3) for the critics). The maze reward r - 1 is the
-        pipeline's."""
-        check(domain in DOMAINS, f"domain must be one of {DOMAINS}, got {domain!r}")
+        for the actor and U(-3e-3, 3e-3) for the critics); adroit: its Adroit configs (pen's λ
+        and λ_end, see ``ADROIT_LAMBDA``; λ cooling; the same output-layer initialisation).
+        The maze reward r - 1 is the pipeline's; Adroit rewards stay raw."""
+        check_domain(domain)
         preset: dict[str, Any] = {}
         if domain == "maze":
             preset = dict(
                 lambd=MAZE_LAMBDA["medium"],
+                lambd_cool=True,
+                actor_head_init=1e-3,
+                critic_head_init=3e-3,
+            )
+        if domain == "adroit":
+            lambd, lambd_end = ADROIT_LAMBDA["pen"]
+            preset = dict(
+                lambd=lambd,
+                lambd_end=lambd_end,
                 lambd_cool=True,
                 actor_head_init=1e-3,
                 critic_head_init=3e-3,

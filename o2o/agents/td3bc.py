@@ -17,15 +17,16 @@ import jax
 import jax.numpy as jnp
 
 from o2o.agents.td3 import TD3, TD3Config, TD3State
+from o2o.core.agent import check_domain
 from o2o.core.hooks import NO_HOOKS, ActorInputs, Hooks
 from o2o.core.losses import mse
 from o2o.core.types import Transition
-from o2o.errors import check, check_fields
+from o2o.errors import check_fields
 
 
 @dataclass(frozen=True)
 class TD3BCConfig(TD3Config):
-    reward_conventions = {"locomotion": "none", "maze": "antmaze_minus_one"}
+    reward_conventions = {"locomotion": "none", "maze": "antmaze_minus_one", "adroit": "none"}
     alpha: float = 2.5  # weight of the normalised Q term against the BC term
     online_alpha: float | None = None  # alpha from the online phase on; None: unchanged
 
@@ -36,11 +37,9 @@ class TD3BCConfig(TD3Config):
     @classmethod
     def for_domain(cls, domain: str = "locomotion", **overrides: Any) -> TD3BCConfig:
         """CORL's AntMaze configs keep every TD3+BC default (only the reward becomes r - 1,
-        which is the pipeline's)."""
-        check(
-            domain in ("locomotion", "maze"),
-            f"domain must be 'locomotion' or 'maze', got '{domain}'",
-        )
+        which is the pipeline's); CORL has no fine-tuning TD3+BC config for Adroit, which
+        keeps the defaults too."""
+        check_domain(domain)
         return cls(**overrides)
 
     def create(self, hooks: Hooks = NO_HOOKS) -> TD3BC:

@@ -8,6 +8,7 @@ Markdown and the HTML always say the same thing.
 
 from __future__ import annotations
 
+import base64
 import html
 import re
 from collections import defaultdict
@@ -190,8 +191,9 @@ def _curve_blocks(finished: Sequence[RunResult], out_dir: Path) -> list[Block]:
     blocks: list[Block] = [Heading(2, "Learning curves")]
     blocks.append(
         Paragraph(
-            "Normalized score, mean over seeds with the 95% confidence interval of the mean "
-            "(Student t); offline gradient steps, then online environment steps after the dashed line."
+            "Normalized score, mean over seeds with the 95% percentile-bootstrap interval of the "
+            "mean over seeds; offline gradient steps, then online environment steps after the "
+            "dashed line."
         )
     )
     for dataset, runs in _by_dataset(finished).items():
@@ -216,7 +218,7 @@ def _curve_blocks(finished: Sequence[RunResult], out_dir: Path) -> list[Block]:
             out_dir / FIGURES / f"curves-{_slug(dataset)}.png",
             title,
             boundary=boundary,
-            band="ci95",
+            band="bootstrap",
             xlabel=xlabel,
         )
         blocks.append(Image(f"{FIGURES}/{path.name}", f"learning curves {dataset}"))
@@ -255,7 +257,9 @@ def _inline_html(text: str) -> str:
     return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text, quote=False))
 
 
-def to_html(blocks: Sequence[Block]) -> str:
+def to_html(blocks: Sequence[Block], base: Path | None = None) -> str:
+    """One self-contained page: each figure (read from ``base``/its path) embedded as a PNG
+    data URI, so the file can be mailed or attached alone."""
     title = next((b.text for b in blocks if isinstance(b, Heading)), "o2o report")
     body = []
     for block in blocks:
@@ -271,9 +275,11 @@ def to_html(blocks: Sequence[Block]) -> str:
             )
             body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
         else:
-            body.append(
-                f'<p><img src="{html.escape(block.path)}" alt="{html.escape(block.alt)}"></p>'
-            )
+            source = html.escape(block.path)
+            if base is not None and (base / block.path).exists():
+                encoded = base64.b64encode((base / block.path).read_bytes()).decode()
+                source = f"data:image/png;base64,{encoded}"
+            body.append(f'<p><img src="{source}" alt="{html.escape(block.alt)}"></p>')
     style = (
         "body{font-family:sans-serif;max-width:70em;margin:2em auto;padding:0 1em}"
         "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:.25em .6em}"
@@ -298,12 +304,14 @@ def write_report(
     results_dir = Path(results_dir)
     out_dir = Path(out_dir) if out_dir is not None else results_dir / "report"
     results = load_results(results_dir)
-    blocks = build_report(results, out_dir, title or f"o2o report: {results_dir}", reps, seed)
+    # Titled by the results' name, not the absolute path of wherever they were read.
+    name = results_dir.resolve().name
+    blocks = build_report(results, out_dir, title or f"o2o report: {name}", reps, seed)
     written = [out_dir / "report.md"]
     atomic_write_bytes(written[0], to_markdown(blocks).encode())
     if html_too:
         written.append(out_dir / "report.html")
-        atomic_write_bytes(written[1], to_html(blocks).encode())
+        atomic_write_bytes(written[1], to_html(blocks, out_dir).encode())
     return written
 
 

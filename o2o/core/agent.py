@@ -59,6 +59,15 @@ class Agent(Protocol):
     ) -> jax.Array: ...
 
 
+# Each domain has its presets (agents' ``for_domain``) and reward conventions.
+DOMAINS = ("locomotion", "maze", "adroit")
+
+
+def check_domain(domain: str) -> None:
+    if domain not in DOMAINS:
+        raise ConfigError(f"domain must be one of {', '.join(DOMAINS)}, got {domain!r}")
+
+
 class AgentConfig:
     """Shared behaviour of agent configs. ``budget_fields`` maps a field to the part of the
     run's budget it follows (``offline`` steps or ``online`` updates); ``reward_conventions``
@@ -67,7 +76,11 @@ class AgentConfig:
 
     budget_fields: ClassVar[dict[str, BudgetPhase]] = {}
     # CORL's conventions per algorithm: the reward transform per domain and the online data.
-    reward_conventions: ClassVar[dict[str, str]] = {"locomotion": "none", "maze": "none"}
+    reward_conventions: ClassVar[dict[str, str]] = {
+        "locomotion": "none",
+        "maze": "none",
+        "adroit": "none",
+    }
     online_data_policy: ClassVar[str] = "union"
 
     def fit_to_budget(

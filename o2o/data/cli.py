@@ -1,4 +1,4 @@
-"""``o2o datasets list | info NAME|PATH | make NAME [options]``.
+"""``o2o datasets list | info NAME|PATH | make NAME [options] | make-standin NAME [options]``.
 
 ``main(argv)`` takes what follows the word ``datasets`` and returns the exit status; an
 O2OError or an argument error prints as one ``error: ...`` line and gives status 2.
@@ -68,11 +68,33 @@ def _parser() -> argparse.ArgumentParser:
         "--work-dir", type=Path, default=None, help="checkpoints of the SAC run (resume state)"
     )
     make.add_argument("--noise-std", type=float, default=0.3, help="maze controller action noise")
+    standin = sub.add_parser(
+        "make-standin",
+        help="a small random-policy stand-in for a D4RL/Minari Adroit or AntMaze dataset, "
+        "in the real layout (CI, machines without the real files)",
+    )
+    standin.add_argument(
+        "name",
+        help="D4RL name (pen-human-v1, antmaze-umaze-v2: HDF5 <name>-standin.hdf5) or Minari id "
+        "(D4RL/pen/human-v2: Minari directory o2o-standin/pen/human-v2)",
+    )
+    standin.add_argument("--episodes", type=int, default=3)
+    standin.add_argument(
+        "--max-steps", type=int, default=None, help="cut episodes here (default: D4RL's limit)"
+    )
+    standin.add_argument("--seed", type=int, default=0)
+    standin.add_argument(
+        "--out-dir",
+        type=Path,
+        default=None,
+        help="HDF5: default $O2O_DATA_DIR; Minari: the Minari root (default $MINARI_DATASETS_PATH)",
+    )
+    standin.add_argument("--force", action="store_true", help="replace an existing stand-in")
     return parser
 
 
 def _list(console: Console) -> int:
-    from o2o.data.registry import data_dir, entries_with_locations, reference_dir
+    from o2o.data.registry import data_dir, entries_with_locations, minari_root, reference_dir
 
     table = Table(title="o2o datasets")
     table.add_column("name", no_wrap=True)
@@ -82,7 +104,7 @@ def _list(console: Console) -> int:
     table.add_column("where", overflow="fold")
     for entry, path in entries_with_locations():
         copies = entry.find_all()
-        where = str(path) if path else ""
+        where = str(path) if path else f"put at {entry.candidates()[0]}"
         if len(copies) > 1:  # e.g. a made lite file shadowed by the shared reference file
             where += " (also: " + ", ".join(str(p) for p in copies[1:]) + ")"
         table.add_row(
@@ -95,6 +117,13 @@ def _list(console: Console) -> int:
     console.print(table)
     console.print(f"data dir: {data_dir()}  (set O2O_DATA_DIR to change)")
     console.print(f"reference dir: {reference_dir() or 'not found'}")
+    console.print(f"Minari root: {minari_root()}  (set MINARI_DATASETS_PATH to change)")
+    console.print(
+        "D4RL files (hopper-medium-v2, antmaze-*-v2, pen-human-v1 ...): copy <name>.hdf5 into "
+        "the data dir or $D4RL_DATASET_DIR (~/.d4rl/datasets). Minari ids: "
+        "`minari download D4RL/pen/human-v2`. Without them: `o2o datasets make-standin NAME`. "
+        "See docs/datasets.md."
+    )
     return 0
 
 
@@ -147,6 +176,9 @@ def _info(console: Console, name: str, check_env: bool) -> int:
         "controller_success_rate",
         "data_episode_success_rate",
         "generator",
+        "standin",
+        "minari_env_id",
+        "minari_max_episode_steps",
     ):
         if key in dataset.metadata:
             table.add_row(key, str(dataset.metadata[key])[:200])
@@ -217,6 +249,24 @@ def _make(console: Console, args: argparse.Namespace) -> int:
     return 0
 
 
+def _make_standin(console: Console, args: argparse.Namespace) -> int:
+    from o2o.data.registry import data_dir
+    from o2o.data.standin import parse_target, write_d4rl_standin, write_minari_standin
+
+    if args.episodes < 1 or (args.max_steps is not None and args.max_steps < 1):
+        raise ConfigError("--episodes and --max-steps must be positive")
+    target = parse_target(args.name)
+    options = dict(episodes=args.episodes, max_steps=args.max_steps, seed=args.seed)
+    if target.layout == "d4rl":
+        path = write_d4rl_standin(target, args.out_dir or data_dir(), force=args.force, **options)
+        use = str(path)
+    else:
+        path = write_minari_standin(target, args.out_dir, force=args.force, **options)
+        use = target.minari_id if args.out_dir is None else str(path)
+    console.print(f"wrote {path} ({target.layout} layout); train on it: o2o train --dataset {use}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     console = Console()
@@ -225,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
             return _list(console)
         if args.command == "info":
             return _info(console, args.name, check_env=not args.no_env_check)
+        if args.command == "make-standin":
+            return _make_standin(console, args)
         return _make(console, args)
     except O2OError as error:
         return fail(str(error).replace("\n", " "))

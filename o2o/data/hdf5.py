@@ -147,9 +147,15 @@ def _encode(value: Any) -> Any:
     return value
 
 
-def write_hdf5(dataset: Dataset, path: str | os.PathLike, compression_level: int = 4) -> Path:
+def write_hdf5(
+    dataset: Dataset,
+    path: str | os.PathLike,
+    compression_level: int = 4,
+    columns: tuple[str, ...] = COLUMNS,
+) -> Path:
     """Write ``dataset`` in the D4RL layout, atomically (temp file in the same directory,
-    then rename), so a killed write never leaves a half file under the final name."""
+    then rename), so a killed write never leaves a half file under the final name.
+    ``columns`` leaves some out (D4RL's older files have no ``next_observations``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     metadata: Mapping[str, Any] = {
@@ -160,7 +166,7 @@ def write_hdf5(dataset: Dataset, path: str | os.PathLike, compression_level: int
     os.close(fd)
     try:
         with h5py.File(tmp_name, "w") as handle:
-            for key in COLUMNS:
+            for key in columns:
                 array = getattr(dataset, key)
                 array = array.astype(np.bool_) if key in ("terminals", "timeouts") else array
                 handle.create_dataset(

@@ -4,7 +4,9 @@ A Minari dataset directory is ``<root>/<namespace>/<name>-vN/`` with ``data/meta
 and the episode storage beside it. Either that directory or its ``data/`` folder is
 accepted. Dict observations (goal-conditioned envs) keep their ``observation`` entry;
 AntMaze data gets D4RL's layout, the torso's (x, y) (``achieved_goal``) then
-``observation``, and o2o's fixed-goal AntMaze env (``o2o.envs.maze``) for evaluation.
+``observation``, and o2o's fixed-goal AntMaze env (``o2o.envs.maze``) for evaluation; Adroit
+data (``AdroitHand*-v1``) evaluates on o2o's Adroit env (``o2o.envs.adroit``: D4RL's success
+rule) and keeps the per-step ``success`` info as ``infos["goal_achieved"]``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 
 from o2o.data.dataset import Dataset
 from o2o.data.validation import fail, validate_columns
+from o2o.envs.adroit import adroit_env_id, adroit_task_of
 from o2o.envs.maze import antmaze_env_for, antmaze_observation
 
 ANTMAZE_OBS_CONVENTION = (
@@ -57,6 +60,14 @@ def minari_metadata(path: str | os.PathLike) -> dict[str, Any]:
             metadata["env_id"] = antmaze_env
             metadata.pop("env_kwargs", None)
             metadata["obs_convention"] = ANTMAZE_OBS_CONVENTION
+        adroit_task = adroit_task_of(env_spec["id"])
+        if adroit_task is not None:
+            # D4RL's time limit and success rule; Minari's own limit is kept for reference.
+            metadata["minari_env_id"] = env_spec["id"]
+            metadata["env_id"] = adroit_env_id(adroit_task)
+            metadata.pop("env_kwargs", None)
+            if env_spec.get("max_episode_steps"):
+                metadata["minari_max_episode_steps"] = int(env_spec["max_episode_steps"])
     if "dataset_id" in raw:
         metadata["dataset"] = raw["dataset_id"]
     for key in ("ref_min_score", "ref_max_score"):
@@ -110,6 +121,7 @@ def read_minari(path: str | os.PathLike) -> Dataset:
             "timeouts",
         )
     }
+    goal_achieved: list[np.ndarray] = []
     for episode in episodes:
         observations = _observation_array(
             episode.observations, source, metadata.get("obs_convention") == ANTMAZE_OBS_CONVENTION
@@ -133,7 +145,21 @@ def read_minari(path: str | os.PathLike) -> Dataset:
         parts["rewards"].append(np.asarray(episode.rewards))
         parts["terminals"].append(terminals)
         parts["timeouts"].append(timeouts)
+        success = _step_success(episode.infos, steps)
+        if success is not None:
+            goal_achieved.append(success)
     columns = validate_columns({k: np.concatenate(v) for k, v in parts.items()}, source)
+    infos = {}
+    if len(goal_achieved) == len(episodes):
+        infos["goal_achieved"] = np.concatenate(goal_achieved)
     metadata["source"] = source
     metadata["format"] = "minari"
-    return Dataset(**columns, metadata=metadata)
+    return Dataset(**columns, infos=infos, metadata=metadata)
+
+
+def _step_success(infos: Any, steps: int) -> np.ndarray | None:
+    """The per-step ``success`` info of an episode (Minari stores the reset's info first)."""
+    if not isinstance(infos, dict) or "success" not in infos:
+        return None
+    success = np.asarray(infos["success"], np.bool_).reshape(-1)
+    return success[-steps:] if success.shape[0] >= steps else None

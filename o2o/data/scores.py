@@ -39,15 +39,20 @@ D4RL_REFERENCE: dict[str, tuple[float, float]] = {
 }
 
 # Gymnasium ids for D4RL families (v5: the MuJoCo bindings available here; D4RL's gym v2
-# dynamics differ slightly, which is why lite data carries its own references).
+# dynamics differ slightly, which is why lite data carries its own references). AntMaze and
+# Adroit evaluate on o2o's envs with D4RL's task (o2o/envs/maze.py, o2o/envs/adroit.py).
 GYMNASIUM_ENV_FOR_FAMILY = {
     "hopper": "Hopper-v5",
     "halfcheetah": "HalfCheetah-v5",
     "walker2d": "Walker2d-v5",
     "ant": "Ant-v5",
-    "antmaze-umaze": "AntMaze_UMaze-v5",
-    "antmaze-medium": "AntMaze_Medium-v5",
-    "antmaze-large": "AntMaze_Large-v5",
+    "antmaze-umaze": "o2o.envs.maze:O2OAntMazeD4RL_UMaze-v0",
+    "antmaze-medium": "o2o.envs.maze:O2OAntMazeD4RL_Medium-v0",
+    "antmaze-large": "o2o.envs.maze:O2OAntMazeD4RL_Large-v0",
+    "pen": "o2o.envs.adroit:O2OAdroitPen-v0",
+    "door": "o2o.envs.adroit:O2OAdroitDoor-v0",
+    "hammer": "o2o.envs.adroit:O2OAdroitHammer-v0",
+    "relocate": "o2o.envs.adroit:O2OAdroitRelocate-v0",
     "maze2d-umaze": "PointMaze_UMaze-v3",
     "maze2d-medium": "PointMaze_Medium-v3",
     "maze2d-large": "PointMaze_Large-v3",

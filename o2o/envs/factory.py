@@ -32,6 +32,23 @@ def _mujoco_warning(message: str) -> None:
         warnings.warn(f"MuJoCo: {message}", RuntimeWarning, stacklevel=2)
 
 
+# gymnasium-robotics 1.2.1–1.4.2 print this notice to stderr on import (every PointMaze run);
+# o2o's Adroit support names its env versions itself (docs/datasets.md), so it is dropped.
+_ROBOTICS_NOTICE = "environment's reward functions were updated in v1.2.1"
+
+
+@functools.cache
+def quiet_robotics_notice() -> None:
+    """Drop gymnasium-robotics' import-time Adroit notice; call before importing it."""
+    try:
+        from farama_notifications import notifications
+    except ImportError:
+        return
+    versions = notifications.get("gymnasium_robotics", {})
+    for version in [v for v, text in versions.items() if _ROBOTICS_NOTICE in text]:
+        del versions[version]
+
+
 @functools.cache
 def _route_mujoco_warnings() -> None:
     """MuJoCo's warnings as Python warnings (filterable) instead of bare stdout lines."""
@@ -42,12 +59,16 @@ def _route_mujoco_warnings() -> None:
     mujoco.set_mju_user_warning(_mujoco_warning)
 
 
-def make_env(env_id: str, seed: int | None = None) -> gym.Env:
-    """A continuous-control env whose action space is Box(-1, 1); one-line error otherwise."""
+def make_env(env_id: str, seed: int | None = None, **make_kwargs: object) -> gym.Env:
+    """A continuous-control env whose action space is Box(-1, 1); one-line error otherwise.
+    ``make_kwargs`` go to ``gym.make`` (``render_mode=...``); o2o's own makers take none."""
     _route_mujoco_warnings()
+    quiet_robotics_notice()
     maker = next((m for p, m in _MAKERS.items() if env_id.startswith(p)), None)
+    if maker and make_kwargs:
+        raise ConfigError(f"{env_id} is made by o2o's own maker, which takes no options")
     try:
-        env = maker(env_id) if maker else gym.make(env_id)
+        env = maker(env_id) if maker else gym.make(env_id, **make_kwargs)
     except gym.error.Error as error:
         raise ConfigError(f"unknown environment '{env_id}': {error}") from None
     except ImportError as error:

@@ -25,6 +25,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from o2o.envs.factory import quiet_robotics_notice
+
 SUCCESS_RADIUS = 0.45  # gymnasium-robotics' goal radius
 
 # The gymnasium-robotics maps (copied so that naming an env does not import that package).
@@ -161,14 +163,17 @@ class WaypointController:
         return np.clip(action, -1.0, 1.0).astype(np.float32)
 
 
-def make_point_maze(maze: str, continuing: bool) -> Any:
+def make_point_maze(
+    maze: str, continuing: bool, maze_map: Sequence[Sequence[int]] | None = None
+) -> Any:
     """The raw gymnasium-robotics PointMaze env on one of our maps (dict observations)."""
+    quiet_robotics_notice()
     from gymnasium_robotics.envs.maze.point_maze import PointMazeEnv
 
     if maze not in MAZE_MAPS:
         raise ValueError(f"unknown maze {maze!r}, expected one of {sorted(MAZE_MAPS)}")
     return PointMazeEnv(
-        maze_map=MAZE_MAPS[maze],
+        maze_map=maze_map or MAZE_MAPS[maze],
         reward_type="sparse",
         continuing_task=continuing,
         reset_target=False,
@@ -182,10 +187,11 @@ class SparsePointMaze(gym.Env):
     metadata = {"render_modes": []}
     eval_start, eval_goal = EVAL_START, EVAL_GOAL
     obs_dim = 4
+    success_radius = SUCCESS_RADIUS
 
     def __init__(self, maze: str = "umaze") -> None:
         self.maze = maze
-        self.maze_map = MAZE_MAPS[maze]
+        self.maze_map = self.map_for(maze)
         self._env = self._make_inner(maze)
         self.goal_xy = np.asarray(
             self._env.maze.cell_rowcol_to_xy(np.array(self.eval_goal[maze])), np.float64
@@ -195,19 +201,26 @@ class SparsePointMaze(gym.Env):
         )
         self.action_space = self._env.action_space
 
+    @staticmethod
+    def map_for(maze: str) -> list[list[int]]:
+        return MAZE_MAPS[maze]
+
     def _make_inner(self, maze: str) -> Any:
-        return make_point_maze(maze, continuing=False)
+        return make_point_maze(maze, continuing=False, maze_map=self.maze_map)
 
     def _observation(self, obs: dict) -> np.ndarray:
         return obs["observation"].copy()
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """The evaluation start; ``options={"reset_cell": (row, col)}`` starts elsewhere (data
+        collection), the goal stays the task's."""
         super().reset(seed=seed)
+        start = (options or {}).get("reset_cell", self.eval_start[self.maze])
         obs, _ = self._env.reset(
             seed=seed,
             options={
                 "goal_cell": np.array(self.eval_goal[self.maze]),
-                "reset_cell": np.array(self.eval_start[self.maze]),
+                "reset_cell": np.array(start),
             },
         )
         # gymnasium-robotics adds noise to the goal too; the task's goal is the cell centre.
@@ -217,7 +230,8 @@ class SparsePointMaze(gym.Env):
 
     def step(self, action):
         obs, _, _, truncated, _ = self._env.step(action)
-        success = bool(np.linalg.norm(obs["achieved_goal"] - self.goal_xy) <= SUCCESS_RADIUS)
+        distance = np.linalg.norm(obs["achieved_goal"] - self.goal_xy)
+        success = bool(distance <= self.success_radius)
         return self._observation(obs), float(success), success, truncated, {"success": success}
 
     def close(self) -> None:
@@ -258,11 +272,12 @@ class SparseAntMaze(SparsePointMaze):
     obs_dim = 29
 
     def _make_inner(self, maze: str) -> Any:
+        quiet_robotics_notice()
         from gymnasium_robotics.envs.maze.ant_maze_v5 import AntMazeEnv
 
         # Without contact forces: the 27 + 2 dimensions of D4RL and of Minari's AntMaze data.
         return AntMazeEnv(
-            maze_map=MAZE_MAPS[maze],
+            maze_map=self.maze_map,
             reward_type="sparse",
             continuing_task=False,
             reset_target=False,
@@ -273,6 +288,48 @@ class SparseAntMaze(SparsePointMaze):
         return antmaze_observation(obs)
 
 
+# D4RL's AntMaze geometry, for D4RL's HDF5 files (recorded in D4RL's own coordinates):
+# D4RL lays map rows along +y with the start cell's centre at the origin, gymnasium-robotics
+# lays them along -y with the map centred. On the row-flipped map gymnasium-robotics puts the
+# walls where D4RL has them, and D4RL's (x, y) is the torso's position minus the start cell's
+# centre: a translation, so the ant's own 27 dimensions are the same in both frames.
+D4RL_ANT_GYM_NAMES = {
+    "umaze": "O2OAntMazeD4RL_UMaze-v0",
+    "medium": "O2OAntMazeD4RL_Medium-v0",
+    "large": "O2OAntMazeD4RL_Large-v0",
+}
+D4RL_ANTMAZE_SUCCESS_RADIUS = 0.5  # d4rl/locomotion/ant.py: reward 1 within 0.5 of the goal
+
+
+def _flipped(cells: dict[str, tuple[int, int]]) -> dict[str, tuple[int, int]]:
+    return {maze: (len(MAZE_MAPS[maze]) - 1 - r, c) for maze, (r, c) in cells.items()}
+
+
+def antmaze_d4rl_env_id(maze: str) -> str:
+    return f"{__name__}:{D4RL_ANT_GYM_NAMES[maze]}"
+
+
+class D4RLFrameAntMaze(SparseAntMaze):
+    """SparseAntMaze in D4RL's coordinates (D4RL's start and goal cells, 0.5 goal radius)."""
+
+    eval_start, eval_goal = _flipped(ANTMAZE_EVAL_START), _flipped(ANTMAZE_EVAL_GOAL)
+    success_radius = D4RL_ANTMAZE_SUCCESS_RADIUS
+
+    def __init__(self, maze: str = "umaze") -> None:
+        super().__init__(maze)
+        start = np.array(self.eval_start[maze])
+        self.origin = np.asarray(self._env.maze.cell_rowcol_to_xy(start), np.float64)
+
+    @staticmethod
+    def map_for(maze: str) -> list[list[int]]:
+        return MAZE_MAPS[maze][::-1]
+
+    def _observation(self, obs: dict) -> np.ndarray:
+        observation = antmaze_observation(obs)
+        observation[:2] -= self.origin
+        return observation
+
+
 def _make_sparse_point_maze(maze: str) -> SparsePointMaze:
     return SparsePointMaze(maze)
 
@@ -281,10 +338,15 @@ def _make_sparse_ant_maze(maze: str) -> SparseAntMaze:
     return SparseAntMaze(maze)
 
 
+def _make_d4rl_ant_maze(maze: str) -> D4RLFrameAntMaze:
+    return D4RLFrameAntMaze(maze)
+
+
 for _maze in MAZE_MAPS:
     for _name, _maker, _limit in (
         (GYM_NAMES[_maze], "_make_sparse_point_maze", MAX_EPISODE_STEPS[_maze]),
         (ANT_GYM_NAMES[_maze], "_make_sparse_ant_maze", ANTMAZE_MAX_EPISODE_STEPS[_maze]),
+        (D4RL_ANT_GYM_NAMES[_maze], "_make_d4rl_ant_maze", ANTMAZE_MAX_EPISODE_STEPS[_maze]),
     ):
         if _name not in gym.registry:
             gym.register(

@@ -9,6 +9,7 @@ Ray) and the demo alike:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from dataclasses import asdict, dataclass, field
@@ -20,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from o2o.core.overrides import coerce_overrides
-from o2o.errors import ConfigError
+from o2o.errors import ConfigError, did_you_mean
 from o2o.experiment.checkpoint import load_checkpoint
 from o2o.experiment.pipeline import (
     OFFLINE,
@@ -28,7 +29,7 @@ from o2o.experiment.pipeline import (
     Pipeline,
     PipelineConfig,
     PipelineResult,
-    is_sparse_maze,
+    dataset_domain,
 )
 from o2o.experiment.runs import METRICS, RunDir, number, plain_config
 from o2o.finetune import coerce_method_options, make_methods
@@ -49,7 +50,10 @@ def agent_config_for(
     from o2o.agents import CONFIGS, domain_config
 
     if algo not in CONFIGS:
-        raise ConfigError(f"unknown algorithm '{algo}'; choose from {', '.join(sorted(CONFIGS))}")
+        raise ConfigError(
+            f"unknown algorithm '{algo}'{did_you_mean(algo, CONFIGS)}; choose from "
+            f"{', '.join(sorted(CONFIGS))}"
+        )
     typed = coerce_overrides(overrides, CONFIGS[algo])
     preset = domain_config(algo, domain)
     if finetuning and hasattr(CONFIGS[algo], "for_finetuning"):
@@ -90,12 +94,12 @@ class RunSpec:
         online_algo: str | None = None,
         online_overrides: dict[str, Any] | None = None,
     ) -> RunSpec:
-        """A validated spec; ``domain`` None: from the dataset (maze datasets get ``maze``).
-        ``online_algo``: fine-tune with that algorithm (its fine-tuning preset, then
-        ``online_overrides``) from the offline actor."""
+        """A validated spec; ``domain`` None: from the dataset (maze datasets get ``maze``,
+        Adroit ones ``adroit``). ``online_algo``: fine-tune with that algorithm (its
+        fine-tuning preset, then ``online_overrides``) from the offline actor."""
         algo = algo.lower()
         if domain is None:
-            domain = "maze" if dataset is not None and is_sparse_maze(dataset) else "locomotion"
+            domain = dataset_domain(dataset) if dataset is not None else "locomotion"
         budget = (pipeline.offline_steps, pipeline.online_steps * pipeline.utd)
         agent = agent_config_for(algo, domain, agent_overrides or {}, budget)
         online_agent = None
@@ -182,7 +186,7 @@ def load_offline_states(pipeline: Pipeline, source: Path) -> Any:
 
 def execute(
     spec: RunSpec,
-    run: RunDir,
+    run: RunDir | None,
     resume: bool = False,
     progress: bool = True,
     dataset: Any = None,
@@ -195,8 +199,10 @@ def execute(
     loaded from that run instead of trained (its offline rows are copied, so the run's own
     files tell the whole story). Writes and returns summary.json's content (``label``: the
     method's name there, default ``spec.finetune``). A new run whose setup fails before
-    anything but its config.yaml was written leaves no run directory behind."""
-    with run.removed_if_setup_fails(new=not resume):
+    anything but its config.yaml was written leaves no run directory behind. ``run`` None:
+    nothing is written, the rows stay in memory (the Python API's ``o2o.fit``)."""
+    guard = run.removed_if_setup_fails(new=not resume) if run else contextlib.nullcontext()
+    with guard:
         pipeline = spec.build(dataset)
         del dataset  # SAMG keeps no offline data in memory once fine-tuning starts
         if announce is not None:
@@ -206,8 +212,10 @@ def execute(
             offline_states = load_offline_states(pipeline, offline_from)
             source = Path(offline_from)
             source_dir = source if source.is_dir() else source.parent
-            if (source_dir / METRICS).exists() and not any(
-                row.get("phase") == OFFLINE for row in run.rows()
+            if (
+                run is not None
+                and (source_dir / METRICS).exists()
+                and not any(row.get("phase") == OFFLINE for row in run.rows())
             ):
                 for row in RunDir(source_dir).rows():
                     if row.get("phase") == OFFLINE:
@@ -231,7 +239,8 @@ def execute(
                 if "updates" in rows[-1]:
                     summary[f"{phase}_updates"] = rows[-1]["updates"]
         summary.update(pipeline.methods.summary(result.rows))
-        run.write_summary(summary)
+        if run is not None:
+            run.write_summary(summary)
         return result, summary
 
 

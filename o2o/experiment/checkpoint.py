@@ -34,6 +34,17 @@ TEMP_SUFFIX = ".tmp"
 _TEMP_NAME = re.compile(r"^\..+\.(msgpack|jsonl|json|yaml)\.[a-z0-9_]{8}\.tmp$")
 
 
+def _file_mode() -> int:
+    """The mode ``open()`` gives a new file (0o666 less the umask: 0644 under the usual 022);
+    mkstemp's temp files are 0600, which the rename would otherwise keep."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+FILE_MODE = _file_mode()
+
+
 def write_all(fd: int, payload: bytes) -> None:
     """Every byte of ``payload`` to ``fd`` (one ``os.write`` may write fewer)."""
     view = memoryview(payload)
@@ -48,6 +59,7 @@ def atomic_write_bytes(path: Path, payload: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
         try:
+            os.fchmod(fd, FILE_MODE)
             write_all(fd, payload)
             os.fsync(fd)
         finally:

@@ -21,7 +21,7 @@ import json
 import time
 import zlib
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import jax
 import jax.numpy as jnp
@@ -45,7 +45,10 @@ from o2o.experiment.runs import (
 from o2o.finetune.base import VANILLA, Methods
 
 DataPolicy = Literal["union", "mixed", "online"]
-RewardConvention = Literal["auto", "none", "iql_locomotion", "antmaze_minus_one", "antmaze_cql"]
+RewardConvention = Literal[
+    "auto", "none", "iql_locomotion", "antmaze_minus_one", "antmaze_cql", "adroit_binary"
+]
+REWARD_CONVENTIONS = get_args(RewardConvention)
 
 OFFLINE_CHECKPOINT = "offline.msgpack"
 PREPARED_CHECKPOINT = "finetune_start.msgpack"  # offline states + the method's extras
@@ -96,9 +99,9 @@ class PipelineConfig:
             f"offline_fraction must be in [0, 1], got {self.offline_fraction}",
         )
         check(
-            self.reward_convention
-            in ("auto", "none", "iql_locomotion", "antmaze_minus_one", "antmaze_cql"),
-            f"unknown reward_convention {self.reward_convention!r}",
+            self.reward_convention in REWARD_CONVENTIONS,
+            f"unknown reward_convention {self.reward_convention!r}; choose from "
+            f"{', '.join(REWARD_CONVENTIONS)}",
         )
         check(
             self.offline_eval_every % self.offline_chunk == 0
@@ -108,10 +111,49 @@ class PipelineConfig:
         )
 
 
-def is_sparse_maze(dataset: Any) -> bool:
-    env_id = str(dataset.env_id or "").lower()
-    name = str(dataset.name).lower()
-    return "maze" in env_id or "maze" in name
+def domain_of(*names: str) -> str:
+    """``adroit`` for an Adroit env or dataset name, ``maze`` for a sparse maze, else
+    ``locomotion``."""
+    from o2o.data.scores import d4rl_family
+    from o2o.envs.adroit import TASKS, is_adroit
+
+    if any(is_adroit(name) or d4rl_family(name) in TASKS for name in names if name):
+        return "adroit"
+    return "maze" if any("maze" in name.lower() for name in names) else "locomotion"
+
+
+def dataset_domain(dataset: Any) -> str:
+    return domain_of(str(dataset.env_id or ""), str(dataset.name))
+
+
+def reward_convention_for(agent_config: Any, dataset: Any, config: PipelineConfig) -> str:
+    """The configured convention; under ``auto`` the agent's for the dataset's domain."""
+    if config.reward_convention != "auto":
+        return config.reward_convention
+    return agent_config.reward_conventions[dataset_domain(dataset)]
+
+
+def adroit_binary(dataset: Any) -> tuple[Any, str]:
+    """Cal-QL's binary Adroit task (``pen-binary-v0`` ...): reward goal_achieved − 1 per step
+    (0 at the goal, −1 elsewhere), from the data's ``infos/goal_achieved`` and, online, from
+    o2o's binary Adroit env. Returns the relabelled dataset and that env's id."""
+    from o2o.data import env_id_for
+    from o2o.envs.adroit import adroit_binary_env_id, adroit_task_of
+
+    env_id = env_id_for(dataset)
+    task = adroit_task_of(env_id)
+    if task is None:
+        raise ConfigError(
+            f"reward convention adroit_binary needs an Adroit dataset, {dataset.name} evaluates "
+            f"on {env_id}"
+        )
+    if "goal_achieved" not in dataset.infos:
+        raise ConfigError(
+            f"reward convention adroit_binary needs per-step goal_achieved (D4RL's "
+            f"infos/goal_achieved, Minari's success info); {dataset.name} has none"
+        )
+    rewards = np.asarray(dataset.infos["goal_achieved"], np.float32) - 1.0
+    return dataset.replace(rewards=rewards), adroit_binary_env_id(task)
 
 
 def preprocess_for(
@@ -119,10 +161,7 @@ def preprocess_for(
 ) -> tuple[Preprocess, str]:
     """State statistics and reward transform (r' = scale·r + shift) and a description; the
     convention under ``auto`` is the agent's for the dataset's domain."""
-    convention = config.reward_convention
-    if convention == "auto":
-        domain = "maze" if is_sparse_maze(dataset) else "locomotion"
-        convention = agent_config.reward_conventions[domain]
+    convention = reward_convention_for(agent_config, dataset, config)
     scale, shift = 1.0, 0.0
     if convention == "iql_locomotion":
         returns = dataset.episode_returns(include_incomplete=True)
@@ -132,11 +171,24 @@ def preprocess_for(
         shift = -1.0
     elif convention == "antmaze_cql":
         scale, shift = 10.0, -5.0
+    elif convention == "adroit_binary":
+        # Cal-QL's reward_scale 10, reward_bias 5 on its binary Adroit tasks: -5 / +5.
+        scale, shift = 10.0, 5.0
     mean = std = None
     if config.normalize_states:
         mean = dataset.observations.mean(axis=0).astype(np.float32)
         std = (dataset.observations.std(axis=0) + 1e-3).astype(np.float32)
     return Preprocess(mean, std, scale, shift), convention
+
+
+def binary_score(env_id: str) -> Any:
+    """Returns of the binary Adroit task run from −T (never at the goal) to 0 (at the goal on
+    every step of the T-step episode); D4RL's dense-reward constants do not apply."""
+    from o2o.data.scores import ScoreInfo
+    from o2o.envs.adroit import MAX_EPISODE_STEPS, adroit_task_of
+
+    steps = MAX_EPISODE_STEPS[adroit_task_of(env_id)]
+    return ScoreInfo(-float(steps), 0.0, "dataset", "adroit_binary: share of steps at the goal")
 
 
 def _stack(tree: Any, seeds: int) -> Any:
@@ -194,8 +246,11 @@ class Pipeline:
             method.check_batch_size(config.batch_size)
         self.dataset = dataset if dataset is not None else datasets.load(config.dataset)
         self.env_id = datasets.env_id_for(self.dataset)
-        self.dataset_size = int(self.dataset.size)  # kept: SAMG drops the dataset itself
         self.score = datasets.score_reference(self.dataset)
+        if reward_convention_for(agent_config, self.dataset, config) == "adroit_binary":
+            self.dataset, self.env_id = adroit_binary(self.dataset)
+            self.score = binary_score(self.env_id)
+        self.dataset_size = int(self.dataset.size)  # kept: SAMG drops the dataset itself
         self.preprocess, self.reward_convention = preprocess_for(agent_config, self.dataset, config)
         self.online_preprocess, self.online_reward_convention = preprocess_for(
             self.online_agent_config, self.dataset, config
@@ -227,7 +282,10 @@ class Pipeline:
         """The dataset's transitions with rewards and Monte-Carlo returns in ``convention``
         and states normalised."""
         c = self.config
-        sparse = {"antmaze_minus_one": -1.0, "antmaze_cql": -5.0}.get(convention)
+        # The failure reward of sparse tasks (Cal-QL's reward_neg, in the agent's convention).
+        sparse = {"antmaze_minus_one": -1.0, "antmaze_cql": -5.0, "adroit_binary": -5.0}.get(
+            convention
+        )
         transitions = self.dataset.to_transition(discount=c.discount_for_mc_returns)
         rewards = preprocess.rewards(transitions.rewards)
         mc = self.dataset.replace(rewards=rewards).mc_returns(c.discount_for_mc_returns, sparse)

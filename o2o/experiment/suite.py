@@ -29,9 +29,10 @@ from typing import Any
 
 import yaml
 
+from o2o.core.agent import DOMAINS
 from o2o.core.overrides import coerce_overrides
 from o2o.errors import ConfigError, DatasetError, O2OError
-from o2o.experiment.pipeline import PipelineConfig
+from o2o.experiment.pipeline import PipelineConfig, domain_of
 from o2o.experiment.runs import check_run_name
 
 SUITE_FIELDS = (
@@ -65,8 +66,8 @@ _TOP_LEVEL_PIPELINE = {
 
 
 def dataset_domain(dataset: str) -> str:
-    """The hyperparameter preset a dataset name implies: maze datasets get ``maze``."""
-    return "maze" if "maze" in dataset.lower() else "locomotion"
+    """The hyperparameter preset a dataset name implies (``maze``, ``adroit``, ``locomotion``)."""
+    return domain_of(dataset)
 
 
 @dataclass(frozen=True)
@@ -299,9 +300,9 @@ def validate(suite: Suite) -> Suite:
         value = getattr(suite, key)
         if value is not None and (not isinstance(value, int) or value <= 0):
             raise ConfigError(f"suite field '{key}' must be a positive integer, got {value!r}")
-    if suite.domain not in ("auto", "locomotion", "maze"):
+    if suite.domain not in ("auto", *DOMAINS):
         raise ConfigError(
-            f"suite field 'domain' must be auto, locomotion or maze, got {suite.domain!r}"
+            f"suite field 'domain' must be auto, {', '.join(DOMAINS)}, got {suite.domain!r}"
         )
     clash = sorted(set(suite.pipeline) & _TOP_LEVEL_PIPELINE)
     if clash:

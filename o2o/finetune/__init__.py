@@ -11,7 +11,7 @@ from dataclasses import fields
 from typing import Any
 
 from o2o.core.overrides import coerce_overrides
-from o2o.errors import ConfigError
+from o2o.errors import ConfigError, did_you_mean
 from o2o.finetune.base import SLOTS, VANILLA, Method, Methods
 from o2o.finetune.o2ppo import O2PPO, O2PPOConfig
 from o2o.finetune.samg import SAMG, SAMGConfig
@@ -51,8 +51,8 @@ def parse_labels(name: str) -> tuple[str, ...]:
     for label in labels:
         if label not in REGISTRY:
             raise ConfigError(
-                f"unknown fine-tuning method '{label}'; choose from "
-                f"{', '.join(method_labels())}, or join several with '+'"
+                f"unknown fine-tuning method '{label}'{did_you_mean(label, REGISTRY)}; choose "
+                f"from {', '.join(method_labels())}, or join several with '+'"
             )
     return labels
 
