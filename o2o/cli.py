@@ -47,6 +47,8 @@ DATASET_DEFAULTS: dict[str, Any] = {
     "data_policy": None,
     "finetune": "vanilla",
     "method_overrides": [],
+    "online_algo": None,
+    "online_overrides": [],
     "offline_fraction": 0.5,
     "reward_convention": "auto",
     "no_normalize_states": False,
@@ -111,6 +113,22 @@ def _train_parser() -> OneLineParser:
         "fine-tuning method option, e.g. --method-set threshold=0.4, or LABEL.NAME=VALUE "
         "with several methods (repeatable)",
         dest="method_overrides",
+        action="append",
+        metavar="NAME=VALUE",
+    )
+    option(
+        dataset,
+        "--online-algo",
+        DATASET_DEFAULTS,
+        "fine-tune with this algorithm from the offline actor (e.g. --algo iql --online-algo "
+        "ppo: OCR-CFT's O2PPO setting); default: --algo itself",
+    )
+    option(
+        dataset,
+        "--online-set",
+        DATASET_DEFAULTS,
+        "config override of the --online-algo agent (repeatable)",
+        dest="online_overrides",
         action="append",
         metavar="NAME=VALUE",
     )
@@ -239,7 +257,9 @@ def _check_mode_options(args: argparse.Namespace) -> None:
 
 
 def _flag(dest: str) -> str:
-    return {"method_overrides": "method-set"}.get(dest, dest.replace("_", "-"))
+    return {"method_overrides": "method-set", "online_overrides": "online-set"}.get(
+        dest, dest.replace("_", "-")
+    )
 
 
 # What --resume takes from the command line; every other setting comes from config.yaml.
@@ -315,6 +335,7 @@ def cmd_train(argv: list[str]) -> int:
     from o2o.experiment.builder import agent_config_for
     from o2o.experiment.divergence import DivergenceGuard
     from o2o.experiment.online import OnlineConfig, OnlineTrainer, config_dict
+    from o2o.experiment.rollout import RolloutTrainer, eval_interval
     from o2o.experiment.runs import RunDir, check_run_name, default_run_name, number
     from o2o.experiment.sinks import Sinks
 
@@ -346,7 +367,11 @@ def cmd_train(argv: list[str]) -> int:
         online = OnlineConfig(**stored["online"])
     else:
         algo = args.algo.lower()
-        agent_config = agent_config_for(algo, None, parse_pairs(args.overrides))
+        # From scratch: the online schedules (PPO's rate annealing) follow --steps; offline
+        # ones have no budget here and keep their defaults.
+        agent_config = agent_config_for(
+            algo, None, parse_pairs(args.overrides), (None, args.steps * args.utd)
+        )
         online = OnlineConfig(
             env=args.env,
             steps=args.steps,
@@ -355,15 +380,19 @@ def cmd_train(argv: list[str]) -> int:
             update_every=args.update_every,
             utd=args.utd,
             batch_size=args.batch_size,
-            eval_every=min(args.eval_every, args.steps) if args.eval_every > 0 else args.eval_every,
+            eval_every=eval_interval(
+                agent_config,
+                min(args.eval_every, args.steps) if args.eval_every > 0 else args.eval_every,
+            ),
             eval_episodes=args.eval_episodes,
             seed=args.seed,
             seeds=args.seeds,
         )
         _check_env(online.env)
-    guard = DivergenceGuard(args.max_loss)
+    agent = agent_config.create()
+    trainer_class = RolloutTrainer if agent.on_policy else OnlineTrainer
     # Validated before anything is written.
-    trainer = OnlineTrainer(agent_config.create(), online, guard=guard)
+    trainer = trainer_class(agent, online, guard=DivergenceGuard(args.max_loss))
     log = None
     try:
         if not args.resume:
@@ -453,6 +482,8 @@ def cmd_train_dataset(
             parse_pairs(args.overrides),
             args.domain,
             dataset,
+            args.online_algo,
+            parse_pairs(args.online_overrides, "--online-set"),
         )
         name = args.name or default_run_name(spec.algo, args.finetune, Path(str(args.dataset)).stem)
         offline_from = args.from_run.resolve() if args.from_run is not None else None
@@ -464,9 +495,10 @@ def cmd_train_dataset(
 
     def announce(pipeline) -> None:
         info = pipeline.describe()
+        online = f" with {info['online_algo']}" if "online_algo" in info else ""
         print(
             f"{spec.algo} on {spec.pipeline.dataset} ({info['dataset_transitions']} transitions, "
-            f"env {info['env_id']}): fine-tuning {info['finetune']}, data policy "
+            f"env {info['env_id']}): fine-tuning {info['finetune']}{online}, data policy "
             f"{info['data_policy']}, reward convention {info['reward_convention']}; "
             f"normalized score uses {info['score_reference']}"
         )

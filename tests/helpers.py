@@ -167,3 +167,19 @@ def tiny_pipeline(dataset, methods="samg-even", options=None, **config):
     return Pipeline(
         "td3", TD3Config(hidden_dims=(16,)), PipelineConfig(**{**base, **config}), dataset, built
     )
+
+
+def numpy_gae(rewards, values, next_values, terminals, truncations, discount, lam):
+    """The textbook backward recursion in float64, one env, written without vector tricks."""
+    n = len(rewards)
+    advantages = np.zeros(n)
+    running = 0.0
+    for t in reversed(range(n)):
+        episode_goes_on = t < n - 1 and not terminals[t] and not truncations[t]
+        if not episode_goes_on:
+            running = 0.0
+        bootstrap = 0.0 if terminals[t] else discount * next_values[t]
+        delta = rewards[t] + bootstrap - values[t]
+        running = delta + discount * lam * running
+        advantages[t] = running
+    return advantages, advantages + values

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import struct
+from helpers import numpy_gae
 
 from o2o.core.networks import GaussianPolicy, StateValue
 from o2o.core.rollout import Rollout, RolloutSpec, estimate_advantages, gae, minibatch_epochs
@@ -98,22 +99,6 @@ def train(agent, config, run=None, resume=False, on_eval=None, **trainer_options
         return trainer.run(run, resume=resume, on_eval=on_eval, progress=False)
     finally:
         trainer.close()
-
-
-def numpy_gae(rewards, values, next_values, terminals, truncations, discount, lam):
-    """The textbook backward recursion in float64, one env, written without vector tricks."""
-    n = len(rewards)
-    advantages = np.zeros(n)
-    running = 0.0
-    for t in reversed(range(n)):
-        episode_goes_on = t < n - 1 and not terminals[t] and not truncations[t]
-        if not episode_goes_on:
-            running = 0.0
-        bootstrap = 0.0 if terminals[t] else discount * next_values[t]
-        delta = rewards[t] + bootstrap - values[t]
-        running = delta + discount * lam * running
-        advantages[t] = running
-    return advantages, advantages + values
 
 
 def test_gae_matches_a_numpy_loop_with_terminals_and_truncations():
@@ -269,8 +254,23 @@ class Crash(Exception):
     pass
 
 
-def test_resumed_run_equals_uninterrupted_run(tmp_path):
-    agent, config = ActorCritic(), small_config(steps=384)
+def small_ppo():
+    from o2o.agents import PPOConfig
+
+    # Running observation and return statistics are in the state: the checkpoint holds them.
+    return PPOConfig(
+        rollout_length=64,
+        epochs=2,
+        num_minibatches=4,
+        actor_hidden_dims=(32,),
+        critic_hidden_dims=(32,),
+        anneal_steps=384,
+    ).create()
+
+
+@pytest.mark.parametrize("make_agent", [ActorCritic, small_ppo], ids=["actor_critic", "ppo"])
+def test_resumed_run_equals_uninterrupted_run(tmp_path, make_agent):
+    agent, config = make_agent(), small_config(steps=384)
     full_run = RunDir.create(tmp_path / "full", {"algo": "test"})
     full = train(agent, config, full_run)
 

@@ -158,7 +158,7 @@ def test_train_help_shows_defaults(capsys):
     assert main(["train", "--algo", "list"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"^offline .*: awac, bc, calql, cql, iql, spot, td3bc$", out, re.M)
-    assert re.search(r"^online .*: sac, td3$", out, re.M)
+    assert re.search(r"^online .*: sac, td3, ppo$", out, re.M)
     json.dumps(out)
 
 

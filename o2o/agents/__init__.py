@@ -9,6 +9,7 @@ from o2o.agents.bc import BC, BCConfig
 from o2o.agents.calql import CalQL, CalQLConfig
 from o2o.agents.cql import CQL, CQLConfig
 from o2o.agents.iql import IQL, IQLConfig
+from o2o.agents.ppo import PPO, PPOConfig
 from o2o.agents.sac import SAC, SACConfig
 from o2o.agents.spot import SPOT, SPOTConfig
 from o2o.agents.td3 import TD3, TD3Config
@@ -18,9 +19,10 @@ from o2o.errors import ConfigError
 CONFIGS: dict[str, type] = {"sac": SACConfig, "td3": TD3Config}
 CONFIGS.update({"bc": BCConfig, "td3bc": TD3BCConfig, "awac": AWACConfig, "iql": IQLConfig})
 CONFIGS.update({"cql": CQLConfig, "calql": CalQLConfig, "spot": SPOTConfig})
+CONFIGS.update({"ppo": PPOConfig})
 # Online RL algorithms (no offline regulariser): they train from scratch on an env, and can
 # also start from a dataset; every other algorithm is an offline one.
-ONLINE_ALGORITHMS = ("sac", "td3")
+ONLINE_ALGORITHMS = ("sac", "td3", "ppo")
 
 
 def make_agent(name: str, **overrides: Any):
@@ -54,4 +56,4 @@ __all__ = [
     "make_agent",
 ]
 __all__ += ["AWAC", "AWACConfig", "BC", "BCConfig", "IQL", "IQLConfig", "TD3BC", "TD3BCConfig"]
-__all__ += ["CQL", "CQLConfig", "CalQL", "CalQLConfig", "SPOT", "SPOTConfig"]
+__all__ += ["CQL", "CQLConfig", "CalQL", "CalQLConfig", "SPOT", "SPOTConfig", "PPO", "PPOConfig"]

@@ -83,14 +83,17 @@ class AgentConfig:
     }
     online_data_policy: ClassVar[str] = "union"
 
-    def fit_to_budget(self, offline_steps: int, online_updates: int, keep: tuple[str, ...] = ()):
+    def fit_to_budget(
+        self, offline_steps: int | None, online_updates: int | None, keep: tuple[str, ...] = ()
+    ):
         """This config with its budget-dependent schedules set to the run's budget (fields in
-        ``keep`` were set by the user and stay)."""
+        ``keep`` were set by the user and stay; a phase whose budget is None, as the offline
+        one of a run from scratch, leaves its fields alone)."""
         budget = {"offline": offline_steps, "online": online_updates}
         changes = {
             name: max(1, budget[phase])
             for name, phase in self.budget_fields.items()
-            if name not in keep
+            if name not in keep and budget[phase] is not None
         }
         return replace(self, **changes) if changes else self
 

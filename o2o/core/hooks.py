@@ -13,6 +13,8 @@ An agent never knows which method is on. Its update consults the hooks at these 
 * ``actor_penalty``: extra actor loss terms (OCR's divergence to a reference policy);
 * ``policy_inputs`` / ``acting_inputs``: extra actor inputs (FamO2O's β encoding), per
   training sample and per acting observation; the actor is built ``policy_input_dim`` wider;
+* ``rollout_advantages``: an on-policy agent's advantages of a whole rollout, after GAE and
+  before any normalisation (O2PPO's reference-advantage blend);
 * ``improvement_weight``: the per-sample coefficient of the policy-improvement term in the
   actor loss — the AWR inverse temperature (IQL, AWAC) or the weight of Q (CQL, SAC) —
   replacing the agent's own (FamO2O's β).
@@ -37,6 +39,7 @@ from typing import Any, NamedTuple
 
 import jax
 
+from o2o.core.rollout import RolloutBatch
 from o2o.core.types import Transition, conditioned
 
 Array = jax.Array
@@ -134,6 +137,13 @@ class Hooks:
     ) -> Array | None:
         """(N, policy_input_dim) extra actor inputs when acting on ``observations``."""
         return None
+
+    def rollout_advantages(
+        self, extras: Any, batch: RolloutBatch, agent: Any, agent_state: Any
+    ) -> Array:
+        """(T,) advantages of a processed rollout (``batch.advantages`` are GAE's, its
+        observations as the agent's networks see them), with the agent and its state."""
+        return batch.advantages
 
     def __hash__(self) -> int:
         return hash(type(self))

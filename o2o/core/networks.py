@@ -54,10 +54,12 @@ class StateValue(nn.Module):
 
     hidden_dims: Sequence[int]
     layer_norm: bool = False
+    activation: Activation = nn.relu
 
     @nn.compact
     def __call__(self, observations: jnp.ndarray) -> jnp.ndarray:
-        return MLP(self.hidden_dims, 1, layer_norm=self.layer_norm)(observations)[..., 0]
+        mlp = MLP(self.hidden_dims, 1, self.activation, layer_norm=self.layer_norm)
+        return mlp(observations)[..., 0]
 
 
 class Ensemble(nn.Module):
@@ -178,21 +180,29 @@ class Gaussian:
     def mode(self) -> jnp.ndarray:
         return self.mean
 
+    def entropy(self) -> jnp.ndarray:
+        return jnp.sum(self.log_std + 0.5 * jnp.log(2 * jnp.pi * jnp.e), axis=-1)
+
 
 class GaussianPolicy(nn.Module):
     """pi(a|s) = N(mu(s), diag(sigma^2)) with a state-independent, learned log-std (initialised at
     0 and clipped), as CORL's IQL ``GaussianPolicy`` (``tanh_mean=True``: mu = tanh(f(s))) and
-    CORL's AWAC ``Actor`` (``tanh_mean=False``). Samples are not squashed; agents clip them."""
+    CORL's AWAC ``Actor`` (``tanh_mean=False``). Samples are not squashed; agents clip them.
+    ``activation`` and ``final_scale`` (the last layer's orthogonal gain) change no parameter
+    shape, so PPO's tanh actor with CleanRL's 0.01 gain loads an IQL actor's parameters."""
 
     hidden_dims: Sequence[int]
     action_dim: int
     tanh_mean: bool = True
     log_std_min: float = -20.0
     log_std_max: float = 2.0
+    activation: Activation = nn.relu
+    final_scale: float = 1.0
 
     @nn.compact
     def __call__(self, observations: jnp.ndarray) -> Gaussian:
-        mean = MLP(self.hidden_dims, self.action_dim)(observations)
+        mlp = MLP(self.hidden_dims, self.action_dim, self.activation, final_scale=self.final_scale)
+        mean = mlp(observations)
         if self.tanh_mean:
             mean = jnp.tanh(mean)
         log_std = self.param("log_std", nn.initializers.zeros, (self.action_dim,))

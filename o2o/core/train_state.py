@@ -58,8 +58,8 @@ def polyak(target_params: Any, online_params: Any, tau: float) -> Any:
 
 
 def adam(
-    learning_rate: float | optax.Schedule, grad_clip: float | None = None
+    learning_rate: float | optax.Schedule, grad_clip: float | None = None, eps: float = 1e-8
 ) -> optax.GradientTransformation:
     if grad_clip is None:
-        return optax.adam(learning_rate)
-    return optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(learning_rate))
+        return optax.adam(learning_rate, eps=eps)
+    return optax.chain(optax.clip_by_global_norm(grad_clip), optax.adam(learning_rate, eps=eps))

@@ -47,11 +47,14 @@ def agent_config_for(
     algo: str,
     domain: str | None,
     overrides: dict[str, Any],
-    budget: tuple[int, int] | None = None,
+    budget: tuple[int | None, int | None] | None = None,
+    finetuning: bool = False,
 ) -> Any:
-    """Algorithm ``algo``'s config: its preset for ``domain``, the user's ``overrides``
-    (typed from strings or YAML), and with ``budget`` = (offline steps, online updates) its
-    budget-dependent schedules fitted to the run's budget unless the user set them."""
+    """Algorithm ``algo``'s config: its preset for ``domain`` (with ``finetuning``: its
+    preset for fine-tuning another algorithm's actor, where it has one), the user's
+    ``overrides`` (typed from strings or YAML), and with ``budget`` = (offline steps, online
+    updates) its budget-dependent schedules fitted to the run's budget unless the user set
+    them."""
     from o2o.agents import CONFIGS, domain_config
 
     if algo not in CONFIGS:
@@ -60,8 +63,11 @@ def agent_config_for(
             f"{', '.join(sorted(CONFIGS))}"
         )
     typed = coerce_overrides(overrides, CONFIGS[algo])
+    preset = domain_config(algo, domain)
+    if finetuning and hasattr(CONFIGS[algo], "for_finetuning"):
+        preset = CONFIGS[algo].for_finetuning()
     try:
-        config = dataclasses.replace(domain_config(algo, domain), **typed)
+        config = dataclasses.replace(preset, **typed)
     except TypeError as error:
         raise ConfigError(str(error)) from None
     return config if budget is None else config.fit_to_budget(*budget, keep=tuple(typed))
@@ -80,6 +86,8 @@ class RunSpec:
     pipeline: PipelineConfig
     finetune: str = "vanilla"
     options: dict[str, Any] = field(default_factory=dict)
+    online_algo: str | None = None  # fine-tune with another algorithm (Pipeline's ``online``)
+    online_agent: Any = None
 
     @classmethod
     def create(
@@ -91,22 +99,34 @@ class RunSpec:
         agent_overrides: dict[str, Any] | None = None,
         domain: str | None = None,
         dataset: Any = None,
+        online_algo: str | None = None,
+        online_overrides: dict[str, Any] | None = None,
     ) -> RunSpec:
         """A validated spec; ``domain`` None: from the dataset (maze datasets get ``maze``,
-        Adroit ones ``adroit``)."""
+        Adroit ones ``adroit``). ``online_algo``: fine-tune with that algorithm (its
+        fine-tuning preset, then ``online_overrides``) from the offline actor."""
         algo = algo.lower()
         if domain is None:
             domain = dataset_domain(dataset) if dataset is not None else "locomotion"
         options = coerce_method_options(
             finetune, with_domain(finetune, method_options or {}, domain)
         )
+        budget = (pipeline.offline_steps, pipeline.online_steps * pipeline.utd)
         agent = agent_config_for(
             algo,
             domain,
             {**method_agent_defaults(finetune, options, algo), **(agent_overrides or {})},
-            (pipeline.offline_steps, pipeline.online_steps * pipeline.utd),
+            budget,
         )
-        spec = cls(algo, agent, pipeline, finetune, options)
+        online_agent = None
+        if online_algo is not None:
+            online_algo = online_algo.lower()
+            online_agent = agent_config_for(
+                online_algo, domain, online_overrides or {}, budget, finetuning=True
+            )
+        elif online_overrides:
+            raise ConfigError("--online-set needs --online-algo")
+        spec = cls(algo, agent, pipeline, finetune, options, online_algo, online_agent)
         if dataset is not None:
             spec.methods(dataset.obs_dim, dataset.act_dim)  # validates the options
         return spec
@@ -117,26 +137,34 @@ class RunSpec:
 
         algo = stored["algo"]
         finetune = stored.get("finetune", {"name": "vanilla", "options": {}})
+        online = stored.get("online_agent")
         return cls(
             algo,
             CONFIGS[algo](**_tuples(stored["agent"])),
             PipelineConfig(**stored["pipeline"]),
             finetune["name"],
             _tuples(finetune.get("options", {})),
+            online["algo"] if online else None,
+            CONFIGS[online["algo"]](**_tuples(online["agent"])) if online else None,
         )
 
     def stored(self) -> dict[str, Any]:
-        return plain_config(
-            {
-                "algo": self.algo,
-                "agent": asdict(self.agent),
-                "pipeline": asdict(self.pipeline),
-                "finetune": {"name": self.finetune, "options": dict(self.options)},
-            }
-        )
+        stored = {
+            "algo": self.algo,
+            "agent": asdict(self.agent),
+            "pipeline": asdict(self.pipeline),
+            "finetune": {"name": self.finetune, "options": dict(self.options)},
+        }
+        if self.online_algo is not None:  # absent otherwise: earlier runs' configs stay equal
+            stored["online_agent"] = {"algo": self.online_algo, "agent": asdict(self.online_agent)}
+        return plain_config(stored)
 
     def methods(self, obs_dim: int, act_dim: int) -> Any:
         return make_methods(self.finetune, self.options, obs_dim, act_dim)
+
+    @property
+    def online(self) -> tuple[str, Any] | None:
+        return None if self.online_algo is None else (self.online_algo, self.online_agent)
 
     @property
     def paired(self) -> bool:
@@ -153,7 +181,13 @@ class RunSpec:
         dataset = dataset if dataset is not None else datasets.load(self.pipeline.dataset)
         methods = self.methods(dataset.obs_dim, dataset.act_dim)
         return Pipeline(
-            self.algo, self.agent, self.pipeline, dataset=dataset, methods=methods, guard=guard
+            self.algo,
+            self.agent,
+            self.pipeline,
+            dataset=dataset,
+            methods=methods,
+            online=self.online,
+            guard=guard,
         )
 
 

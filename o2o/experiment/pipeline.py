@@ -41,7 +41,7 @@ from o2o.experiment.divergence import DivergenceGuard
 from o2o.experiment.faults import kill_point
 from o2o.experiment.online import OnlineConfig, OnlineData, OnlineTrainer, Preprocess, _eval_seed
 from o2o.experiment.progress import RunProgress
-from o2o.experiment.rollout import RolloutTrainer
+from o2o.experiment.rollout import RolloutTrainer, eval_interval
 from o2o.experiment.runs import (
     FINETUNE,
     METRICS,
@@ -223,11 +223,15 @@ class Pipeline:
         config: PipelineConfig,
         dataset: Any = None,
         methods: Methods | None = None,
+        online: tuple[str, Any] | None = None,
         guard: DivergenceGuard | None = None,
     ):
         """One run: ``agent_config`` (its ``create(hooks)`` builds the agent) pre-trained on
-        ``dataset`` then fine-tuned with ``methods`` (vanilla when None); ``guard`` stops it
-        if it diverges (the default bound when None)."""
+        ``dataset`` then fine-tuned with ``methods`` (vanilla when None). ``online`` =
+        (algorithm, config): fine-tune with another algorithm, whose agent starts from the
+        offline actor with its other networks fresh (OCR-CFT's O2PPO: IQL → PPO); its reward
+        convention and online data policy apply from the end of offline training. ``guard``
+        stops the run if it diverges (the default bound when None)."""
         from o2o import data as datasets
 
         self.algo, self.agent_config, self.config = algo, agent_config, config
@@ -235,8 +239,21 @@ class Pipeline:
         self.unsaved_rows: list[dict] = []  # the metrics rows of a run without a run directory
         self.methods = methods if methods is not None else VANILLA
         self.agent = agent_config.create(hooks=self.methods)
+        check(
+            not (self.agent.on_policy and config.offline_steps > 0),
+            f"{algo} is on-policy and learns from its own rollouts only: it has no offline "
+            "phase (use --offline-steps 0, or pre-train another algorithm and --online-algo)",
+        )
+        self.switches_agent = online is not None
+        self.online_algo, self.online_agent_config = online or (algo, agent_config)
+        # The agent fine-tuning (and the methods' phases before it) works on.
+        self.finetune_agent = (
+            self.online_agent_config.create(hooks=self.methods)
+            if self.switches_agent
+            else self.agent
+        )
         for method in self.methods:
-            method.check_agent(algo, self.agent)
+            method.check_agent(self.online_algo, self.finetune_agent)
             method.check_batch_size(config.batch_size)
         self.dataset = dataset if dataset is not None else datasets.load(config.dataset)
         self.env_id = datasets.env_id_for(self.dataset)
@@ -246,36 +263,52 @@ class Pipeline:
             self.score = binary_score(self.env_id)
         self.dataset_size = int(self.dataset.size)  # kept: SAMG drops the dataset itself
         self.preprocess, self.reward_convention = preprocess_for(agent_config, self.dataset, config)
+        self.online_preprocess, self.online_reward_convention = preprocess_for(
+            self.online_agent_config, self.dataset, config
+        )
         method_policy = self.methods.data_policy()
         if method_policy and config.data_policy and config.data_policy != method_policy:
             raise ConfigError(
                 f"{self.methods.label} fine-tunes with the '{method_policy}' data policy; "
                 f"--data-policy {config.data_policy} would change the method, drop it"
             )
-        self.policy = config.data_policy or method_policy or agent_config.online_data_policy
+        self.policy = (
+            config.data_policy or method_policy or self.online_agent_config.online_data_policy
+        )
+        self.offline = self.offline_transitions(self.preprocess, self.reward_convention)
+        # What fine-tuning sees of the offline data (its phases, union/mixed buffers): the
+        # same transitions unless the online agent's reward convention differs.
+        self.finetune_offline = (
+            self.offline
+            if self.online_reward_convention == self.reward_convention
+            else self.offline_transitions(self.online_preprocess, self.online_reward_convention)
+        )
+        self.obs_dim, self.act_dim = self.dataset.obs_dim, self.dataset.act_dim
+        before_offline = (*self.agent.phases(), *self.methods.phases(self.agent))
+        before_online = (*self.finetune_agent.phases(), *self.methods.phases(self.finetune_agent))
+        self.phases_before_offline = tuple(p for p in before_offline if p.when == "before_offline")
+        self.phases_before_online = tuple(p for p in before_online if p.when == "before_online")
+
+    def offline_transitions(self, preprocess: Preprocess, convention: str) -> Any:
+        """The dataset's transitions with rewards and Monte-Carlo returns in ``convention``
+        and states normalised."""
+        c = self.config
         # The failure reward of sparse tasks (Cal-QL's reward_neg, in the agent's convention).
         sparse = {"antmaze_minus_one": -1.0, "antmaze_cql": -5.0, "adroit_binary": -5.0}.get(
-            self.reward_convention
+            convention
         )
-        transitions = self.dataset.to_transition(discount=config.discount_for_mc_returns)
-        # Rewards and MC returns in the agent's convention; states normalised.
-        rewards = self.preprocess.rewards(transitions.rewards)
-        mc = self.dataset.replace(rewards=rewards).mc_returns(
-            config.discount_for_mc_returns, sparse
-        )
-        self.offline = transitions._replace(
-            observations=self.preprocess.observations(transitions.observations),
-            next_observations=self.preprocess.observations(transitions.next_observations),
+        transitions = self.dataset.to_transition(discount=c.discount_for_mc_returns)
+        rewards = preprocess.rewards(transitions.rewards)
+        mc = self.dataset.replace(rewards=rewards).mc_returns(c.discount_for_mc_returns, sparse)
+        return transitions._replace(
+            observations=preprocess.observations(transitions.observations),
+            next_observations=preprocess.observations(transitions.next_observations),
             rewards=rewards,
             mc_returns=mc,
         )
-        self.obs_dim, self.act_dim = self.dataset.obs_dim, self.dataset.act_dim
-        phases = (*self.agent.phases(), *self.methods.phases(self.agent))
-        self.phases_before_offline = tuple(p for p in phases if p.when == "before_offline")
-        self.phases_before_online = tuple(p for p in phases if p.when == "before_online")
 
     def describe(self) -> dict[str, Any]:
-        return {
+        described = {
             "env_id": self.env_id,
             "finetune": self.methods.label,
             "data_policy": self.policy,
@@ -284,6 +317,10 @@ class Pipeline:
             "score_provenance": self.score.provenance,
             "dataset_transitions": self.dataset_size,
         }
+        if self.switches_agent:
+            described["online_algo"] = self.online_algo
+            described["online_reward_convention"] = self.online_reward_convention
+        return described
 
     def initial_states(self) -> tuple[Any, Any]:
         """(agent states, train keys) of every seed, with the state of methods that train
@@ -324,10 +361,16 @@ class Pipeline:
         resume: bool,
         progress: bool,
         on_eval: Any = None,
+        agent: Any = None,
+        offline: Any = None,
     ) -> tuple[Any, Any]:
         """``phase.steps`` updates of ``phase.update`` (or the agent's, for ``offline``), fused
         in chunks, seeds vmapped; a row (evaluated where the policy changes) at every
-        interval, each with its checkpoint, so a killed run resumes inside the phase."""
+        interval, each with its checkpoint, so a killed run resumes inside the phase.
+        ``agent`` and ``offline`` (default: the offline agent and data) are what the phase
+        works on."""
+        agent = self.agent if agent is None else agent
+        offline = self.offline if offline is None else offline
         name, total = phase.name, phase.steps
         carry = {"states": states, "keys": keys, "step": np.int64(0)}
         if resume and run is not None and _phase(run) == name and run.has_checkpoint():
@@ -340,9 +383,11 @@ class Pipeline:
         step = int(carry["step"])
         states, keys = carry["states"], carry["keys"]
         if step < total:
-            states, keys = self._train_phase(phase, states, keys, step, run, progress, on_eval)
+            states, keys = self._train_phase(
+                phase, states, keys, step, run, progress, on_eval, agent, offline
+            )
         if phase.finish is not None:
-            states, rows = phase.finish(states, self.offline)
+            states, rows = phase.finish(states, offline)
             # The finish (SAMG's statistics) ran after the guard's last check.
             self.guard.check(jax.vmap(any_nan)(states), {}, name, total, run and run.path)
             if run is not None:
@@ -362,6 +407,8 @@ class Pipeline:
         run: RunDir | None,
         progress: bool,
         on_eval: Any,
+        agent: Any,
+        offline: Any,
     ) -> tuple[Any, Any]:
         """``run_phase``'s updates from ``step`` to the end of the phase."""
         c = self.config
@@ -374,10 +421,10 @@ class Pipeline:
             every = c.offline_eval_every
         else:
             every = _row_interval(total, chunk)
-        data = {"replay": _stack(buf.buffer_from_transitions(self.offline), c.seeds)}
+        data = {"replay": _stack(buf.buffer_from_transitions(offline), c.seeds)}
         compiled: dict[int, Any] = {}
         grid = EnvGrid(self.env_id, c.seeds, c.eval_episodes) if phase.evaluate else None
-        act = self._greedy(self.agent)
+        act = self._greedy(agent)
         start = time.perf_counter()
         bar = RunProgress(total, f"{name} {self.algo}", enabled=progress)
         bar.advance_to(step)
@@ -463,13 +510,16 @@ class Pipeline:
         if self.policy == "union":
             buffers = {
                 "replay": _stack(
-                    buf.buffer_from_transitions(self.offline, self.dataset.size + capacity), s
+                    buf.buffer_from_transitions(
+                        self.finetune_offline, self.dataset.size + capacity
+                    ),
+                    s,
                 )
             }
             return OnlineData(buffers, "replay", buf.Sampler(c.batch_size))
         online = _stack(buf.create_buffer(capacity, self.obs_dim, self.act_dim), s)
         if self.policy == "mixed":
-            offline = _stack(buf.buffer_from_transitions(self.offline), s)
+            offline = _stack(buf.buffer_from_transitions(self.finetune_offline), s)
             sampler = buf.Sampler.from_fractions(
                 c.batch_size, offline=c.offline_fraction, online=1.0 - c.offline_fraction
             )
@@ -489,7 +539,10 @@ class Pipeline:
             utd=c.utd,
             batch_size=c.batch_size,
             buffer_capacity=c.online_buffer_capacity,
-            eval_every=min(c.online_eval_every, max(c.online_steps, c.update_every)),
+            eval_every=eval_interval(
+                self.online_agent_config,
+                min(c.online_eval_every, max(c.online_steps, c.update_every)),
+            ),
             eval_episodes=c.eval_episodes,
             seed=c.seed,
             seeds=c.seeds,
@@ -502,8 +555,9 @@ class Pipeline:
         """Between the phases: the state of methods that start online, then their phases
         (SAMG's C-VAE fit); the result is cached in the run directory (``prepared``)."""
         c = self.config
+        states = self.online_start(offline_states) if self.switches_agent else offline_states
         states = self.methods.init_states(
-            self.agent, offline_states, _named_keys(c, "init"), self.preprocess, offline=False
+            self.finetune_agent, states, _named_keys(c, "init"), self.online_preprocess, False
         )
         if not self.phases_before_online:
             return states
@@ -519,10 +573,31 @@ class Pipeline:
                 run,
                 resume and phase.name == current,
                 progress,
+                agent=self.finetune_agent,
+                offline=self.finetune_offline,
             )
         if path is not None:
             save_checkpoint(path, {"states": states}, phase=self.phases_before_online[-1].name)
         return states
+
+    def online_start(self, offline_states: Any) -> Any:
+        """The online agent's states when it differs from the offline one: freshly
+        initialised (keys of their own) with the offline actor's parameters, the only network
+        OCR-CFT keeps; the actor's optimizer starts fresh."""
+        keys = _named_keys(self.config, "online_init")
+        fresh = jax.vmap(lambda k: self.finetune_agent.init(k, self.obs_dim, self.act_dim))(keys)
+        offline_actor = getattr(getattr(offline_states, "actor", None), "params", None)
+        online_actor = getattr(getattr(fresh, "actor", None), "params", None)
+        layout = lambda tree: jax.tree.map(np.shape, tree)  # noqa: E731
+        check(
+            offline_actor is not None
+            and online_actor is not None
+            and layout(offline_actor) == layout(online_actor),
+            f"the offline {self.algo} actor does not fit {self.online_algo}'s actor; give both "
+            "the same network layout (hidden sizes, a Gaussian policy)",
+        )
+        actor = fresh.actor.replace(params=jax.tree.map(jnp.copy, offline_actor))
+        return fresh.replace(actor=actor)
 
     def run(
         self,
@@ -552,16 +627,16 @@ class Pipeline:
             online = self.online_config()
             capacity = online.buffer_capacity or c.online_steps
             # An on-policy agent learns from its own rollouts: no replay data to build.
-            data = None if self.agent.on_policy else self.online_data(capacity)
+            data = None if self.finetune_agent.on_policy else self.online_data(capacity)
             # The online data holds what fine-tuning samples (under union/mixed, its own copy
             # of the offline transitions); under the online-only policy nothing of the offline
             # data stays in memory once fine-tuning starts.
-            self.offline = None
+            self.offline = self.finetune_offline = None
             self.dataset = None
             release_freed_memory()
             if on_online_start is not None:
                 on_online_start()
-            online_agent = self.agent.for_online()
+            online_agent = self.finetune_agent.for_online()
             methods = self.methods
 
             def on_chunk(step: int, states: Any, buffers: dict) -> tuple[Any, list[dict]]:
@@ -569,13 +644,13 @@ class Pipeline:
 
             common = dict(
                 score_fn=self.score.normalize,
-                preprocess=self.preprocess,
+                preprocess=self.online_preprocess,
                 data=data,
                 initial_states=start_states,
                 step_offset=c.offline_steps,
                 on_chunk=on_chunk if methods.has_events() else None,
             )
-            if self.agent.on_policy:
+            if self.finetune_agent.on_policy:
                 check(
                     methods.wrap_update(online_agent) == online_agent.update,
                     f"{methods.label} trains networks of its own in the replay update; "

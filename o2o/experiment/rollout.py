@@ -39,6 +39,15 @@ from o2o.experiment.online import (
 from o2o.experiment.runs import RunDir
 
 
+def eval_interval(agent_config: Any, requested: int) -> int:
+    """``requested`` env steps between evaluations, rounded up to whole rollouts for an
+    on-policy agent (a checkpoint falls between two rollouts); unchanged for the others."""
+    spec = getattr(agent_config, "rollout_spec", None)
+    if spec is None or requested <= 0:
+        return requested
+    return -(-requested // spec.length) * spec.length
+
+
 class RolloutTrainer(EnvLoop):
     """The on-policy loop; constructed and run like ``OnlineTrainer``."""
 

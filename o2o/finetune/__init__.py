@@ -14,6 +14,7 @@ from o2o.core.overrides import coerce_overrides
 from o2o.errors import ConfigError, did_you_mean
 from o2o.finetune.base import SLOTS, VANILLA, Method, Methods
 from o2o.finetune.famo2o import FamO2O, FamO2OConfig
+from o2o.finetune.o2ppo import O2PPO, O2PPOConfig
 from o2o.finetune.samg import SAMG, SAMGConfig
 from o2o.finetune.sera import SERA, SERAConfig
 
@@ -37,6 +38,8 @@ register(SERA, "sera-none-tanh", squash="none")  # r + λ·r_int
 register(FamO2O)
 register(FamO2O, "famo2o-fixed", beta_source="fixed")  # β = beta (default: mid-range)
 register(FamO2O, "famo2o-random", beta_source="random")  # β ~ U[lo, hi] online
+register(O2PPO)  # over an offline iql run with --online-algo ppo
+register(O2PPO, "o2ppo-interval", reference_update="interval")  # π_ref ← π every 4 evaluations
 
 
 def method_labels() -> list[str]:
@@ -146,6 +149,6 @@ def make_methods(name: str, options: dict[str, Any], obs_dim: int, act_dim: int)
 
 
 __all__ = ["REGISTRY", "SAMG", "SERA", "SLOTS", "VANILLA", "Method", "Methods", "SAMGConfig"]
-__all__ += ["FamO2O", "FamO2OConfig", "SERAConfig"]
+__all__ += ["FamO2O", "FamO2OConfig", "SERAConfig", "O2PPO", "O2PPOConfig"]
 __all__ += ["coerce_method_options", "make_methods", "method_labels", "parse_labels", "register"]
 __all__ += ["method_agent_defaults", "with_domain"]

@@ -17,6 +17,7 @@ Slots (a method declares the ones it uses; two methods may not share an exclusiv
 ``actor_terms``    extra actor losses                                       ``actor_penalty``
 ``policy_inputs``  extra actor inputs per sample and when acting, and the improvement-term
                    coefficient they go with (exclusive)          ``improvement_weight``
+``advantages``     an on-policy agent's advantages of each rollout  ``rollout_advantages``
 ``state_update``   method-owned networks trained inside the fused update    ``update``
 ``phases``         engine-run updates before offline / before online        ``phases``
 ``events``         host-side events online          ``on_chunk``, ``on_evaluation``
@@ -36,6 +37,7 @@ import numpy as np
 
 from o2o.core.engine import Phase
 from o2o.core.hooks import ActorInputs, Hooks, PolicyInputs, TargetInputs
+from o2o.core.rollout import RolloutBatch
 from o2o.core.types import Transition
 from o2o.errors import ConfigError
 
@@ -48,6 +50,7 @@ SLOTS = (
     "critic_terms",
     "actor_terms",
     "policy_inputs",
+    "advantages",
     "state_update",
     "phases",
     "events",
@@ -119,6 +122,13 @@ class Method:
         self, state: Any, observations: Array, key: Array, deterministic: bool
     ) -> Array | None:
         return None
+
+    def rollout_advantages(
+        self, state: Any, batch: RolloutBatch, agent: Any, agent_state: Any
+    ) -> Array:
+        """An on-policy agent's advantages of a whole rollout (``batch.advantages``, as
+        earlier methods of a composition left them), before the agent normalises them."""
+        return batch.advantages
 
     def update(
         self, state: Any, agent: Any, agent_state: Any, batch: Transition, key: Array
@@ -307,6 +317,14 @@ class Methods(Hooks):
             if "policy_inputs" in method.slots:
                 return method.acting_inputs(state, observations, key, deterministic)
         return None
+
+    def rollout_advantages(
+        self, extras: Any, batch: RolloutBatch, agent: Any, agent_state: Any
+    ) -> Array:
+        for method, state in self.active(extras):
+            advantages = method.rollout_advantages(state, batch, agent, agent_state)
+            batch = batch._replace(advantages=advantages)
+        return batch.advantages
 
     # --- around the agent -------------------------------------------------------------------
     def wrap_update(self, agent: Any) -> Any:
