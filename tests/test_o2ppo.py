@@ -269,8 +269,8 @@ def test_o2ppo_killed_in_the_value_fit_or_online_resumes_identically(
         saved: list[str] = []
         for module, original in originals.items():
 
-            def save(path, tree, original=original):
-                original(path, tree)
+            def save(path, tree, original=original, **options):
+                original(path, tree, **options)
                 saved.append(path.name)
                 if len(saved) == kill_at:
                     raise KeyboardInterrupt
