@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -165,3 +166,32 @@ def test_cli_errors_print_one_line_and_exit_2(capsys, dirs, tmp_path):
     assert err.endswith("no such file") and "\n" not in err
     assert main(["make", "hopper-medium-v2"]) == 2
     assert "cannot make 'hopper-medium-v2'" in capsys.readouterr().err
+
+
+def test_cli_list_fits_80_columns_and_paths_shows_where_files_go(dirs):
+    """One short row per dataset at 80 columns (no path folded over dozens of lines);
+    ``--paths`` gives each row its env and full location."""
+    import subprocess
+    import sys
+
+    data, _ = dirs
+    env = {**os.environ, "COLUMNS": "80"}
+    listing = subprocess.run(
+        [sys.executable, "-m", "o2o", "datasets", "list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    rows = [line for line in listing if line.startswith("│")]
+    assert len(rows) == len(registry())  # one line each
+    assert max(len(line) for line in listing) <= 80
+    assert any("hopper-medium-v2" in r and "missing" in r for r in rows)
+    wide = subprocess.run(
+        [sys.executable, "-m", "o2o", "datasets", "list", "--paths"],
+        env={**env, "COLUMNS": "250"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert f"put at {data}" in wide and "Hopper-v5" in wide

@@ -22,7 +22,10 @@ def _parser() -> argparse.ArgumentParser:
         prog="o2o datasets", description="Offline datasets: list, inspect, make."
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
-    sub.add_parser("list", help="named datasets, whether present, and where")
+    listing = sub.add_parser("list", help="named datasets, whether present, and where")
+    listing.add_argument(
+        "--paths", action="store_true", help="a row per dataset with its env and full path"
+    )
     info = sub.add_parser("info", help="statistics of a named dataset or a file/directory")
     info.add_argument("name", help="registered name, .hdf5 path or Minari dataset directory")
     info.add_argument("--no-env-check", action="store_true", help="skip the checks against the env")
@@ -93,28 +96,47 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _list(console: Console) -> int:
+def _where(entry, path) -> str:
+    """Which known directory holds ``path`` (short names, listed under the table)."""
+    from o2o.data.registry import data_dir, minari_root, reference_dir
+
+    if path is None:
+        return "make" if entry.makeable else "missing"
+    for label, root in (
+        ("reference", reference_dir()),
+        ("data", data_dir()),
+        ("minari", minari_root()),
+    ):
+        if root is not None and Path(root) in Path(path).parents:
+            return label
+    return "d4rl" if entry.suite == "d4rl" else str(path)
+
+
+def _list(console: Console, paths: bool = False) -> int:
+    """One short row per dataset (fits 80 columns); ``paths``: its env and full path too."""
     from o2o.data.registry import data_dir, entries_with_locations, minari_root, reference_dir
 
     table = Table(title="o2o datasets")
     table.add_column("name", no_wrap=True)
-    table.add_column("suite")
-    table.add_column("env", no_wrap=True)
-    table.add_column("present", no_wrap=True)
-    table.add_column("where", overflow="fold")
+    table.add_column("suite", no_wrap=True)
+    table.add_column("where", no_wrap=not paths, overflow="fold")
+    if paths:
+        table.add_column("env", no_wrap=True)
     for entry, path in entries_with_locations():
-        copies = entry.find_all()
-        where = str(path) if path else f"put at {entry.candidates()[0]}"
-        if len(copies) > 1:  # e.g. a made lite file shadowed by the shared reference file
-            where += " (also: " + ", ".join(str(p) for p in copies[1:]) + ")"
-        table.add_row(
-            entry.name,
-            entry.suite,
-            entry.env_id.split(":")[-1],
-            "yes" if path else ("no (make)" if entry.makeable else "no"),
-            where,
-        )
+        where = _where(entry, path)
+        if paths:
+            where = str(path) if path else f"put at {entry.candidates()[0]}"
+            copies = entry.find_all()
+            if len(copies) > 1:  # e.g. a made lite file shadowed by the shared reference file
+                where += " (also: " + ", ".join(str(p) for p in copies[1:]) + ")"
+        row = [entry.name, entry.suite, where]
+        table.add_row(*row, *([entry.env_id.split(":")[-1]] if paths else []))
     console.print(table)
+    console.print(
+        "where: reference = the shared reference dir, data = the data dir, minari = the Minari "
+        "root, d4rl = D4RL's download dir; make = `o2o datasets make NAME` builds it; missing = "
+        "bring the file (`o2o datasets list --paths` shows where it goes)."
+    )
     console.print(f"data dir: {data_dir()}  (set O2O_DATA_DIR to change)")
     console.print(f"reference dir: {reference_dir() or 'not found'}")
     console.print(f"Minari root: {minari_root()}  (set MINARI_DATASETS_PATH to change)")
@@ -272,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     try:
         if args.command == "list":
-            return _list(console)
+            return _list(console, args.paths)
         if args.command == "info":
             return _info(console, args.name, check_env=not args.no_env_check)
         if args.command == "make-standin":
