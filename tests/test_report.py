@@ -308,3 +308,17 @@ def test_paired_table_sets_each_method_beside_vanilla(results):
     )
     # SAMG 38/42/46 vs vanilla mean 44: one seed above
     assert rows[("halfcheetah-medium-lite", "iql")][-2:] == ("-4.5%", "1/3")
+
+
+def test_a_method_with_its_own_offline_phase_is_matched_by_seed_not_paired(tmp_path):
+    """FamO2O trains from the first offline step, so its runs share no offline checkpoint
+    with vanilla: the report's heading says it is matched by seed only."""
+    root = tmp_path / "results"
+    write_run(root, "hopper-medium-lite", "iql", "vanilla", [40.0, 50.0], [50.0, 60.0])
+    write_run(root, "hopper-medium-lite", "iql", "famo2o", [35.0, 45.0], [55.0, 65.0])
+    write_run(root, "hopper-medium-lite", "iql", "samg", [40.0, 50.0], [52.0, 58.0], samg=True)
+    out = tmp_path / "report"
+    assert main(["report", str(root), "--out", str(out), "--reps", "50"]) == 0
+    text = (out / "report.md").read_text()
+    assert "## famo2o vs vanilla, by seed (own offline phase)" in text
+    assert "## samg vs vanilla, paired" in text

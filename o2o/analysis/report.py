@@ -105,13 +105,16 @@ def build_report(
 
     paired = paired_tables(results)
     for method, table in paired.items():
-        blocks += [Heading(2, f"{method} vs vanilla, paired"), table]
+        how = "by seed (own offline phase)" if _pretrains_itself(method, results) else "paired"
+        blocks += [Heading(2, f"{method} vs vanilla, {how}"), table]
     if paired:
         blocks.append(
             Paragraph(
                 "Each fine-tuning method beside vanilla on the same dataset, base algorithm and "
-                "offline checkpoint. `seeds above vanilla's mean`: how many of the method's seeds "
-                "end above vanilla's mean after online."
+                "offline checkpoint; a method that trains from the first offline step (FamO2O) "
+                "has its own offline phase and is matched with vanilla by seed only. "
+                "`seeds above vanilla's mean`: how many of the method's seeds end above "
+                "vanilla's mean after online."
             )
         )
 
@@ -137,6 +140,22 @@ def build_report(
         blocks.append(Heading(2, "Unfinished runs"))
         blocks.append(Paragraph(", ".join(f"`{r.dataset}/{r.label}`" for r in unfinished) + "."))
     return blocks
+
+
+def _pretrains_itself(method: str, results: Sequence[RunResult]) -> bool:
+    """Whether the runs of ``method`` trained their own offline phase (a method that trains
+    from the first offline step), so they share no offline checkpoint with vanilla."""
+    from o2o.errors import O2OError
+    from o2o.finetune import REGISTRY, parse_labels
+
+    for result in results:
+        if result.method == method:
+            name = (result.config.get("finetune") or {}).get("name", method)
+            try:
+                return any(REGISTRY[label][0].trains_offline for label in parse_labels(name))
+            except O2OError:
+                return False
+    return False
 
 
 def _statistics_blocks(results: Sequence[RunResult], reps: int, seed: int) -> list[Block]:
