@@ -1,7 +1,11 @@
-"""A rich progress bar for training: step, updates/s, latest evaluation."""
+"""Training progress: step, updates/s, latest evaluation, elapsed time and ETA. A rich bar on a
+terminal; elsewhere (a log file, a pipe, a cluster job) a plain line every
+``$O2O_PROGRESS_EVERY`` seconds (default 30) and one at the end, since a bar redrawn in place
+reaches a log only when its phase ends."""
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -15,13 +19,36 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+PLAIN_EVERY_ENV = "O2O_PROGRESS_EVERY"
+DEFAULT_PLAIN_EVERY = 30.0
+
+
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}"
+
 
 class RunProgress:
     def __init__(
-        self, total: int, description: str, enabled: bool = True, console: Console | None = None
+        self,
+        total: int,
+        description: str,
+        enabled: bool = True,
+        console: Console | None = None,
+        plain_every: float | None = None,
     ):
         self.enabled = enabled
         self.total = total
+        self.description = description
+        self.console = console or Console()
+        self.plain = enabled and not self.console.is_terminal
+        if plain_every is None:
+            plain_every = float(os.environ.get(PLAIN_EVERY_ENV) or DEFAULT_PLAIN_EVERY)
+        self.plain_every = plain_every
+        self._step = 0
+        self._first_step: int | None = None
+        self._last_line = time.perf_counter()
         self._last_eval = "eval: -"
         self._rate = "- upd/s"
         self._t0 = time.perf_counter()
@@ -33,8 +60,8 @@ class RunProgress:
             TextColumn("{task.fields[last_eval]}"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
-            console=console,
-            disable=not enabled,
+            console=self.console,
+            disable=not enabled or self.plain,
             transient=False,
         )
         self._task = self._progress.add_task(
@@ -47,12 +74,39 @@ class RunProgress:
 
     def __exit__(self, *exc: Any) -> None:
         self._progress.__exit__(*exc)
+        if self.plain:
+            self._plain_line()
 
     def advance_to(self, step: int, updates: int | None = None) -> None:
         if updates is not None:
             elapsed = max(time.perf_counter() - self._t0, 1e-9)
-            self._rate = f"{updates / elapsed:,.0f} upd/s"
+            # Before the first update (warm-up: SAMG's seed transitions, random steps) the
+            # loop only collects data: say so rather than "0 upd/s".
+            self._rate = (
+                f"{updates / elapsed:,.0f} upd/s" if updates else "collecting, no updates yet"
+            )
+        self._step = step
+        if self._first_step is None:
+            self._first_step = step
         self._progress.update(self._task, completed=step, rate=self._rate)
+        if self.plain and time.perf_counter() - self._last_line >= self.plain_every:
+            self._plain_line()
+
+    def _plain_line(self) -> None:
+        """``description: step/total (pct) | rate | last eval | elapsed | eta`` on one line."""
+        self._last_line = time.perf_counter()
+        elapsed = self._last_line - self._t0
+        done = self._step - (self._first_step or 0)
+        left = self.total - self._step
+        eta = _clock(elapsed / done * left) if done > 0 and left > 0 else "-"
+        percent = 100.0 * self._step / self.total if self.total else 100.0
+        self.console.print(
+            f"{self.description}: {self._step}/{self.total} ({percent:.0f}%) | {self._rate} | "
+            f"{self._last_eval} | elapsed {_clock(elapsed)} | eta {eta}",
+            highlight=False,
+            markup=False,
+            soft_wrap=True,
+        )
 
     def report(self, row: dict) -> None:
         """The last row in the bar: its evaluation, or (a phase that does not evaluate) its
