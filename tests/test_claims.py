@@ -170,7 +170,16 @@ def test_a_reference_at_the_ceiling_makes_a_score_claim_not_testable():
     )
     assert only(rows, "samg", "vanilla", "maze").verdict == "not testable (ceiling)"
     regret = [r for r in rows if r.claim.metric == "regret"][0]
-    assert regret.verdict == "not shown"
+    assert regret.verdict == "not shown"  # vanilla's regret is not 0: samg could be lower
+    perfect = claims.evaluate(
+        [
+            run("pointmaze-medium", "vanilla", full, success=[[1, 1], [1, 1], [1, 1]]),
+            run("pointmaze-medium", "samg", full, success=[[1, 1], [1, 1], [1, 1]]),
+        ],
+        reps=500,
+    )
+    regret = [r for r in perfect if r.claim.metric == "regret"][0]
+    assert regret.verdict == "not testable (ceiling)"  # no regret left to lower
     worse = claims.evaluate(
         [
             run("pointmaze-medium", "vanilla", full),
