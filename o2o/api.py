@@ -75,13 +75,14 @@ def fit(
     for ``offline_steps``, then fine-tune online for ``online_steps`` env steps with
     ``methods`` (a label like ``"samg+sera"`` or a list of labels), ``seeds`` seeds on a
     vmapped axis. ``options`` are PipelineConfig fields (``seed``, ``eval_episodes``,
-    ``offline_eval_every``, ``data_policy``, ``batch_size``, ...); ``agent_options`` are
+    ``offline_eval_every``, ``data_policy``, ``batch_size``, ...; the evaluation intervals default
+    to about ten per phase, as the CLI's); ``agent_options`` are
     ``--set`` overrides, ``method_options`` ``--method-set`` ones. With ``run_dir`` the run is
     saved there (a new directory, as ``o2o train`` writes it); without, nothing is written.
     ``log``: sinks beside metrics.jsonl (``"csv,tensorboard,wandb"``; needs ``run_dir``)."""
     from o2o import data as datasets
     from o2o.experiment.builder import RunSpec, execute
-    from o2o.experiment.pipeline import PipelineConfig
+    from o2o.experiment.pipeline import PipelineConfig, budget_eval_intervals
     from o2o.experiment.runs import RunDir
     from o2o.experiment.sinks import Sinks, parse_sinks
 
@@ -92,12 +93,13 @@ def fit(
     for name in options:
         if name not in fields:
             raise ConfigError(f"fit() got an unknown option '{name}'{did_you_mean(name, fields)}")
+    offline_every, online_every = budget_eval_intervals(offline_steps, online_steps)
     config = PipelineConfig(
         dataset=str(dataset),
         offline_steps=offline_steps,
         online_steps=online_steps,
         seeds=seeds,
-        **options,
+        **{"offline_eval_every": offline_every, "online_eval_every": online_every, **options},
     )
     data = datasets.load(str(dataset))
     spec = RunSpec.create(

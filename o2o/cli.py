@@ -54,8 +54,8 @@ DATASET_DEFAULTS: dict[str, Any] = {
     "no_normalize_states": False,
     "domain": None,
     "from_run": None,
-    "offline_eval_every": 25_000,
-    "online_eval_every": 10_000,
+    "offline_eval_every": None,  # None: fitted to the budget (budget_eval_intervals)
+    "online_eval_every": None,
 }
 ENV_DEFAULTS: dict[str, Any] = {
     "env": "Pendulum-v1",
@@ -174,13 +174,17 @@ def _train_parser() -> OneLineParser:
         dataset,
         "--offline-eval-every",
         DATASET_DEFAULTS,
-        "offline steps between evaluations (each with its checkpoint)",
+        "offline steps between evaluations, each with its checkpoint (default: about 10 per "
+        "phase, a multiple of 1000, at most 25000)",
         type=int,
     )
     option(
-        dataset, "--online-eval-every", DATASET_DEFAULTS, "online env steps between evaluations",
+        dataset,
+        "--online-eval-every",
+        DATASET_DEFAULTS,
+        "online env steps between evaluations (default: about 10 per phase, at most 10000)",
         type=int,
-    )  # fmt: skip
+    )
     option(env, "--env", ENV_DEFAULTS, "Gymnasium env id with continuous actions")
     option(env, "--steps", ENV_DEFAULTS, "environment steps per seed", type=int)
     option(env, "--random-steps", ENV_DEFAULTS, "uniform random actions at the start", type=int)
@@ -441,7 +445,7 @@ def cmd_train_dataset(
     from o2o import data as datasets
     from o2o.experiment.builder import RunSpec, execute, score_line
     from o2o.experiment.divergence import DivergenceGuard
-    from o2o.experiment.pipeline import PipelineConfig
+    from o2o.experiment.pipeline import PipelineConfig, budget_eval_intervals
     from o2o.experiment.runs import RunDir, default_run_name
     from o2o.experiment.sinks import Sinks
 
@@ -453,6 +457,7 @@ def cmd_train_dataset(
         offline_from = Path(stored[FROM_KEY]) if stored.get(FROM_KEY) else None
     else:
         dataset = datasets.load(args.dataset)
+        offline_every, online_every = budget_eval_intervals(args.offline_steps, args.online_steps)
         config = PipelineConfig(
             dataset=args.dataset,
             offline_steps=args.offline_steps,
@@ -462,8 +467,12 @@ def cmd_train_dataset(
             batch_size=args.batch_size,
             utd=args.utd,
             update_every=args.update_every,
-            offline_eval_every=args.offline_eval_every,
-            online_eval_every=args.online_eval_every,
+            offline_eval_every=offline_every
+            if args.offline_eval_every is None
+            else args.offline_eval_every,
+            online_eval_every=online_every
+            if args.online_eval_every is None
+            else args.online_eval_every,
             eval_episodes=args.eval_episodes,
             normalize_states=not args.no_normalize_states,
             reward_convention=args.reward_convention,

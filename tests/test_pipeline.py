@@ -323,3 +323,19 @@ def test_kill_before_the_first_online_checkpoint_resumes_identically(
             pipeline.run(run, progress=False)
 
     assert_resumes_identically(tmp_path, small_hopper, crashing_run)
+
+
+def test_default_evaluation_intervals_follow_the_budget():
+    """About ten evaluations per phase (offline a multiple of the 1,000-step chunk), never
+    sparser than every 25k offline / 10k online steps; worked out by hand."""
+    from o2o.experiment.pipeline import budget_eval_intervals
+
+    assert budget_eval_intervals(1_000_000, 500_000) == (25_000, 10_000)  # long runs: as before
+    assert budget_eval_intervals(60_000, 20_000) == (6_000, 2_000)
+    assert budget_eval_intervals(5_000, 5_000) == (1_000, 500)  # the chunk / 500 floors
+    assert budget_eval_intervals(0, 1_234) == (1_000, 500)
+    assert budget_eval_intervals(123_456, 77_777) == (12_000, 7_750)
+    for offline, online in [(0, 0), (999, 49), (250_000, 100_000), (31_000, 9_999)]:
+        every = budget_eval_intervals(offline, online)
+        # valid with the default 1,000-step offline chunk
+        PipelineConfig(dataset="d", offline_eval_every=every[0], online_eval_every=every[1])

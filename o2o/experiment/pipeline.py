@@ -119,6 +119,16 @@ class PipelineConfig:
         )
 
 
+def budget_eval_intervals(offline_steps: int, online_steps: int) -> tuple[int, int]:
+    """Evaluation intervals fitted to a budget, the CLI's and ``o2o.fit``'s defaults: about
+    ten evaluations per phase (offline a multiple of the 1,000-step chunk), at most every 25k
+    offline / 10k online steps as on long runs; a fixed 25k / 10k gave small budgets curves
+    of one or two points."""
+    offline = min(25_000, max(1_000, offline_steps // 10 // 1_000 * 1_000))
+    online = min(10_000, max(500, online_steps // 10 // 50 * 50))
+    return offline, online
+
+
 def domain_of(*names: str) -> str:
     """``adroit`` for an Adroit env or dataset name, ``maze`` for a sparse maze, else
     ``locomotion``."""
