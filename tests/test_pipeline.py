@@ -129,6 +129,9 @@ def test_pipeline_logs_both_phases_with_scores(tmp_path, small_hopper):
     assert phases == [("offline", 200), ("offline", 400), ("online", 500), ("online", 600)]
     row = result.rows[-1]
     assert len(row["seed_normalized_scores"]) == 2
+    # Coverage of the states visited online (o2o.experiment.visited), 100 steps per seed.
+    assert all("coverage/knn_radius" in r for r in result.rows if r["phase"] == "online")
+    assert all(1 <= n <= 100 for n in row["seed_coverage/cells"])
     ref = datasets.score_reference(small_hopper)
     assert row["normalized_score"] == pytest.approx(
         float(np.mean(ref.normalize(np.array(row["seed_returns"]))))

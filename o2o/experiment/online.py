@@ -34,6 +34,7 @@ from o2o.experiment.divergence import DivergenceGuard
 from o2o.experiment.faults import kill_point
 from o2o.experiment.progress import RunProgress
 from o2o.experiment.runs import EPISODES, FINETUNE, METRICS, RunDir, evaluation_row, plain_config
+from o2o.experiment.visited import coverage_metrics, recent_rows
 
 
 @dataclass(frozen=True)
@@ -361,6 +362,7 @@ class EnvLoop:
                         self.score_fn,
                         updates=self.updates_at(step),
                     )
+                    row.update(self.coverage(carry))
                     rows.append(row)
                     bar.report(row)
                     if self.on_evaluation is not None:
@@ -398,6 +400,11 @@ class EnvLoop:
         """Gradient updates made by budget step ``step`` (recorded in every row, so arms of a
         comparison can be checked for equal update counts); None where a loop does not say."""
         return None
+
+    def coverage(self, carry: dict[str, Any]) -> dict[str, Any]:
+        """Coverage fields of the evaluation row (o2o.experiment.visited); none where a loop
+        does not keep the states it visited."""
+        return {}
 
 
 class OnlineTrainer(EnvLoop):
@@ -457,6 +464,21 @@ class OnlineTrainer(EnvLoop):
         c = self.config
         first_chunk = max(1, -(-c.update_after // c.update_every))
         return max(0, step // c.update_every - first_chunk + 1) * c.update_every * c.utd
+
+    def coverage(self, carry: dict[str, Any]) -> dict[str, Any]:
+        buffer = carry["buffers"][self.write_to]
+        visited = carry["step"] + self.config.warmup_steps
+        observations = np.asarray(buffer.data.observations)
+        return coverage_metrics(
+            [
+                observations[s][
+                    recent_rows(
+                        int(buffer.size[s]), int(buffer.pointer[s]), buffer.capacity, visited
+                    )
+                ]
+                for s in range(len(observations))
+            ]
+        )
 
     def initial(self) -> dict[str, Any]:
         c = self.config
