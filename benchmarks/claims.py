@@ -208,9 +208,12 @@ def evaluate(results: list, claims: tuple[Claim, ...] = CLAIMS, reps: int = 10_0
             tasks = sorted(set(arms[claim.method]) & set(arms[claim.reference]))
             if not tasks:
                 continue
-            found = True
             if claim.metric == "regret":
                 values = {label: {t: seed_regret(arms[label][t]) for t in tasks} for label in arms}
+                if any(len(v) == 0 for arm in values.values() for v in arm.values()):
+                    continue  # runs without training episodes (no success flags) have no regret
+            found = True
+            if claim.metric == "regret":
                 final = paired_difference(values[claim.method], values[claim.reference], reps)
                 auc = None
                 bound = all(np.all(v <= 0) for v in values[claim.reference].values())
