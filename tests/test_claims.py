@@ -196,3 +196,28 @@ def test_a_reference_at_the_ceiling_makes_a_score_claim_not_testable():
         reps=500,
     )
     assert only(below, "samg", "vanilla", "maze").verdict == "not shown"
+
+
+def test_unpaired_claims_resample_each_arm_and_read_their_own_suite():
+    """FamO2O's arms each pre-train: the same +3 on every seed index is not a paired gain, so
+    the interval widens to the seeds' spread (3 seeds at 10/40/70) and the claim is not shown."""
+    (famo2o_claim,) = [
+        c for c in claims.CLAIMS if c.method == "famo2o" and c.reference == "vanilla"
+    ]
+    assert famo2o_claim.suite == "claims-famo2o" and not famo2o_claim.paired
+    vanilla = [[10, 40, 70]]
+    famo2o = [[13, 43, 73]]
+    (row,) = claims.evaluate(
+        [
+            run("hopper-medium-lite", "vanilla", vanilla),
+            run("hopper-medium-lite", "famo2o", famo2o),
+        ],
+        (famo2o_claim,),
+        reps=2000,
+    )
+    assert row.final.difference.point == pytest.approx(3.0)
+    assert row.final.difference.low < -20 and row.final.difference.high > 25
+    assert row.verdict == "not shown"
+    # of the 9 (famo2o seed, vanilla seed) pairs famo2o wins 13>10, 43>10, 43>40, 73>all three
+    assert (row.final.wins, row.final.pairs) == (6, 9)
+    assert "seed pairs (unpaired arms)" in claims.better(row.final, False)

@@ -78,3 +78,29 @@ def test_probability_averages_tasks_not_pooled_seeds():
         0.5,
         0.5,
     )
+
+
+def test_unpaired_arms_are_resampled_independently():
+    # One task, seeds x = (2, 4), y = (0, 2): with independent draws each arm's resampled mean
+    # takes its low / middle / high value with p = 1/4, 1/2, 1/4, so the difference ranges
+    # over (3 - 1) ± 2: from 0 to 4; paired, every pair differs by 2 and the interval is a point.
+    x, y = {"t": np.array([2.0, 4.0])}, {"t": np.array([0.0, 2.0])}
+    paired = paired_difference(x, y, reps=4000)
+    unpaired = paired_difference(x, y, reps=4000, paired=False)
+    assert (paired.difference.low, paired.difference.high) == (2.0, 2.0)
+    assert unpaired.difference.point == pytest.approx(2.0)
+    assert (unpaired.difference.low, unpaired.difference.high) == (0.0, 4.0)
+    assert not unpaired.paired
+
+
+def test_unpaired_probability_compares_every_pair_of_seeds():
+    # x = (1, 3), y = (0, 2, 3): of the 2 x 3 pairs (seeds cut to 2: y = (0, 2)) x wins
+    # 1>0, 3>0, 3>2 and loses 1<2: P = 3/4, 3 wins of 4 pairs.
+    result = paired_difference(
+        {"t": np.array([1.0, 3.0])}, {"t": np.array([0.0, 2.0, 3.0])}, paired=False
+    )
+    assert result.probability.point == pytest.approx(0.75)
+    assert (result.wins, result.pairs) == (3, 4)
+    # a tie counts half: x = (1, 2) against y = (2, 2) -> (0 + 0 + 0.5 + 0.5) / 4
+    tie = paired_difference({"t": np.array([1.0, 2.0])}, {"t": np.array([2.0, 2.0])}, paired=False)
+    assert tie.probability.point == pytest.approx(0.25)

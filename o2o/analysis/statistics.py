@@ -156,19 +156,21 @@ def _label_order(label: str) -> tuple[str, tuple[int, str]]:
 
 @dataclass(frozen=True)
 class PairedDifference:
-    """A method against a reference on the same tasks and the same seeds (each seed of the
-    method starts from the reference's offline checkpoint of that seed)."""
+    """A method against a reference on the same tasks. Paired (the default): each seed of the
+    method starts from the reference's offline checkpoint of that seed. Unpaired: the arms
+    share no checkpoint (a method that trains from the first offline step, such as FamO2O)."""
 
     tasks: tuple[str, ...]
-    runs: int  # paired seeds per task
+    runs: int  # seeds per task (paired: pairs per task)
     difference: Estimate  # mean over tasks of the mean per-seed difference (score points)
     relative: Estimate | None  # 100 · difference / |mean reference score| (%); None if that is 0
-    wins: int  # (task, seed) pairs where the method scored higher
+    wins: int  # paired: (task, seed) pairs the method won; unpaired: (task, seed, seed) pairs
     pairs: int
-    # P(the method beats the reference on a seed): per task the fraction of paired seeds it
-    # wins (ties count half), averaged over tasks; the paired form of rliable's probability
-    # of improvement, bootstrapped with the same draws.
+    # P(the method beats the reference on a seed), ties half, averaged over tasks: paired, the
+    # fraction of paired seeds it wins; unpaired, of all (method seed, reference seed) pairs
+    # (rliable's probability of improvement). Bootstrapped with the difference's draws.
     probability: Estimate | None = None
+    paired: bool = True
 
 
 def paired_difference(
@@ -176,11 +178,13 @@ def paired_difference(
     reference: dict[str, np.ndarray],
     reps: int = 10_000,
     seed: int = 0,
+    paired: bool = True,
 ) -> PairedDifference | None:
-    """Paired difference on the tasks both have, with a stratified paired bootstrap: per task,
-    seeds are resampled with replacement and the *same* draws index the method and the
-    reference, so the checkpoint a pair shares cancels; percentile 95% intervals. Tasks with
-    unequal seed counts keep the first ``min`` seeds. None when no task is shared."""
+    """The difference on the tasks both have, with a stratified bootstrap: per task, seeds are
+    resampled with replacement; paired, the *same* draws index the method and the reference,
+    so the checkpoint a pair shares cancels; unpaired, each arm is drawn independently.
+    Percentile 95% intervals. Tasks with unequal seed counts keep the first ``min`` seeds.
+    None when no task is shared."""
     tasks = tuple(sorted(set(method) & set(reference)))
     if not tasks:
         return None
@@ -188,10 +192,11 @@ def paired_difference(
     x = np.stack([np.asarray(method[t], float)[:runs] for t in tasks])  # (tasks, runs)
     y = np.stack([np.asarray(reference[t], float)[:runs] for t in tasks])
     rng = np.random.default_rng(seed)
-    draws = rng.integers(0, runs, size=(reps, len(tasks), runs))
+    x_draws = rng.integers(0, runs, size=(reps, len(tasks), runs))
+    y_draws = x_draws if paired else rng.integers(0, runs, size=(reps, len(tasks), runs))
     rows = np.arange(len(tasks))[None, :, None]
-    x_boot = x[rows, draws].mean(axis=(1, 2))
-    y_boot = y[rows, draws].mean(axis=(1, 2))
+    x_boot = x[rows, x_draws].mean(axis=(1, 2))
+    y_boot = y[rows, y_draws].mean(axis=(1, 2))
 
     def estimate(point: float, boot: np.ndarray) -> Estimate:
         low, high = np.percentile(boot, [2.5, 97.5])
@@ -200,16 +205,31 @@ def paired_difference(
     relative = None
     if y.mean() != 0 and np.all(y_boot != 0):
         relative = estimate(
-            float(100.0 * (x - y).mean() / abs(y.mean())),
+            float(100.0 * (x.mean() - y.mean()) / abs(y.mean())),
             100.0 * (x_boot - y_boot) / np.abs(y_boot),
         )
-    beats = (x > y) + 0.5 * (x == y)
+
+    def beats(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return (a > b) + 0.5 * (a == b)
+
+    if paired:
+        wins, pairs = int((x > y).sum()), int(x.size)
+        probability = estimate(
+            float(beats(x, y).mean()), beats(x, y)[rows, x_draws].mean(axis=(1, 2))
+        )
+    else:
+        all_pairs = beats(x[:, :, None], y[:, None, :])  # (tasks, method seed, reference seed)
+        wins, pairs = int((x[:, :, None] > y[:, None, :]).sum()), int(all_pairs.size)
+        x_b, y_b = x[rows, x_draws], y[rows, y_draws]  # (reps, tasks, runs)
+        boot = beats(x_b[..., :, None], y_b[..., None, :]).mean(axis=(1, 2, 3))
+        probability = estimate(float(all_pairs.mean()), boot)
     return PairedDifference(
         tasks=tasks,
         runs=runs,
-        difference=estimate(float((x - y).mean()), x_boot - y_boot),
+        difference=estimate(float(x.mean() - y.mean()), x_boot - y_boot),
         relative=relative,
-        wins=int((x > y).sum()),
-        pairs=int(x.size),
-        probability=estimate(float(beats.mean()), beats[rows, draws].mean(axis=(1, 2))),
+        wins=wins,
+        pairs=pairs,
+        probability=probability,
+        paired=paired,
     )
