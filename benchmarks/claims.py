@@ -243,14 +243,14 @@ def evaluate(results: list, claims: tuple[Claim, ...] = CLAIMS, reps: int = 10_0
                 values = {label: {t: seed_regret(arms[label][t]) for t in tasks} for label in arms}
                 if any(len(v) == 0 for arm in values.values() for v in arm.values()):
                     continue  # runs without training episodes (no success flags) have no regret
-            found = True
-            if claim.metric == "regret":
+                found = True
                 final = paired_difference(
                     values[claim.method], values[claim.reference], reps, paired=claim.paired
                 )
                 auc = None
                 bound = all(np.all(v <= 0) for v in values[claim.reference].values())
             else:
+                found = True
                 final, auc = (
                     paired_difference(
                         {t: fn(arms[claim.method][t]) for t in tasks},

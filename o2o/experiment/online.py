@@ -468,15 +468,16 @@ class OnlineTrainer(EnvLoop):
     def coverage(self, carry: dict[str, Any]) -> dict[str, Any]:
         buffer = carry["buffers"][self.write_to]
         visited = carry["step"] + self.config.warmup_steps
-        observations = np.asarray(buffer.data.observations)
+        sizes, pointers = np.asarray(buffer.size), np.asarray(buffer.pointer)
+        # Only the visited rows leave the device (a union buffer also holds the dataset).
         return coverage_metrics(
             [
-                observations[s][
-                    recent_rows(
-                        int(buffer.size[s]), int(buffer.pointer[s]), buffer.capacity, visited
-                    )
-                ]
-                for s in range(len(observations))
+                np.asarray(
+                    buffer.data.observations[
+                        s, recent_rows(int(sizes[s]), int(pointers[s]), buffer.capacity, visited)
+                    ]
+                )
+                for s in range(len(sizes))
             ]
         )
 
