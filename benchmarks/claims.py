@@ -473,13 +473,16 @@ def plot(rows: list[Row], path: Path) -> Path | None:
         [
             f"{r.claim.method} vs {r.claim.reference} ({r.algo}"
             f"{', maze' if r.claim.domain == 'maze' else ''}"
-            f"{', regret' if r.claim.metric == 'regret' else ''})"
+            f"{', regret' if r.claim.metric == 'regret' else ''}"
+            f"{', unpaired' if not r.claim.paired else ''})"
             for r in shown
         ],
         fontsize=8,
     )
     ax.invert_yaxis()
-    ax.set_xlabel("paired difference in the claim's favour, final evaluation (points; 95% CI)")
+    ax.set_xlabel(
+        "difference in the claim's favour, final evaluation\n(points, 95% CI; paired unless marked)"
+    )
     ax.grid(axis="x", alpha=0.3)
     ax.set_title("Claims: green holds, grey not shown, red does not hold", fontsize=9)
     fig.tight_layout()
