@@ -131,6 +131,24 @@ def test_dry_run_lists_configurations_with_status(tmp_path, capsys):
     assert "hopper-medium-lite/iql/samg-short  [missing]" in out
 
 
+def test_only_methods(tmp_path, capsys):
+    suite = suite_from_dict(BASE)
+    assert [
+        c.relpath.as_posix() for c in suite.restricted(methods=["samg-short"]).configurations()
+    ] == [
+        "hopper-medium-lite/iql/samg-short",
+        "hopper-medium-lite/cql/samg-short",
+    ]
+    with pytest.raises(ConfigError, match="no method samg .*its methods: vanilla, samg-short"):
+        suite.restricted(methods=["samg"])
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(BASE))
+    out = str(tmp_path / "out")
+    code = main(["bench", "run", str(path), "--out", out, "--dry-run", "--only-methods", "vanilla"])
+    listed = capsys.readouterr().out
+    assert code == 0 and "2 configurations" in listed and "samg-short" not in listed
+
+
 def test_agent_sets():
     assert parse_agent_sets(
         ["cql.cql_n_actions=2", "cql.actor_lr=0.0001", "iql.hidden_dims=[8,8]"]

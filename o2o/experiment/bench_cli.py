@@ -35,6 +35,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--only-datasets", nargs="+", default=None)
     run.add_argument("--only-algos", nargs="+", default=None)
     run.add_argument(
+        "--only-methods",
+        nargs="+",
+        default=None,
+        metavar="LABEL",
+        help="method labels as in the run directories (e.g. famo2o-fixed); two processes with "
+        "different labels can share one --out",
+    )
+    run.add_argument(
         "--agent-set",
         nargs="+",
         default=[],
@@ -64,7 +72,7 @@ def main(argv: list[str]) -> int:
     suite = load_suite(resolve_suite_path(args.suite))
     if args.agent_set:
         suite = with_agent_overrides(suite, parse_agent_sets(args.agent_set))
-    suite = suite.restricted(args.only_datasets, args.only_algos)
+    suite = suite.restricted(args.only_datasets, args.only_algos, args.only_methods)
     out = args.out or Path("runs") / suite.name
     if args.dry_run:
         print(plan_line(suite, out))

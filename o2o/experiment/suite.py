@@ -193,14 +193,29 @@ class Suite:
         return self.domain if self.domain != "auto" else dataset_domain(dataset)
 
     def restricted(
-        self, datasets: list[str] | None = None, algos: list[str] | None = None
+        self,
+        datasets: list[str] | None = None,
+        algos: list[str] | None = None,
+        methods: list[str] | None = None,
     ) -> Suite:
-        """The same suite over a subset of its datasets / algorithms (``--only-*``)."""
+        """The same suite over a subset of its datasets / algorithms / method labels
+        (``--only-*``); a method label the suite does not hold is an error."""
+        chosen = self.methods
+        if methods:
+            labels = [m.label for m in self.methods]
+            unknown = [name for name in methods if name not in labels]
+            if unknown:
+                raise ConfigError(
+                    f"suite '{self.name}' has no method {', '.join(unknown)} "
+                    f"(its methods: {', '.join(labels)})"
+                )
+            chosen = tuple(m for m in self.methods if m.label in methods)
         return validate(
             dataclasses.replace(
                 self,
                 datasets=tuple(datasets) if datasets else self.datasets,
                 algos=tuple(algos) if algos else self.algos,
+                methods=chosen,
             )
         )
 
