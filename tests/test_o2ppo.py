@@ -227,7 +227,7 @@ def test_ppo_starts_from_the_offline_actor_with_a_fresh_critic(small_hopper):
 
 def test_o2ppo_needs_ppo_online_and_ppo_no_offline_phase(small_hopper):
     methods = make_methods("o2ppo", {}, small_hopper.obs_dim, small_hopper.act_dim)
-    with pytest.raises(ConfigError, match="--online-algo ppo"):
+    with pytest.raises(ConfigError, match="online-algo ppo"):
         Pipeline("iql", IQLConfig(), PipelineConfig(), small_hopper, methods)
     with pytest.raises(ConfigError, match="no offline phase"):
         Pipeline("ppo", PPOConfig(), PipelineConfig(offline_steps=10), small_hopper)
@@ -238,7 +238,7 @@ def test_cli_o2ppo_errors_are_one_line(tmp_path, capsys):
 
     common = ["--dataset", "hopper-medium-lite", "--runs-dir", str(tmp_path)]
     cases = [
-        ["--algo", "iql", "--finetune", "o2ppo"],
+        ["--algo", "iql", "--finetune", "o2ppo", "--online-algo", "sac"],
         ["--algo", "iql", "--online-set", "actor_lr=1e-4"],
         ["--algo", "iql", "--online-algo", "nope"],
         ["--algo", "ppo"],

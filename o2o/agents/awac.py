@@ -136,7 +136,7 @@ class AWAC(CriticAgent):
         weights = awr_weights(adv, 1.0 / c.awac_lambda if beta is None else beta, c.max_weight)
         loss = -jnp.mean(weights * dist.log_prob(batch.actions))
         penalty, metrics = self.hooks.actor_penalty(
-            state.extras, ActorInputs(batch, actions, log_probs, actor_params)
+            state.extras, ActorInputs(batch, actions, log_probs, actor_params, state)
         )
         return loss + penalty, {
             "actor_loss": loss,

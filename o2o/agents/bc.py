@@ -93,7 +93,7 @@ class BC(AgentBase):
             actions, log_probs = out, None
             metrics = {"actor_loss": loss, "mse": loss}
         penalty, hook_metrics = self.hooks.actor_penalty(
-            state.extras, ActorInputs(batch, actions, log_probs, actor_params)
+            state.extras, ActorInputs(batch, actions, log_probs, actor_params, state)
         )
         return loss + penalty, {**metrics, **hook_metrics}
 

@@ -31,7 +31,6 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from flax import struct
@@ -45,7 +44,7 @@ from o2o.core.hooks import (
     hook_key,
     with_policy_inputs,
 )
-from o2o.core.networks import MLP, TanhGaussian, Temperature, critic_ensemble
+from o2o.core.networks import CQLPolicy, TanhGaussian, Temperature, critic_ensemble
 from o2o.core.train_state import TrainState, adam, copy_tree, polyak
 from o2o.core.types import Transition
 from o2o.errors import check, check_fields
@@ -143,26 +142,6 @@ class CQLConfig(AgentConfig):
 
     def create(self, hooks: Hooks = NO_HOOKS) -> CQL:
         return CQL(self, hooks)
-
-
-class CQLPolicy(nn.Module):
-    """CORL's CQL actor: an MLP with 2|A| outputs (mean, raw log-std), every layer orthogonally
-    initialised with gain √2, and two learned scalars: log-std = m·raw + o, clipped to [−20, 2]."""
-
-    hidden_dims: tuple[int, ...]
-    action_dim: int
-    log_std_multiplier: float = 1.0
-    log_std_offset: float = -1.0
-
-    @nn.compact
-    def __call__(self, observations: jax.Array) -> TanhGaussian:
-        out = MLP(self.hidden_dims, 2 * self.action_dim, final_scale=math.sqrt(2.0))(observations)
-        mean, raw_log_std = jnp.split(out, 2, axis=-1)
-        multiplier = self.param(
-            "log_std_multiplier", nn.initializers.constant(self.log_std_multiplier), ()
-        )
-        offset = self.param("log_std_offset", nn.initializers.constant(self.log_std_offset), ())
-        return TanhGaussian(mean, jnp.clip(multiplier * raw_log_std + offset, -20.0, 2.0))
 
 
 class CQLActionSets(NamedTuple):
@@ -417,7 +396,7 @@ class CQL(CriticAgent):
             bc_loss = jnp.mean(alpha * log_probs - dist.log_prob(batch.actions))
             loss = jnp.where(state.step < c.bc_steps, bc_loss, loss)
         penalty, metrics = self.hooks.actor_penalty(
-            state.extras, ActorInputs(batch, actions, log_probs, actor_params)
+            state.extras, ActorInputs(batch, actions, log_probs, actor_params, state)
         )
         return loss + penalty, {"actor_loss": loss, "entropy": -log_probs.mean(), **metrics}
 

@@ -222,7 +222,7 @@ class IQL(CriticAgent):
             actions, log_probs = out.sample_and_log_prob(key)
         loss = jnp.mean(weights * bc_losses)
         penalty, metrics = self.hooks.actor_penalty(
-            state.extras, ActorInputs(batch, actions, log_probs, actor_params)
+            state.extras, ActorInputs(batch, actions, log_probs, actor_params, state)
         )
         return loss + penalty, {
             "actor_loss": loss,

@@ -7,7 +7,7 @@ the temperature towards the target entropy, then Polyak-averaged target critics.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +22,7 @@ from o2o.core.hooks import (
     hook_key,
     with_policy_inputs,
 )
-from o2o.core.networks import TanhGaussianPolicy, Temperature, critic_ensemble
+from o2o.core.networks import CQLPolicy, TanhGaussianPolicy, Temperature, critic_ensemble
 from o2o.core.train_state import TrainState, adam, copy_tree, polyak
 from o2o.core.types import Transition
 from o2o.errors import check_fields
@@ -41,6 +41,14 @@ class SACConfig(AgentConfig):
     target_entropy: float | None = None  # None: -|A|
     backup_entropy: bool = True
     critic_layer_norm: bool = False
+    # The actor network: SAC's (separate mean and log-std heads) or CORL's CQL actor (one
+    # head, learned log-std scale and shift), whose parameters an offline CQL actor hands
+    # over unchanged (OCR-CFT's O2SAC: CQL -> SAC).
+    policy: Literal["tanh_gaussian", "cql"] = "tanh_gaussian"
+    actor_hidden_dims: tuple[int, ...] | None = None  # None: hidden_dims
+    critic_hidden_dims: tuple[int, ...] | None = None  # None: hidden_dims
+    log_std_multiplier: float = 1.0  # the CQL actor's initial log-std scale and shift
+    log_std_offset: float = -1.0
 
     def __post_init__(self) -> None:
         check_fields(
@@ -55,7 +63,11 @@ class SACConfig(AgentConfig):
             ),
             unit_interval=("discount", "tau"),
             hidden_dims=("hidden_dims",),
+            choices={"policy": ("tanh_gaussian", "cql")},
         )
+        for name in ("actor_hidden_dims", "critic_hidden_dims"):
+            if getattr(self, name) is not None:
+                check_fields(self, hidden_dims=(name,))
 
     def create(self, hooks: Hooks = NO_HOOKS) -> SAC:
         return SAC(self, hooks)
@@ -81,14 +93,22 @@ class SAC(CriticAgent):
         c = self.config
         actor_key, critic_key, temp_key = jax.random.split(key, 3)
         obs, act = jnp.zeros((1, obs_dim)), jnp.zeros((1, act_dim))
+        actor_dims = c.actor_hidden_dims or c.hidden_dims
+        policy = (
+            CQLPolicy(actor_dims, act_dim, c.log_std_multiplier, c.log_std_offset)
+            if c.policy == "cql"
+            else TanhGaussianPolicy(actor_dims, act_dim)
+        )
         actor = TrainState.create(
-            TanhGaussianPolicy(c.hidden_dims, act_dim),
+            policy,
             actor_key,
             (jnp.zeros((1, obs_dim + self.hooks.policy_input_dim)),),
             adam(c.actor_lr),
         )
         critic = TrainState.create(
-            critic_ensemble(c.hidden_dims, c.num_critics, c.critic_layer_norm),
+            critic_ensemble(
+                c.critic_hidden_dims or c.hidden_dims, c.num_critics, c.critic_layer_norm
+            ),
             critic_key,
             (obs, act),
             adam(c.critic_lr),
@@ -139,7 +159,7 @@ class SAC(CriticAgent):
         weight = self.hooks.improvement_weight(state.extras, batch)
         loss = jnp.mean(state.temperature() * log_probs - (q if weight is None else weight * q))
         penalty, metrics = self.hooks.actor_penalty(
-            state.extras, ActorInputs(batch, actions, log_probs, actor_params)
+            state.extras, ActorInputs(batch, actions, log_probs, actor_params, state)
         )
         return loss + penalty, {"actor_loss": loss, "entropy": -log_probs.mean(), **metrics}
 

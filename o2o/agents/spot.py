@@ -264,7 +264,7 @@ class SPOT(TD3):
         q_scale = jax.lax.stop_gradient(1.0 / jnp.abs(q).mean())
         loss = -q_scale * q.mean() + lambd * density.mean()
         penalty, metrics = self.hooks.actor_penalty(
-            state.extras, ActorInputs(batch, actions, None, actor_params)
+            state.extras, ActorInputs(batch, actions, None, actor_params, state)
         )
         return loss + penalty, {
             "actor_loss": loss,

@@ -38,6 +38,9 @@ class TD3Config(AgentConfig):
     policy_delay: int = 2
     exploration_noise: float = 0.1
     critic_layer_norm: bool = False
+    # Actor loss -Q1/mean|Q1| (the normaliser held constant), as TD3+BC's Q term: O2TD3's
+    # fine-tuning actor, whose loss adds a divergence penalty on the same scale.
+    normalize_actor_q: bool = False
 
     def __post_init__(self) -> None:
         check_fields(
@@ -120,9 +123,12 @@ class TD3(CriticAgent):
         self, state: TD3State, batch: Transition, actor_params
     ) -> tuple[jax.Array, dict]:
         actions = state.actor(batch.actor_observations, params=actor_params)
-        loss = -state.critic(batch.observations, actions)[0].mean()
+        q = state.critic(batch.observations, actions)[0]
+        if self.config.normalize_actor_q:
+            q = q / jax.lax.stop_gradient(jnp.abs(q).mean())
+        loss = -q.mean()
         penalty, _ = self.hooks.actor_penalty(
-            state.extras, ActorInputs(batch, actions, None, actor_params)
+            state.extras, ActorInputs(batch, actions, None, actor_params, state)
         )
         return loss + penalty, {"actor_loss": loss}
 

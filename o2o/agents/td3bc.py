@@ -60,7 +60,7 @@ class TD3BC(TD3):
         bc_loss = mse(actions, batch.actions)
         loss = -q_weight * q.mean() + bc_loss
         penalty, metrics = self.hooks.actor_penalty(
-            state.extras, ActorInputs(batch, actions, None, actor_params)
+            state.extras, ActorInputs(batch, actions, None, actor_params, state)
         )
         return loss + penalty, {
             "actor_loss": loss,

@@ -87,12 +87,15 @@ class TargetInputs:
 @dataclass(frozen=True)
 class ActorInputs:
     """What an actor-loss hook sees: the batch, the actions the actor proposed at s and their
-    log-probabilities (None for deterministic actors)."""
+    log-probabilities (None for deterministic actors), and the agent's state at the actor's
+    step (for evaluating its networks with other parameters: OCR's reference policy; None
+    where the caller passes none)."""
 
     batch: Transition
     actions: Array
     log_probs: Array | None
     actor_params: Any
+    agent_state: Any = None
 
 
 class Hooks:

@@ -133,6 +133,26 @@ class TanhGaussianPolicy(nn.Module):
         return TanhGaussian(mean, jnp.clip(log_std, self.log_std_min, self.log_std_max))
 
 
+class CQLPolicy(nn.Module):
+    """CORL's CQL actor: an MLP with 2|A| outputs (mean, raw log-std), every layer orthogonally
+    initialised with gain √2, and two learned scalars: log-std = m·raw + o, clipped to [−20, 2]."""
+
+    hidden_dims: tuple[int, ...]
+    action_dim: int
+    log_std_multiplier: float = 1.0
+    log_std_offset: float = -1.0
+
+    @nn.compact
+    def __call__(self, observations: jax.Array) -> TanhGaussian:
+        out = MLP(self.hidden_dims, 2 * self.action_dim, final_scale=2.0**0.5)(observations)
+        mean, raw_log_std = jnp.split(out, 2, axis=-1)
+        multiplier = self.param(
+            "log_std_multiplier", nn.initializers.constant(self.log_std_multiplier), ()
+        )
+        offset = self.param("log_std_offset", nn.initializers.constant(self.log_std_offset), ())
+        return TanhGaussian(mean, jnp.clip(multiplier * raw_log_std + offset, -20.0, 2.0))
+
+
 class DeterministicPolicy(nn.Module):
     """a = max_action * tanh(f(s)) (TD3, TD3+BC)."""
 

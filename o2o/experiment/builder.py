@@ -37,9 +37,12 @@ from o2o.experiment.pipeline import (
 from o2o.experiment.runs import METRICS, RunDir, number, plain_config
 from o2o.finetune import (
     coerce_method_options,
+    declared_online_algo,
     make_methods,
     method_agent_defaults,
+    method_online_defaults,
     with_domain,
+    with_run,
 )
 
 
@@ -108,9 +111,12 @@ class RunSpec:
         algo = algo.lower()
         if domain is None:
             domain = dataset_domain(dataset) if dataset is not None else "locomotion"
-        options = coerce_method_options(
-            finetune, with_domain(finetune, method_options or {}, domain)
+        options = with_domain(finetune, method_options or {}, domain)
+        options = with_run(
+            finetune, options, pipeline.dataset, pipeline.offline_steps, pipeline.online_steps
         )
+        options = coerce_method_options(finetune, options)
+        online_algo = declared_online_algo(finetune, online_algo)
         budget = (pipeline.offline_steps, pipeline.online_steps * pipeline.utd)
         agent = agent_config_for(
             algo,
@@ -121,8 +127,13 @@ class RunSpec:
         online_agent = None
         if online_algo is not None:
             online_algo = online_algo.lower()
+            defaults = method_online_defaults(finetune, options, online_algo)
             online_agent = agent_config_for(
-                online_algo, domain, online_overrides or {}, budget, finetuning=True
+                online_algo,
+                domain,
+                {**defaults, **(online_overrides or {})},
+                budget,
+                finetuning=True,
             )
         elif online_overrides:
             raise ConfigError("--online-set needs --online-algo")

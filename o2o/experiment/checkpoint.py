@@ -98,7 +98,6 @@ def save_checkpoint(path: Path, tree: Any, phase: str | None = None) -> None:
     version: dict[str, Any] = {"schema": SCHEMA, "o2o_version": __version__}
     if phase is not None:
         version["phase"] = phase
-    # The version entry first, so checkpoint_phase reads it without unpacking the arrays.
     state_dict = {
         FORMAT_KEY: version,
         **serialization.to_state_dict(jax.tree.map(np.asarray, tree)),
@@ -107,15 +106,20 @@ def save_checkpoint(path: Path, tree: Any, phase: str | None = None) -> None:
 
 
 def checkpoint_phase(path: Path) -> str | None:
-    """The phase ``path`` was written in, read from its first entry alone; None when the
-    checkpoint records none (written before it did) or cannot be read."""
+    """The phase ``path`` was written in, from its version entry (other entries are skipped
+    unparsed: the serializer sorts the top-level keys, so the version entry is not always
+    first); None when the checkpoint records none (written before it did) or cannot be
+    read."""
     try:
         with open(path, "rb") as file:
             unpacker = msgpack.Unpacker(file, raw=False, strict_map_key=False)
-            unpacker.read_map_header()
-            if unpacker.unpack() != FORMAT_KEY:
+            for _ in range(unpacker.read_map_header()):
+                if unpacker.unpack() == FORMAT_KEY:
+                    version = unpacker.unpack()
+                    break
+                unpacker.skip()
+            else:
                 return None
-            version = unpacker.unpack()
     except (OSError, ValueError, msgpack.UnpackException):
         return None
     return version.get("phase") if isinstance(version, dict) else None

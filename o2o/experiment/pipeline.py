@@ -282,6 +282,13 @@ class Pipeline:
                 f"{self.methods.label} fine-tunes with the '{method_policy}' data policy; "
                 f"--data-policy {config.data_policy} would change the method, drop it"
             )
+        fixed_utd = self.methods.online_overrides().get("utd")
+        if fixed_utd is not None and config.utd not in (1, fixed_utd):
+            # The method's UTD is its own option: a --utd that silently lost would mislead.
+            raise ConfigError(
+                f"{self.methods.label} fine-tunes at {fixed_utd} updates per env step; change "
+                f"it with --method-set utd=N, not --utd {config.utd}"
+            )
         self.policy = (
             config.data_policy or method_policy or self.online_agent_config.online_data_policy
         )
@@ -575,7 +582,11 @@ class Pipeline:
         if path is not None and path.exists():
             return jax.tree.map(jnp.asarray, load_checkpoint(path, {"states": states})["states"])
         current = _phase(run) if resume and run is not None else None
-        for phase in self.phases_before_online:
+        # A run killed inside a later phase resumes there: the earlier phases' results are
+        # in that phase's checkpoint (states carry everything), so they are not run again.
+        order = [p.name for p in self.phases_before_online]
+        done = order.index(current) if current in order else 0
+        for phase in self.phases_before_online[done:]:
             states, _ = self.run_phase(
                 phase,
                 states,
@@ -607,7 +618,12 @@ class Pipeline:
             "the same network layout (hidden sizes, a Gaussian policy)",
         )
         actor = fresh.actor.replace(params=jax.tree.map(jnp.copy, offline_actor))
-        return fresh.replace(actor=actor)
+        fresh = fresh.replace(actor=actor)
+        if hasattr(fresh, "target_actor_params"):
+            # An agent with a target actor (TD3) starts it at the actor it takes over, not
+            # at its own random initialisation.
+            fresh = fresh.replace(target_actor_params=jax.tree.map(jnp.copy, offline_actor))
+        return fresh
 
     def run(
         self,

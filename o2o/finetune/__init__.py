@@ -15,6 +15,8 @@ from o2o.errors import ConfigError, did_you_mean
 from o2o.finetune.base import SLOTS, VANILLA, Method, Methods
 from o2o.finetune.famo2o import FamO2O, FamO2OConfig
 from o2o.finetune.o2ppo import O2PPO, O2PPOConfig
+from o2o.finetune.o2sac import O2SAC, O2SACConfig
+from o2o.finetune.o2td3 import O2TD3, O2TD3Config
 from o2o.finetune.samg import SAMG, SAMGConfig
 from o2o.finetune.sera import SERA, SERAConfig
 
@@ -38,8 +40,17 @@ register(SERA, "sera-none-tanh", squash="none")  # r + λ·r_int
 register(FamO2O)
 register(FamO2O, "famo2o-fixed", beta_source="fixed")  # β = beta (default: mid-range)
 register(FamO2O, "famo2o-random", beta_source="random")  # β ~ U[lo, hi] online
-register(O2PPO)  # over an offline iql run with --online-algo ppo
+register(O2PPO)  # over an offline iql run (PPO online)
 register(O2PPO, "o2ppo-interval", reference_update="interval")  # π_ref ← π every 4 evaluations
+register(O2PPO, "o2ppo-no-pr", value_fit=False)  # ablations: no value fit (re-evaluation)
+register(O2PPO, "o2ppo-no-cf", reference_weight=0.0)  # no reference-advantage blend
+register(O2SAC)  # over an offline cql run (SAC online)
+register(O2TD3)  # over an offline td3bc run (TD3 online)
+for _cls in (O2SAC, O2TD3):
+    register(_cls, f"{_cls.name}-no-pr", reevaluate=False)  # ablations, methods.md §2.5
+    register(_cls, f"{_cls.name}-no-va", align=False)
+    register(_cls, f"{_cls.name}-no-cf", constrain=False)
+    register(_cls, f"{_cls.name}-interval", reference_update="interval")
 
 
 def method_labels() -> list[str]:
@@ -113,6 +124,47 @@ def with_domain(name: str, options: dict[str, Any], domain: str) -> dict[str, An
     return out
 
 
+def with_run(
+    name: str, options: dict[str, Any], dataset: str, offline_steps: int, online_steps: int
+) -> dict[str, Any]:
+    """``options`` with what each method of ``name`` takes from the run
+    (``Method.run_options``: its dataset's name, budget-scaled phase lengths) where unset."""
+    labels = parse_labels(name)
+    out = dict(options)
+    for label, own in split_options(labels, options).items():
+        cls = REGISTRY[label][0]
+        prefix = f"{label}." if len(labels) > 1 else ""
+        merged = {**REGISTRY[label][1], **own}
+        for key, value in cls.run_options(merged, dataset, offline_steps, online_steps).items():
+            if key not in merged and f"{label}.{key}" not in out:
+                out[f"{prefix}{key}"] = value
+    return out
+
+
+def declared_online_algo(name: str, given: str | None) -> str | None:
+    """The online algorithm of ``name``'s methods (``Method.online_algo``), or ``given``; a
+    ``given`` one that differs from a method's is refused."""
+    declared = {REGISTRY[label][0].online_algo for label in parse_labels(name)} - {None}
+    if len(declared) > 1:
+        raise ConfigError(f"{name} combines methods that fine-tune with {' and '.join(declared)}")
+    if not declared:
+        return given
+    (algo,) = declared
+    if given is not None and given.lower() != algo:
+        raise ConfigError(f"{name} fine-tunes with {algo}; drop --online-algo {given}")
+    return algo
+
+
+def method_online_defaults(name: str, options: dict[str, Any], online_algo: str) -> dict[str, Any]:
+    """The online agent options the methods of ``name`` set (``online_agent_defaults``)."""
+    labels = parse_labels(name)
+    defaults: dict[str, Any] = {}
+    for label, own in split_options(labels, options).items():
+        cls = REGISTRY[label][0]
+        defaults.update(cls.online_agent_defaults(method_config(label, own), online_algo))
+    return defaults
+
+
 def method_agent_defaults(name: str, options: dict[str, Any], algo: str) -> dict[str, Any]:
     """The agent options the methods of ``name`` set for ``algo`` (``Method.agent_defaults``),
     later methods winning; only ``trains_offline`` methods are asked."""
@@ -150,5 +202,7 @@ def make_methods(name: str, options: dict[str, Any], obs_dim: int, act_dim: int)
 
 __all__ = ["REGISTRY", "SAMG", "SERA", "SLOTS", "VANILLA", "Method", "Methods", "SAMGConfig"]
 __all__ += ["FamO2O", "FamO2OConfig", "SERAConfig", "O2PPO", "O2PPOConfig"]
+__all__ += ["O2SAC", "O2SACConfig", "O2TD3", "O2TD3Config"]
 __all__ += ["coerce_method_options", "make_methods", "method_labels", "parse_labels", "register"]
-__all__ += ["method_agent_defaults", "with_domain"]
+__all__ += ["method_agent_defaults", "with_domain", "with_run", "declared_online_algo"]
+__all__ += ["method_online_defaults"]

@@ -84,6 +84,10 @@ class Method:
     # started from, before the actor's and critic's updates).
     update_from_step_start: ClassVar[bool] = False
     diagnostics: ClassVar[tuple[Diagnostic, ...]] = ()  # what the report plots
+    # The algorithm the method fine-tunes with when it is not the offline one (OCR-CFT's
+    # O2SAC: "sac"); the pipeline hands the offline actor to it (``--online-algo``, which
+    # then may be left out).
+    online_algo: ClassVar[str | None] = None
     policy_input_dim: int = 0
 
     def __init__(self, config: Any, obs_dim: int, act_dim: int):
@@ -149,6 +153,21 @@ class Method:
         """Agent options the method sets for ``algo`` unless the user sets them (``--set``
         wins); only a ``trains_offline`` method may (a paired method's agent must be the
         vanilla run's)."""
+        return {}
+
+    @classmethod
+    def online_agent_defaults(cls, config: Any, algo: str) -> dict[str, Any]:
+        """Options of the online agent ``algo`` (the one ``online_algo`` names) the method
+        sets unless the user sets them (``--online-set`` wins): its network layout and rates."""
+        return {}
+
+    @classmethod
+    def run_options(
+        cls, options: dict[str, Any], dataset: str, offline_steps: int, online_steps: int
+    ) -> dict[str, Any]:
+        """Options the method takes from the run (its dataset's name, phase lengths scaled to
+        the budget), given the user's ``options``; only those the user did not set are
+        used. Stored with the run, so a resumed run keeps them."""
         return {}
 
     def check_agent(self, algo: str, agent: Any) -> None:

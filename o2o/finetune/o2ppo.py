@@ -29,7 +29,6 @@ from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from o2o.core.engine import Phase
@@ -37,12 +36,14 @@ from o2o.core.rollout import RolloutBatch
 from o2o.core.types import Transition
 from o2o.errors import ConfigError, check_fields
 from o2o.finetune.base import Diagnostic, Method
+from o2o.finetune.ocr import replace_reference
 
 
 @dataclass(frozen=True)
 class O2PPOConfig:
     # [RECON] Official: 1M steps at batch 512. Here the pipeline's batch size and a budget a
     # CPU affords; the fit is plain regression, so it only needs to converge.
+    value_fit: bool = True  # off: PPO's V starts fresh online (the no-PR ablation)
     value_fit_steps: int = 20_000
     value_fit_lr: float = 1e-4
     reference_weight: float = 2.0  # α
@@ -85,6 +86,7 @@ class O2PPO(Method):
     name = "o2ppo"
     config_class = O2PPOConfig
     slots = frozenset({"phases", "advantages", "events"})
+    online_algo = "ppo"
     diagnostics = (
         Diagnostic("o2ppo_value_fit", "train/o2ppo/value_fit_loss", "V fit to MC returns", True),
     )
@@ -92,7 +94,7 @@ class O2PPO(Method):
     def check_agent(self, algo: str, agent: Any) -> None:
         if algo != "ppo":
             raise ConfigError(
-                f"o2ppo fine-tunes with PPO, not {algo}: pre-train iql and add --online-algo ppo"
+                f"o2ppo fine-tunes with PPO, not {algo}: pre-train iql (--online-algo ppo is implied)"
             )
 
     def blend_steps(self, agent: Any) -> int:
@@ -129,6 +131,8 @@ class O2PPO(Method):
             extras = {**agent_state.extras, self.name: {**own, "value_fit_opt": opt_state}}
             return agent_state.replace(critic=critic, extras=extras), {"o2ppo/value_fit_loss": loss}
 
+        if not self.config.value_fit:
+            return ()
         return (Phase("o2ppo_value_fit", self.config.value_fit_steps, update, "before_online"),)
 
     # --- 2. the reference-advantage blend --------------------------------------------------
@@ -150,29 +154,7 @@ class O2PPO(Method):
     def on_evaluation(
         self, agent: Any, step: int, states: Any, row: dict, seed: int
     ) -> tuple[Any, list[dict]]:
-        own = states.extras[self.name]
-        scores = np.asarray(row.get("seed_normalized_scores") or row["seed_returns"], np.float32)
-        evaluations = np.asarray(own["evaluations"]) + 1
-        if self.config.reference_update == "best":
-            replace = scores > np.asarray(own["best_score"])
-        else:
-            replace = evaluations % self.config.reference_interval == 0
-        best = np.maximum(np.asarray(own["best_score"]), scores)
-
-        def chosen(new, old):
-            mask = jnp.asarray(replace).reshape((-1,) + (1,) * (new.ndim - 1))
-            return jnp.where(mask, new, old)
-
-        own = {
-            **own,
-            "reference": jax.tree.map(chosen, states.actor.params, own["reference"]),
-            "best_score": jnp.asarray(best),
-            "evaluations": jnp.asarray(evaluations, jnp.int32),
-        }
-        states = states.replace(extras={**states.extras, self.name: own})
-        event = {
-            "phase": "o2ppo_reference",
-            "replaced": replace.tolist(),
-            "best_score": best.tolist(),
-        }
-        return states, [event]
+        c = self.config
+        return replace_reference(
+            self.name, states, row, c.reference_update, c.reference_interval, "o2ppo_reference"
+        )
