@@ -183,3 +183,47 @@ def numpy_gae(rewards, values, next_values, terminals, truncations, discount, la
         running = delta + discount * lam * running
         advantages[t] = running
     return advantages, advantages + values
+
+
+OCR_OFFLINE = {"o2sac": "cql", "o2td3": "td3bc"}
+
+
+def tiny_ocr_spec(dataset, method: str = "o2sac", options=None, online=None, **pipeline):
+    """A RunSpec of OCR-CFT's O2SAC / O2TD3 (or a variant) at a test's size: 16-wide
+    networks, a 100-step offline phase, 60-step re-evaluation and alignment (rows at 50 and
+    60, so a run can be killed inside each), 100 online steps."""
+    from o2o.experiment.builder import RunSpec
+    from o2o.experiment.pipeline import PipelineConfig
+
+    base = method.split("-")[0]
+    algo = OCR_OFFLINE[base]
+    config = PipelineConfig(
+        **{
+            "offline_steps": 100,
+            "online_steps": 100,
+            "offline_chunk": 50,
+            "offline_eval_every": 100,
+            "online_eval_every": 50,
+            "eval_episodes": 1,
+            "batch_size": 32,
+            "update_every": 10,
+            **pipeline,
+        }
+    )
+    if algo == "cql":
+        agent = {"actor_hidden_dims": (16, 16, 16), "critic_hidden_dims": (16, 16)}
+        online_agent = {"actor_hidden_dims": (16, 16, 16), "critic_hidden_dims": (16, 16)}
+    else:
+        agent = {"hidden_dims": (16, 16)}
+        online_agent = {"hidden_dims": (16, 16)}
+    options = {"reevaluation_steps": 60, "alignment_steps": 60, **(options or {})}
+    return RunSpec.create(
+        algo,
+        config,
+        method,
+        options,
+        agent,
+        "locomotion",
+        dataset,
+        online_overrides={**online_agent, **(online or {})},
+    )

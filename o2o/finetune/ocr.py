@@ -308,6 +308,17 @@ class ConstrainedMethod(Method):
             f"{self.name}/q_pi": agent.q_value(agent_state, obs, greedy).mean(),
         }
 
+    def fqe_target(
+        self, agent: Any, agent_state: Any, batch: Transition, key: jax.Array
+    ) -> jax.Array:
+        """y = r + γ(1 − d)·V_off(s'), V_off the subclass's bootstrap value under π_off."""
+        own = agent_state.extras[self.name]
+        next_value = self.fqe_next_value(agent, agent_state, own, batch, key)
+        discount = agent.config.discount
+        return jax.lax.stop_gradient(
+            batch.rewards + discount * (1.0 - batch.terminals) * next_value
+        )
+
     def phases(self, agent: Any) -> tuple[Phase, ...]:
         c = self.config
         phases = []
@@ -315,12 +326,7 @@ class ConstrainedMethod(Method):
             steps = c.reevaluation_steps or self.fallback_phase_steps
 
             def reevaluate(agent_state: Any, batch: Transition, key: jax.Array):
-                own = agent_state.extras[self.name]
-                next_value = self.fqe_next_value(agent, agent_state, own, batch, key)
-                discount = agent.config.discount
-                target = jax.lax.stop_gradient(
-                    batch.rewards + discount * (1.0 - batch.terminals) * next_value
-                )
+                target = self.fqe_target(agent, agent_state, batch, key)
 
                 def loss_fn(params):
                     q = agent_state.critic(batch.observations, batch.actions, params=params)
