@@ -227,3 +227,70 @@ def tiny_ocr_spec(dataset, method: str = "o2sac", options=None, online=None, **p
         dataset,
         online_overrides={**online_agent, **(online or {})},
     )
+
+
+def ocr_started(dataset, method: str, **options):
+    """The pipeline, one seed's state at the start of the phases (method state on, critics
+    without LayerNorm for the NumPy forward passes) and a batch of its offline data."""
+    import jax
+    import jax.numpy as jnp
+
+    from o2o.core.engine import unstack_seeds
+
+    spec = tiny_ocr_spec(dataset, method, options=options, online={"critic_layer_norm": False})
+    pipeline = spec.build(dataset)
+    offline, _ = pipeline.initial_states()
+    states = pipeline.methods.init_states(
+        pipeline.finetune_agent,
+        pipeline.online_start(offline),
+        jax.random.split(jax.random.PRNGKey(0), 1),
+        pipeline.online_preprocess,
+        False,
+    )
+    batch = jax.tree.map(
+        lambda x: None if x is None else jnp.asarray(x[:16]), pipeline.finetune_offline
+    )
+    return pipeline, unstack_seeds(states)[0], batch
+
+
+def _strip(rows):
+    return [{k: v for k, v in r.items() if k != "wall_time"} for r in rows]
+
+
+def ocr_resume_check(tmp_path, dataset, method, monkeypatch, kills):
+    """Kill the run after the n-th checkpoint save of each attempt (``kills``), resume it
+    each time, and compare with an uninterrupted run."""
+    import jax
+    import pytest
+
+    from o2o.experiment import online as online_module
+    from o2o.experiment import pipeline as pipeline_module
+    from o2o.experiment.runs import RunDir
+
+    build = lambda: tiny_ocr_spec(dataset, method).build(dataset)  # noqa: E731
+    full = build().run(RunDir.create(tmp_path / "full", {}), progress=False)
+    originals = {module: module.save_checkpoint for module in (pipeline_module, online_module)}
+    run = RunDir.create(tmp_path / "killed", {})
+    where = []
+    for attempt, kill_at in enumerate(kills):
+        saved: list[str] = []
+        for module, original in originals.items():
+
+            def save(path, tree, original=original, saved=saved, kill_at=kill_at, **options):
+                original(path, tree, **options)
+                saved.append(options.get("phase"))
+                if len(saved) == kill_at:
+                    raise KeyboardInterrupt
+
+            monkeypatch.setattr(module, "save_checkpoint", save)
+        with pytest.raises(KeyboardInterrupt):
+            build().run(run, resume=attempt > 0, progress=False)
+        where.append(saved[-1])
+    for module, original in originals.items():
+        monkeypatch.setattr(module, "save_checkpoint", original)
+    resumed = build().run(run, resume=True, progress=False)
+    assert _strip(resumed.rows) == _strip(full.rows)
+    for x, y in zip(jax.tree.leaves(full.states), jax.tree.leaves(resumed.states), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    assert run.rows("finetune.jsonl") == RunDir(tmp_path / "full").rows("finetune.jsonl")
+    return full, where
