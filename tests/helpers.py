@@ -190,8 +190,8 @@ OCR_OFFLINE = {"o2sac": "cql", "o2td3": "td3bc"}
 
 def tiny_ocr_spec(dataset, method: str = "o2sac", options=None, online=None, **pipeline):
     """A RunSpec of OCR-CFT's O2SAC / O2TD3 (or a variant) at a test's size: 16-wide
-    networks, a 100-step offline phase, 60-step re-evaluation and alignment (rows at 50 and
-    60, so a run can be killed inside each), 100 online steps."""
+    networks, a 100-step offline phase, 50-step re-evaluation and alignment (rows at 25 and
+    50, so a run can be killed inside each), 100 online steps."""
     from o2o.experiment.builder import RunSpec
     from o2o.experiment.pipeline import PipelineConfig
 
@@ -201,7 +201,7 @@ def tiny_ocr_spec(dataset, method: str = "o2sac", options=None, online=None, **p
         **{
             "offline_steps": 100,
             "online_steps": 100,
-            "offline_chunk": 50,
+            "offline_chunk": 25,
             "offline_eval_every": 100,
             "online_eval_every": 50,
             "eval_episodes": 1,
@@ -216,7 +216,7 @@ def tiny_ocr_spec(dataset, method: str = "o2sac", options=None, online=None, **p
     else:
         agent = {"hidden_dims": (16, 16)}
         online_agent = {"hidden_dims": (16, 16)}
-    options = {"reevaluation_steps": 60, "alignment_steps": 60, **(options or {})}
+    options = {"reevaluation_steps": 50, "alignment_steps": 50, **(options or {})}
     return RunSpec.create(
         algo,
         config,

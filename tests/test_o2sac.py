@@ -156,13 +156,13 @@ def test_cql_actor_handed_to_sac_with_fresh_critic(small_hopper):
 
 @pytest.mark.slow
 def test_o2sac_killed_in_each_phase_resumes_identically(tmp_path, small_hopper, monkeypatch):
-    # Saves: offline 100, offline.msgpack, reevaluation 50 | 60, alignment 50 | 60,
-    # finetune_start, online 50 | 100. Killed after reevaluation 50, then alignment 50, then
+    # Saves: offline 100, offline.msgpack, reevaluation 25 | 50, alignment 25 | 50,
+    # finetune_start, online 50 | 100. Killed after reevaluation 25, then alignment 25, then
     # online 50 (the first online evaluation, after a reference replacement).
     full, where = ocr_resume_check(tmp_path, small_hopper, "o2sac", monkeypatch, kills=(3, 2, 3))
-    assert where == ["o2sac_reevaluation", "o2sac_alignment", None]
+    assert where == ["o2sac_reevaluation", "o2sac_alignment", "online"]
     phases = [(r["phase"], r["step"]) for r in full.rows]
-    assert ("o2sac_reevaluation", 50) in phases and ("o2sac_alignment", 60) in phases
+    assert ("o2sac_reevaluation", 25) in phases and ("o2sac_alignment", 50) in phases
     online = [r for r in full.rows if r["phase"] == "online"]
     assert online and "train/o2sac/lambda" in online[-1] and online[-1]["updates"] == 1000
 

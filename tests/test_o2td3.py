@@ -129,8 +129,9 @@ def test_td3_actor_normalised_by_mean_abs_q_and_target_actor_handed_over(small_h
 
 @pytest.mark.slow
 def test_o2td3_killed_in_each_phase_resumes_identically(tmp_path, small_hopper, monkeypatch):
-    full, where = ocr_resume_check(tmp_path, small_hopper, "o2td3", monkeypatch, kills=(3, 2, 3))
-    assert where == ["o2td3_reevaluation", "o2td3_alignment", None]
+    # The phases' resume is O2SAC's (test_o2sac.py kills in each); here once, in alignment.
+    full, where = ocr_resume_check(tmp_path, small_hopper, "o2td3", monkeypatch, kills=(5,))
+    assert where == ["o2td3_alignment"]
     online = [r for r in full.rows if r["phase"] == "online"]
     assert online and "train/o2td3/divergence" in online[-1]
 

@@ -245,10 +245,10 @@ def test_resume_inside_a_later_phase_skips_the_earlier_ones(tmp_path, small_hopp
     keys = jax.random.split(jax.random.PRNGKey(1), 1)
     save_checkpoint(
         run.checkpoint_path,
-        {"states": states, "keys": keys, "step": np.int64(50)},
+        {"states": states, "keys": keys, "step": np.int64(25)},
         phase="o2sac_alignment",
     )
-    (run.path / "phase.json").write_text(json.dumps({"phase": "o2sac_alignment", "step": 50}))
+    (run.path / "phase.json").write_text(json.dumps({"phase": "o2sac_alignment", "step": 25}))
     traced = []
     phases = []
     for phase in pipeline.phases_before_online:
@@ -263,4 +263,4 @@ def test_resume_inside_a_later_phase_skips_the_earlier_ones(tmp_path, small_hopp
     pipeline.prepare_finetuning(offline, run, resume=True, progress=False)
     assert set(traced) == {"o2sac_alignment"}
     rows = run.rows()
-    assert [(r["phase"], r["step"]) for r in rows] == [("o2sac_alignment", 60)]
+    assert [(r["phase"], r["step"]) for r in rows] == [("o2sac_alignment", 50)]
