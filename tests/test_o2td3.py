@@ -129,7 +129,7 @@ def test_td3_actor_normalised_by_mean_abs_q_and_target_actor_handed_over(small_h
 
 @pytest.mark.slow
 def test_o2td3_killed_in_each_phase_resumes_identically(tmp_path, small_hopper, monkeypatch):
-    # The phases' resume is O2SAC's (test_o2sac.py kills in each); here once, in alignment.
+    # Killed inside alignment (O2SAC's test kills inside re-evaluation and online).
     full, where = ocr_resume_check(tmp_path, small_hopper, "o2td3", monkeypatch, kills=(5,))
     assert where == ["o2td3_alignment"]
     online = [r for r in full.rows if r["phase"] == "online"]
