@@ -121,7 +121,7 @@ def _train_parser() -> OneLineParser:
         "--online-algo",
         DATASET_DEFAULTS,
         "fine-tune with this algorithm from the offline actor (e.g. --algo iql --online-algo "
-        "ppo: OCR-CFT's O2PPO setting); default: --algo itself",
+        "ppo); default: the method's own (o2ppo: ppo, o2sac: sac, o2td3: td3), else --algo",
     )
     option(
         dataset,
