@@ -165,6 +165,19 @@ def test_run_options_scale_with_the_budget_and_are_stored():
     assert spec.online_algo == "td3" and spec.online_agent.actor_lr == 1e-3
     assert spec.online_agent.normalize_actor_q and spec.online_agent.exploration_noise == 0.1
     assert RunSpec.from_stored(spec.stored()) == spec
+    assert spec.online_agent.actor_grad_clip is None
+
+    # The alternative mode's hopper-expert actor gradient clip, with the quirk's reach.
+    def clip(dataset, method="o2td3-interval", **options):
+        config = PipelineConfig(dataset=dataset, offline_steps=10, online_steps=10)
+        return RunSpec.create("td3bc" if "td3" in method else "cql", config, method, options)
+
+    assert clip("hopper-expert-v2").online_agent.actor_grad_clip == 0.25
+    assert clip("hopper-expert-v2", "o2sac-interval").online_agent.actor_grad_clip == 0.25
+    assert clip("hopper-expert-v2", "o2td3").online_agent.actor_grad_clip is None
+    assert clip("hopper-medium-expert-v2").online_agent.actor_grad_clip is None
+    quirk = clip("hopper-medium-expert-v2", official_substring_match=True)
+    assert quirk.online_agent.actor_grad_clip == 0.25
 
 
 # --- the declared online algorithm ------------------------------------------------------------

@@ -49,6 +49,7 @@ class SACConfig(AgentConfig):
     critic_hidden_dims: tuple[int, ...] | None = None  # None: hidden_dims
     log_std_multiplier: float = 1.0  # the CQL actor's initial log-std scale and shift
     log_std_offset: float = -1.0
+    actor_grad_clip: float | None = None  # global-norm clip of the actor's gradient
 
     def __post_init__(self) -> None:
         check_fields(
@@ -64,6 +65,7 @@ class SACConfig(AgentConfig):
             unit_interval=("discount", "tau"),
             hidden_dims=("hidden_dims",),
             choices={"policy": ("tanh_gaussian", "cql")},
+            optional_positive=("actor_grad_clip",),
         )
         for name in ("actor_hidden_dims", "critic_hidden_dims"):
             if getattr(self, name) is not None:
@@ -103,7 +105,7 @@ class SAC(CriticAgent):
             policy,
             actor_key,
             (jnp.zeros((1, obs_dim + self.hooks.policy_input_dim)),),
-            adam(c.actor_lr),
+            adam(c.actor_lr, c.actor_grad_clip),
         )
         critic = TrainState.create(
             critic_ensemble(

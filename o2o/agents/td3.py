@@ -41,6 +41,7 @@ class TD3Config(AgentConfig):
     # Actor loss -Q1/mean|Q1| (the normaliser held constant), as TD3+BC's Q term: O2TD3's
     # fine-tuning actor, whose loss adds a divergence penalty on the same scale.
     normalize_actor_q: bool = False
+    actor_grad_clip: float | None = None  # global-norm clip of the actor's gradient
 
     def __post_init__(self) -> None:
         check_fields(
@@ -49,6 +50,7 @@ class TD3Config(AgentConfig):
             non_negative=("policy_noise", "noise_clip", "exploration_noise"),
             unit_interval=("discount", "tau"),
             hidden_dims=("hidden_dims",),
+            optional_positive=("actor_grad_clip",),
         )
 
     def create(self, hooks: Hooks = NO_HOOKS) -> TD3:
@@ -78,7 +80,7 @@ class TD3(CriticAgent):
             DeterministicPolicy(c.hidden_dims, act_dim),
             actor_key,
             (jnp.zeros((1, obs_dim + self.hooks.policy_input_dim)),),
-            adam(c.actor_lr),
+            adam(c.actor_lr, c.actor_grad_clip),
         )
         critic = TrainState.create(
             critic_ensemble(c.hidden_dims, c.num_critics, c.critic_layer_norm),

@@ -95,6 +95,7 @@ class O2SAC(ConstrainedMethod):
     @classmethod
     def online_agent_defaults(cls, config: Any, algo: str) -> dict[str, Any]:
         return {
+            **super().online_agent_defaults(config, algo),
             "policy": "cql",
             "actor_hidden_dims": (256, 256, 256),
             "critic_hidden_dims": (256, 256, 256),

@@ -94,6 +94,7 @@ class O2TD3(ConstrainedMethod):
         level = dataset_level(config.dataset) if config.level == "auto" else config.level
         noise = config.exploration_noise or EXPLORATION[level]
         return {
+            **super().online_agent_defaults(config, algo),
             "critic_layer_norm": True,
             "actor_lr": 1e-4,
             "critic_lr": 3e-4,

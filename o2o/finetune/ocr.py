@@ -235,6 +235,16 @@ class ConstrainedMethod(Method):
             "schedule_steps": max(1, online_steps),
         }
 
+    @classmethod
+    def online_agent_defaults(cls, config: Any, algo: str) -> dict[str, Any]:
+        """The official alternative mode on hopper-expert also clips the actor's gradient
+        at 0.25 (where ``is_hopper_expert`` says so: the quirk applies here too)."""
+        if config.reference_update == "interval" and is_hopper_expert(
+            config.dataset, config.official_substring_match
+        ):
+            return {"actor_grad_clip": 0.25}
+        return {}
+
     def check_agent(self, algo: str, agent: Any) -> None:
         if algo != self.online_algo:
             raise ConfigError(f"{self.label} fine-tunes with {self.online_algo}, not {algo}")
