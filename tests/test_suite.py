@@ -232,3 +232,37 @@ def test_every_committed_suite_loads(path, monkeypatch):
     monkeypatch.setattr(suite_module, "_check_dataset", lambda name: None)
     loaded = suite_module.load_suite(path)
     assert loaded.configurations()
+
+
+def test_online_algos_pair_every_method_with_the_same_online_algorithm():
+    raw = {
+        **BASE,
+        "algos": ["iql"],
+        "methods": ["vanilla", "o2ppo"],
+        "online_algos": {"iql": "ppo"},
+        "agent_overrides": {"ppo": {"epochs": 3}},
+    }
+    configs = suite_from_dict(raw).configurations()
+    assert [c.relpath.as_posix() for c in configs] == [
+        "hopper-medium-lite/iql-ppo/vanilla",
+        "hopper-medium-lite/iql-ppo/o2ppo",
+    ]
+    vanilla, o2ppo = (c.stored_config() for c in configs)
+    for stored in (vanilla, o2ppo):
+        assert stored["algo"] == "iql" and stored["online_agent"]["algo"] == "ppo"
+        assert stored["online_agent"]["agent"]["epochs"] == 3
+    assert o2ppo["finetune"]["name"] == "o2ppo" and configs[1].vanilla() == configs[0]
+    assert "online_agent" not in suite_from_dict(BASE).configurations()[0].stored_config()
+    with pytest.raises(ConfigError, match="online_algos: cql is not one of the suite's algos"):
+        suite_from_dict({**raw, "online_algos": {"cql": "sac"}})
+    with pytest.raises(ConfigError, match="online_algos: unknown algorithm 'dqn'"):
+        suite_from_dict({**raw, "online_algos": {"iql": "dqn"}})
+
+
+def test_results_label_an_algorithm_handed_to_another_online():
+    from o2o.analysis.results import algo_label
+
+    assert algo_label({"algo": "iql"}, {}) == "iql"
+    assert (
+        algo_label({"algo": "iql", "online_agent": {"algo": "ppo"}}, {"algo": "iql"}) == "iql-ppo"
+    )

@@ -141,7 +141,7 @@ def load_results(root: Path | str) -> list[RunResult]:
             RunResult(
                 path=run.path,
                 dataset=str(info.get("dataset") or config["pipeline"].get("dataset")),
-                algo=str(info.get("algo") or config.get("algo")),
+                algo=algo_label(config, info),
                 method=str(info.get("method") or _label(run.path, finetune)),
                 config=config,
                 summary=summary,
@@ -154,6 +154,14 @@ def load_results(root: Path | str) -> list[RunResult]:
     if not results:
         raise O2OError(f"no offline→online runs (config.yaml with a pipeline) below {root}")
     return sorted(results, key=lambda r: (r.dataset, r.algo, method_order(r.method)))
+
+
+def algo_label(config: dict[str, Any], summary: dict[str, Any]) -> str:
+    """``iql``, or ``iql-ppo`` for an IQL run fine-tuned by PPO (the suite's directory name), so
+    tables never pair it with a run fine-tuned by IQL itself."""
+    algo = str(summary.get("algo") or config.get("algo"))
+    online = (config.get("online_agent") or {}).get("algo")
+    return algo if online is None or algo.endswith(f"-{online}") else f"{algo}-{online}"
 
 
 def _label(path: Path, finetune: dict[str, Any]) -> str:
