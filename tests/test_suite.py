@@ -166,7 +166,7 @@ def test_agent_sets():
     assert suite.agent_overrides["cql"] == {"cql_n_actions": 4, "critic_hidden_dims": [64, 64]}
 
 
-@pytest.mark.parametrize("name", ["quick-cpu", "base", "samg", "ablation"])
+@pytest.mark.parametrize("name", ["quick-cpu", "base", "samg", "ablation", "claims-ocr-o2ppo"])
 def test_published_suites_load(name):
     suite = load_suite(ROOT / "benchmarks" / "suites" / f"{name}.yaml")
     assert suite.name == name and suite.configurations()
