@@ -126,6 +126,8 @@ def load_results(root: Path | str) -> list[RunResult]:
         raise O2OError(f"results directory {root} not found")
     results = []
     for config_path in sorted(root.rglob(CONFIG)):
+        if any(part.startswith(".") for part in config_path.relative_to(root).parts):
+            continue  # scratch runs (the runner's .offline-recreate)
         try:
             config = yaml.safe_load(config_path.read_text()) or {}
         except yaml.YAMLError:
