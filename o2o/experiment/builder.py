@@ -36,6 +36,7 @@ from o2o.experiment.pipeline import (
 )
 from o2o.experiment.runs import METRICS, RunDir, number, plain_config
 from o2o.finetune import (
+    budget_options,
     coerce_method_options,
     make_methods,
     method_agent_defaults,
@@ -108,8 +109,11 @@ class RunSpec:
         algo = algo.lower()
         if domain is None:
             domain = dataset_domain(dataset) if dataset is not None else "locomotion"
-        options = coerce_method_options(
-            finetune, with_domain(finetune, method_options or {}, domain)
+        options = budget_options(
+            finetune,
+            coerce_method_options(finetune, with_domain(finetune, method_options or {}, domain)),
+            pipeline.offline_steps,
+            pipeline.online_steps,
         )
         budget = (pipeline.offline_steps, pipeline.online_steps * pipeline.utd)
         agent = agent_config_for(

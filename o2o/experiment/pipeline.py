@@ -247,7 +247,11 @@ class Pipeline:
         self.algo, self.agent_config, self.config = algo, agent_config, config
         self.guard = guard or DivergenceGuard()
         self.unsaved_rows: list[dict] = []  # the metrics rows of a run without a run directory
-        self.methods = methods if methods is not None else VANILLA
+        # Options a method leaves to the budget (SAMG's cvae_steps); a RunSpec resolved
+        # them already (and recorded them), a Pipeline built by hand gets the same values.
+        self.methods = (methods if methods is not None else VANILLA).fit_to_budget(
+            config.offline_steps, config.online_steps
+        )
         self.agent = agent_config.create(hooks=self.methods)
         check(
             not (self.agent.on_policy and config.offline_steps > 0),

@@ -136,6 +136,25 @@ def method_config(label: str, options: dict[str, Any]) -> Any:
         raise ConfigError(f"{error}; {label} options: {names}") from None
 
 
+def budget_options(
+    name: str, options: dict[str, Any], offline_steps: int, online_steps: int
+) -> dict[str, Any]:
+    """``options`` with what the methods of ``name`` fit to the budget
+    (``Method.fit_to_budget``) written out, keyed as the given options are: the value a run
+    used is in its config.yaml, so resuming it or reading it back never refits."""
+    labels = parse_labels(name)
+    methods = make_methods(name, options, 0, 0)  # configs only: no dataset sizes needed
+    fitted = methods.fit_to_budget(offline_steps, online_steps)
+    out = dict(options)
+    prefixed = len(labels) > 1 or any("." in str(k) for k in options)
+    for label, before, after in zip(labels, methods, fitted, strict=True):
+        for f in fields(before.config):
+            value = getattr(after.config, f.name)
+            if getattr(before.config, f.name) != value:
+                out[f"{label}.{f.name}" if prefixed else f.name] = value
+    return out
+
+
 def make_methods(name: str, options: dict[str, Any], obs_dim: int, act_dim: int) -> Methods:
     """The composition ``name`` (e.g. ``samg+sera``) with ``options`` for a dataset's sizes."""
     labels = parse_labels(name)
@@ -151,4 +170,4 @@ def make_methods(name: str, options: dict[str, Any], obs_dim: int, act_dim: int)
 __all__ = ["REGISTRY", "SAMG", "SERA", "SLOTS", "VANILLA", "Method", "Methods", "SAMGConfig"]
 __all__ += ["FamO2O", "FamO2OConfig", "SERAConfig", "O2PPO", "O2PPOConfig"]
 __all__ += ["coerce_method_options", "make_methods", "method_labels", "parse_labels", "register"]
-__all__ += ["method_agent_defaults", "with_domain"]
+__all__ += ["budget_options", "method_agent_defaults", "with_domain"]
