@@ -34,12 +34,18 @@ def eval_main(argv: list[str]) -> int:
     parser.add_argument(
         "--episodes", type=int, default=None, help="episodes per seed (default: the run's own)"
     )
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (default: a bar on a terminal, a plain line every "
+        "$O2O_PROGRESS_EVERY seconds otherwise)",
+    )
     args = parser.parse_args(argv)
     from o2o.api import load
     from o2o.experiment.builder import score_line
 
     policy = load(args.run)
-    evaluation = policy.evaluate(args.episodes, args.seed)
+    evaluation = policy.evaluate(args.episodes, args.seed, progress=not args.no_progress)
     seeds = evaluation["seeds"]
     print(
         f"{args.run} ({policy.phase} checkpoint, {evaluation['episodes']} episodes per seed, "
