@@ -68,10 +68,27 @@ class RunResult:
         return [r for r in self.rows if _phase_of(r) == phase]
 
     @property
+    def offline_steps(self) -> int:
+        """The offline gradient steps behind the run's agent, a ``--from`` run's included
+        (``curves.offline_budget``)."""
+        from o2o.analysis.curves import offline_budget
+
+        return offline_budget(self.rows, self.pipeline.get("offline_steps"))
+
+    def timeline(self) -> list[dict[str, Any]]:
+        """The evaluation rows on one step axis (``curves.timeline``)."""
+        from o2o.analysis.curves import timeline
+
+        return timeline(self.rows, self.pipeline.get("offline_steps"))
+
+    def _offline_steps_text(self) -> Any:
+        return self.offline_steps if "offline_steps" in self.pipeline else "?"
+
+    @property
     def budget(self) -> str:
         p = self.pipeline
         return (
-            f"{p.get('offline_steps', '?')} offline + {p.get('online_steps', '?')} online steps, "
+            f"{self._offline_steps_text()} offline + {p.get('online_steps', '?')} online steps, "
             f"{p.get('seeds', '?')} seeds, {p.get('eval_episodes', '?')} eval episodes"
         )
 
@@ -80,7 +97,7 @@ class RunResult:
         """``offline+online steps ×seeds``, e.g. ``5k+5k ×3``: one table cell."""
         p = self.pipeline
         return (
-            f"{_steps(p.get('offline_steps'))}+{_steps(p.get('online_steps'))} "
+            f"{_steps(self._offline_steps_text())}+{_steps(p.get('online_steps'))} "
             f"×{p.get('seeds', '?')}"
         )
 
