@@ -468,3 +468,11 @@ def test_report_band_is_an_option(results, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["report", str(results), "--band", "wide"])
     assert exit_info.value.code == 2 and capsys.readouterr().err.count("\n") == 1
+
+
+def test_step_ticks_are_short():
+    from o2o.analysis.curves import step_label
+
+    assert [step_label(v) for v in (-60000, 0, 500, 1500, 20000)] == [
+        "-60k", "0", "500", "1.5k", "20k"
+    ]  # fmt: skip

@@ -134,6 +134,17 @@ def legend_outside(ax: Any, count: int) -> None:
     )
 
 
+def step_label(value: float) -> str:
+    """A step axis tick: ``-60k``, ``500``, ``1.5k`` (full numbers ran into each other)."""
+    return f"{value / 1000:g}k" if abs(value) >= 1000 else f"{value:g}"
+
+
+def steps_axis(ax: Any) -> None:
+    from matplotlib.ticker import FuncFormatter
+
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: step_label(value)))
+
+
 BANDS = ("bootstrap", "ci95", "std")
 
 
@@ -171,6 +182,7 @@ def plot_learning_curves(
         ax.axvline(boundary, color="grey", linestyle="--", linewidth=1)
         ax.text(boundary, ax.get_ylim()[1], " online →", va="top", color="grey", fontsize=8)
     ax.set_xlabel(xlabel)
+    steps_axis(ax)
     ax.set_ylabel("normalized score" if key == "normalized_score" else key)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)

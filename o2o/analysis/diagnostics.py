@@ -7,6 +7,7 @@ finetune.jsonl, mean ± std over seeds)."""
 
 from __future__ import annotations
 
+import textwrap
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from o2o.analysis.curves import curve, legend_outside, series_styles
+from o2o.analysis.curves import curve, legend_outside, series_styles, steps_axis
 from o2o.analysis.results import RunResult
 from o2o.experiment.runs import number
 
@@ -84,6 +85,8 @@ def _figure(panels: int, title: str) -> tuple[Any, Any]:
 def _save(fig: Any, axes: Any, path: Path, labels: list[str]) -> Path:
     import matplotlib.pyplot as plt
 
+    for ax in axes:
+        steps_axis(ax)
     legend_outside(axes[-1], len(labels))
     fig.tight_layout()
     path = Path(path)
@@ -113,7 +116,9 @@ def plot_method_diagnostics(
             if std.any():
                 ax.fill_between(steps, mean - std, mean + std, color=color, alpha=0.2)
         xlabel = "step" if d.phase in ("offline", "online") else f"{d.phase} step"
-        ax.set(title=d.title, xlabel=xlabel, yscale="log" if d.log_scale else "linear")
+        ax.set(xlabel=xlabel, yscale="log" if d.log_scale else "linear")
+        # Wrapped: long titles of neighbouring panels ran into each other.
+        ax.set_title(textwrap.fill(d.title, 40), fontsize=9)
         if d.reference is not None:
             value, text = d.reference
             ax.axhline(value, color="grey", linestyle=":", linewidth=1)
@@ -173,8 +178,8 @@ def plot_visited_coverage(
             color, style, marker = styles[label]
             ax.plot(steps, mean, style, marker=marker, ms=3, color=color, label=label)
             ax.fill_between(steps, low, high, color=color, alpha=0.2)
-        ax.set(title=f"{key}: {text}", xlabel="online env step")
-        ax.title.set_fontsize(9)
+        ax.set_xlabel("online env step")
+        ax.set_title(f"{key}\n{text}", fontsize=9)
         ax.grid(alpha=0.3)
     for label in labels:
         if label not in panels[-1][2]:
