@@ -733,3 +733,20 @@ def test_fit_to_budget_is_a_generic_seam_hook():
     pipeline = tiny_pipeline(dataset, "samg", offline_steps=6000)
     [phase] = pipeline.phases_before_online
     assert phase.name == "samg_cvae" and phase.steps == 1200
+
+
+def test_a_from_run_fits_cvae_steps_to_its_sources_offline_budget(tmp_path):
+    """``--from`` runs train no offline steps of their own (--offline-steps 0): the budget
+    behind their agent is the source run's."""
+    from o2o.experiment.builder import RunSpec, source_offline_steps
+    from o2o.experiment.pipeline import PipelineConfig
+    from o2o.experiment.runs import RunDir
+
+    source = RunSpec.create("iql", PipelineConfig(offline_steps=30_000), "vanilla")
+    RunDir.create(tmp_path / "source", source.stored())
+    assert source_offline_steps(tmp_path / "source") == 30_000
+    assert source_offline_steps(tmp_path / "source" / "offline.msgpack") == 30_000
+    assert source_offline_steps(tmp_path / "elsewhere") is None
+    pipeline = PipelineConfig(offline_steps=0, online_steps=1000)
+    spec = RunSpec.create("iql", pipeline, "samg", offline_budget=30_000)
+    assert spec.stored()["finetune"]["options"] == {"cvae_steps": 6000}
