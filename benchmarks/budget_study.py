@@ -109,14 +109,15 @@ def present(dataset: str) -> bool:
     return path is not None and path.exists()
 
 
-def clear_uncheckpointed(out: Path) -> list[Path]:
-    """Run directories with rows but neither a summary nor a checkpoint (committed mid-run):
-    clear their rows so the restart from step 0 does not append them a second time."""
+def clear_uncheckpointed(out: Path, datasets: list[str], algos: list[str]) -> list[Path]:
+    """The stage's run directories (``datasets`` × ``algos``) with rows but neither a summary
+    nor a checkpoint (committed mid-run): clear their rows so the restart from step 0 does not
+    append them a second time. Other stages' runs in the same directory are left alone."""
     cleared = []
-    if not out.is_dir():
-        return cleared
-    for config in sorted(out.rglob("config.yaml")):
+    for config in sorted(out.glob("*/*/*/config.yaml")):
         run = config.parent
+        if run.parent.parent.name not in datasets or run.parent.name not in algos:
+            continue
         if (run / "summary.json").exists():
             continue
         if (run / "checkpoint.msgpack").exists() or (run / "offline.msgpack").exists():
@@ -171,7 +172,7 @@ def run_stage(
         return 0
     out = RESULTS / stage.out
     if not dry_run:
-        for run in clear_uncheckpointed(out):
+        for run in clear_uncheckpointed(out, raw["datasets"], raw["algos"]):
             print(f"[{stage.name}] {run.relative_to(ROOT)}: no checkpoint, restarting from step 0")
     env, cwd = dict(os.environ), ROOT
     version = "working tree"

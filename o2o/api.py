@@ -204,11 +204,15 @@ class Policy:
         actions = np.asarray(self._act(state, jnp.asarray(batch), key, deterministic))
         return actions[0] if single else actions
 
-    def evaluate(self, episodes: int | None = None, seed: int | None = None) -> dict[str, Any]:
+    def evaluate(
+        self, episodes: int | None = None, seed: int | None = None, progress: bool = False
+    ) -> dict[str, Any]:
         """Deterministic episodes of each seed (or of ``seed``) on the env, from the reset
         seeds the pipeline evaluates with: the normalized score (mean over the seeds), the
-        return, and per-seed values. ``episodes`` None: the run's own ``eval_episodes``."""
-        from o2o.envs.evaluation import EnvGrid, evaluate
+        return, and per-seed values. ``episodes`` None: the run's own ``eval_episodes``;
+        ``progress``: a bar over the episodes' env steps (``o2o eval``)."""
+        from o2o.core.progress import RunProgress
+        from o2o.envs.evaluation import EnvGrid, episode_limit, evaluate
         from o2o.experiment.online import _eval_seed
 
         episodes = self.eval_episodes if episodes is None else int(episodes)
@@ -217,14 +221,24 @@ class Policy:
         indices = list(range(len(self.seeds))) if seed is None else [self._seed_index(seed)]
         states = jax.tree.map(lambda x: x[np.asarray(indices)], self.states)
         grid = EnvGrid(self.env_id, len(indices), episodes)
+        limit = episode_limit(grid)
+        bar = RunProgress(
+            limit or 0,
+            f"evaluate {self.env_id} ({len(indices)} seed(s) × {episodes} episodes)",
+            enabled=progress,
+            unit="env steps",
+            note="",
+        )
         try:
-            result = evaluate(
-                grid,
-                lambda obs: self._greedy_all(
-                    states, jnp.asarray(self.preprocess.observations(obs))
-                ),
-                seed=[_eval_seed(self.seeds[i]) for i in indices],
-            )
+            with bar:
+                result = evaluate(
+                    grid,
+                    lambda obs: self._greedy_all(
+                        states, jnp.asarray(self.preprocess.observations(obs))
+                    ),
+                    seed=[_eval_seed(self.seeds[i]) for i in indices],
+                    on_step=bar.advance_to,
+                )
         finally:
             grid.close()
         returns = result.mean_return

@@ -443,7 +443,7 @@ def cmd_train_dataset(
 ) -> int:
     """Offline pre-training and online fine-tuning on a dataset."""
     from o2o import data as datasets
-    from o2o.experiment.builder import RunSpec, execute, score_line
+    from o2o.experiment.builder import RunSpec, execute, score_line, source_offline_steps
     from o2o.experiment.divergence import DivergenceGuard
     from o2o.experiment.pipeline import PipelineConfig, budget_eval_intervals
     from o2o.experiment.runs import RunDir, default_run_name
@@ -493,6 +493,7 @@ def cmd_train_dataset(
             dataset,
             args.online_algo,
             parse_pairs(args.online_overrides, "--online-set"),
+            source_offline_steps(args.from_run) if args.from_run is not None else None,
         )
         name = args.name or default_run_name(spec.algo, args.finetune, Path(str(args.dataset)).stem)
         offline_from = args.from_run.resolve() if args.from_run is not None else None

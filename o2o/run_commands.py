@@ -34,12 +34,18 @@ def eval_main(argv: list[str]) -> int:
     parser.add_argument(
         "--episodes", type=int, default=None, help="episodes per seed (default: the run's own)"
     )
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (default: a bar on a terminal, a plain line every "
+        "$O2O_PROGRESS_EVERY seconds otherwise)",
+    )
     args = parser.parse_args(argv)
     from o2o.api import load
     from o2o.experiment.builder import score_line
 
     policy = load(args.run)
-    evaluation = policy.evaluate(args.episodes, args.seed)
+    evaluation = policy.evaluate(args.episodes, args.seed, progress=not args.no_progress)
     seeds = evaluation["seeds"]
     print(
         f"{args.run} ({policy.phase} checkpoint, {evaluation['episodes']} episodes per seed, "
@@ -279,8 +285,9 @@ def format_table(rows: list[dict[str, str]]) -> str:
 def plot_main(argv: list[str]) -> int:
     parser = OneLineParser(
         prog="o2o plot",
-        description="Learning curves of any runs in one figure: mean over seeds, ±1 std band; "
-        "a directory that is not a run stands for every run below it.",
+        description="Learning curves of any runs in one figure: mean over seeds with a band "
+        "(default: the 95%% percentile-bootstrap interval of the mean over seeds); a directory "
+        "that is not a run stands for every run below it.",
     )
     parser.add_argument("runs", type=Path, nargs="+", help="run directories")
     parser.add_argument("--out", type=Path, default=Path("learning_curves.png"))
@@ -290,8 +297,15 @@ def plot_main(argv: list[str]) -> int:
         help="normalized_score or return (default: the score if every run has one)",
     )
     parser.add_argument("--title", default=None)
+    parser.add_argument(
+        "--band",
+        choices=("bootstrap", "ci95", "std"),
+        default="bootstrap",
+        help="bootstrap interval of the mean over seeds, Student-t interval (ci95) or ±1 std "
+        "(default: %(default)s)",
+    )
     args = parser.parse_args(argv)
-    from o2o.analysis.curves import plot_learning_curves
+    from o2o.analysis.curves import offline_budget, plot_learning_curves, timeline
     from o2o.experiment.runs import RunDir
 
     curves: dict[Path, list[dict]] = {}
@@ -304,8 +318,10 @@ def plot_main(argv: list[str]) -> int:
         for path in found:
             rows = [r for r in RunDir(path).rows() if "return" in r]
             if rows:
-                curves[path.resolve()] = rows
-                offline_steps.add(RunDir(path).config().get("pipeline", {}).get("offline_steps"))
+                configured = RunDir(path).config().get("pipeline", {}).get("offline_steps")
+                # A --from run's online phase starts at its source's offline budget.
+                curves[path.resolve()] = timeline(rows, configured)
+                offline_steps.add(offline_budget(rows, configured))
             elif named:
                 raise O2OError(f"{path} has no evaluation rows yet")
         if not found:
@@ -325,7 +341,11 @@ def plot_main(argv: list[str]) -> int:
         raise ConfigError(f"{', '.join(missing)}: no '{key}' in the rows; use --key return")
     boundary = offline_steps.pop() if len(offline_steps) == 1 else None
     title = args.title or ", ".join(curves)
-    path = plot_learning_curves(curves, args.out, title, key=key, boundary=boundary or None)
+    path = plot_learning_curves(
+        curves, args.out, title, key=key, boundary=boundary or None, band=args.band
+    )
+    if path is None:
+        raise O2OError("nothing to plot: every run has a single evaluation so far")
     print(f"wrote {path}")
     return 0
 

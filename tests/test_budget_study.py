@@ -101,3 +101,24 @@ def test_clean_rows_drops_a_restarts_duplicates():
     ]
     kept = budget_study.clean_rows(rows)
     assert [(r["step"], r["v"]) for r in kept] == [(1000, "b"), (2000, "b")]
+
+
+def test_clear_uncheckpointed_touches_only_the_stage_runs(tmp_path):
+    def run(dataset, algo, *files):
+        path = tmp_path / dataset / algo / "vanilla"
+        path.mkdir(parents=True)
+        for name in ("config.yaml", "metrics.jsonl", "phase.json", *files):
+            (path / name).write_text("{}")
+        return path
+
+    stage = run("hopper-medium-lite", "td3bc")
+    other_algo = run("hopper-medium-lite", "cql")  # another stage sharing the directory
+    other_dataset = run("walker2d-medium-lite", "td3bc")
+    resumable = run("halfcheetah-medium-lite", "td3bc", "checkpoint.msgpack")
+    finished = run("halfcheetah-medium-lite", "iql", "summary.json")
+    datasets = ["hopper-medium-lite", "halfcheetah-medium-lite"]
+    cleared = budget_study.clear_uncheckpointed(tmp_path, datasets, ["td3bc", "iql"])
+    assert cleared == [stage]
+    assert not (stage / "metrics.jsonl").exists() and (stage / "config.yaml").exists()
+    for kept in (other_algo, other_dataset, resumable, finished):
+        assert (kept / "metrics.jsonl").exists() and (kept / "phase.json").exists()

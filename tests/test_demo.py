@@ -37,6 +37,13 @@ def test_demo_runs_offline_then_vanilla_and_samg(tmp_path, capsys):
         assert online and online[-1]["step"] == 2000, run
     samg_rows = [json.loads(x) for x in (root / "samg" / "metrics.jsonl").read_text().splitlines()]
     assert 0.0 <= samg_rows[-1]["train/samg/p_mean"] <= 1.0
+    # The report reads the demo's runs as finished runs with their methods (issue 20).
+    from o2o.cli import main
+
+    capsys.readouterr()
+    assert main(["report", str(root), "--out", str(tmp_path / "report"), "--reps", "20"]) == 0
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "2 finished runs (0 unfinished)" in text and "iql/samg" in text
 
 
 def test_claims_line_reads_the_committed_analysis(tmp_path):

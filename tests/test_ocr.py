@@ -137,7 +137,7 @@ def test_presets_per_level_and_mode():
     assert method("o2sac", dataset="x", epsilon_end=3.0).epsilon_range() == (0.125, 3.0)
 
 
-def test_run_options_scale_with_the_budget_and_are_stored():
+def test_options_fitted_to_the_budget_and_dataset_are_stored():
     pipeline = PipelineConfig(dataset="hopper-medium-lite", offline_steps=4000, online_steps=3000)
     spec = RunSpec.create("cql", pipeline, "o2sac")
     assert spec.options == {

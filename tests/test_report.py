@@ -239,13 +239,18 @@ def test_bootstrap_interval_of_the_mean():
     )
 
 
-@pytest.mark.parametrize("n", [3, 10, 13, 25])
-def test_curve_colours_are_distinct_for_any_number_of_series(n):
-    from o2o.analysis.curves import distinct_colors
+@pytest.mark.parametrize("n", [3, 10, 13, 20, 25, 90])
+def test_curve_styles_are_distinct_for_any_number_of_series(n):
+    """Up to 20 series no two colours alike (tab10, then tab20); past 20 the colours repeat
+    and the line style (past 80 the marker) tells the series apart."""
+    from o2o.analysis.curves import series_styles
 
-    colours = np.array([c[:3] for c in distinct_colors(n)])
-    gaps = np.linalg.norm(colours[:, None] - colours[None], axis=-1) + np.eye(n) * 9
-    assert len(colours) == n and gaps.min() > 0.03
+    styles = series_styles(n)
+    assert len(styles) == n and len({(c[:3], ls, m) for c, ls, m in styles}) == n
+    if n <= 20:
+        colours = np.array([c[:3] for c, _, _ in styles])
+        gaps = np.linalg.norm(colours[:, None] - colours[None], axis=-1) + np.eye(n) * 9
+        assert gaps.min() > 0.03 and {ls for _, ls, _ in styles} == {"-"}
 
 
 def test_report_errors_are_one_line(tmp_path, capsys):
@@ -322,3 +327,152 @@ def test_a_method_with_its_own_offline_phase_is_matched_by_seed_not_paired(tmp_p
     text = (out / "report.md").read_text()
     assert "## famo2o vs vanilla, by seed (own offline phase)" in text
     assert "## samg vs vanilla, paired" in text
+
+
+# --- figures fit for a paper: their data, not their pixels ------------------------------------
+
+
+def test_single_point_series_are_not_drawn(tmp_path):
+    from o2o.analysis.curves import drawable, plot_learning_curves
+
+    one = [{"phase": "offline", "step": 1000, "normalized_score": 5.0}]
+    two = one + [{"phase": "online", "step": 2000, "normalized_score": 7.0}]
+    assert list(drawable({"a": one, "b": two})) == ["b"]
+    assert plot_learning_curves({"a": one}, tmp_path / "x.png", "t") is None
+    assert not (tmp_path / "x.png").exists()
+    assert plot_learning_curves({"a": one, "b": two}, tmp_path / "y.png", "t").exists()
+
+
+def from_run(root: Path) -> Path:
+    """A run fine-tuned from ``vanilla``'s offline checkpoint with --offline-steps 0: the
+    offline rows are copied from the source, the online rows count env steps from 0."""
+    path = write_run(root, "hopper-medium-lite", "iql", "samg-from", [40.0, 50.0], [45.0, 65.0])
+    config = yaml.safe_load((path / "config.yaml").read_text())
+    config["pipeline"]["offline_steps"] = 0
+    (path / "config.yaml").write_text(yaml.safe_dump(config))
+    rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+    for row in rows:
+        if row["phase"] == "online":
+            row["step"] -= OFFLINE
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_a_from_run_is_drawn_on_its_real_offline_budget(tmp_path, monkeypatch):
+    import o2o.analysis.report as report
+    from o2o.analysis.curves import offline_budget, timeline
+
+    root = tmp_path / "results"
+    write_run(root, "hopper-medium-lite", "iql", "vanilla", [40.0, 50.0], [50.0, 60.0])
+    from_run(root)
+    rows = [
+        {"phase": "offline", "step": 1000},
+        {"phase": "offline", "step": 2000},
+        {"phase": "online", "step": 500},
+        {"phase": "online", "step": 1000},
+    ]
+    assert offline_budget(rows, 0) == 2000 and offline_budget(rows, 3000) == 3000
+    assert [r["step"] for r in timeline(rows, 0)] == [1000, 2000, 2500, 3000]
+    assert [r["step"] for r in timeline(rows, 2000)] == [1000, 2000, 500, 1000]  # as logged
+
+    results = {r.method: r for r in load_results(root)}
+    assert results["samg-from"].offline_steps == OFFLINE
+    assert results["samg-from"].budget == results["vanilla"].budget  # one figure, one axis
+    seen = {}
+
+    def capture(curves, path, title, **kw):
+        seen.update(curves=curves, boundary=kw["boundary"], band=kw["band"])
+        return Path(path)
+
+    monkeypatch.setattr(report, "plot_learning_curves", capture)
+    report.build_report(load_results(root), tmp_path / "out", "t", reps=10)
+    steps = {label: [row["step"] for row in rows] for label, rows in seen["curves"].items()}
+    assert steps == {"iql/vanilla": [1000, 1500, 2000], "iql/samg-from": [1000, 1500, 2000]}
+    assert seen["boundary"] == OFFLINE and seen["band"] == "bootstrap"
+
+
+def test_diagnostic_panels_of_one_point_are_hidden(tmp_path):
+    from o2o.analysis.diagnostics import diagnostic_panels
+    from o2o.finetune.base import Diagnostic
+
+    root = tmp_path / "results"
+    write_run(root, "hopper-medium-lite", "iql", "samg", [40.0], [50.0], samg=True)
+    path = root / "hopper-medium-lite" / "iql" / "samg" / "metrics.jsonl"
+    with path.open("a") as f:  # a KL logged once, at the end of a short fit
+        f.write(json.dumps({"phase": "samg_cvae", "step": 100, "train/samg/cvae_kl": 0.1}) + "\n")
+    (root / "hopper-medium-lite" / "iql" / "samg" / "finetune.jsonl").unlink()
+    wanted = (
+        Diagnostic("online", "train/samg/p_mean", "mean p"),
+        Diagnostic("samg_cvae", "train/samg/cvae_kl", "KL"),
+    )
+    panels = diagnostic_panels(load_results(root), wanted)
+    assert [d.title for d, _ in panels] == ["mean p"]
+    steps, mean, _ = panels[0][1]["iql/samg"]
+    assert list(steps) == [1500, 2000] and mean == pytest.approx([0.55, 0.5])
+
+
+def add_coverage(path: Path, radii: list[list[float]], cells: list[list[float]]) -> None:
+    """Visited-state coverage (o2o.experiment.visited's keys) in a run's online rows, one
+    list of per-seed values per online row."""
+    rows = [json.loads(line) for line in (path / "metrics.jsonl").read_text().splitlines()]
+    online = [r for r in rows if r["phase"] == "online"]
+    for row, radius, cell in zip(online, radii, cells, strict=True):
+        row.update(
+            {"coverage/knn_radius": float(np.mean(radius)), "seed_coverage/knn_radius": radius}
+        )
+        row.update({"coverage/cells": float(np.mean(cell)), "seed_coverage/cells": cell})
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_visited_coverage_panel_per_method(tmp_path):
+    from o2o.analysis.diagnostics import visited_series
+
+    root = tmp_path / "results"
+    vanilla = write_run(
+        root, "hopper-medium-lite", "iql", "vanilla", [1.0, 2.0, 3.0], [2.0, 3.0, 4.0]
+    )
+    sera = write_run(root, "hopper-medium-lite", "iql", "sera", [1.0, 2.0, 3.0], [2.0, 3.0, 5.0])
+    add_coverage(vanilla, [[1.0, 1.0, 1.0], [1.0, 2.0, 3.0]], [[3, 4, 5], [6, 6, 9]])
+    add_coverage(sera, [[0.0, 10.0, 20.0], [2.0, 2.0, 2.0]], [[5, 5, 5], [9, 9, 9]])
+    results = {r.method: r for r in load_results(root)}
+    # Against the online env step; mean over seeds; ±1 std by numpy (ddof 0).
+    steps, mean, low, high = visited_series(results["vanilla"], "coverage/knn_radius", "std")
+    assert list(steps) == [500, 1000] and mean == pytest.approx([1.0, 2.0])
+    assert high - mean == pytest.approx([0.0, np.std([1.0, 2.0, 3.0])])
+    # The bootstrap interval of the mean of (0, 10, 20) is (0, 20) (see the test above).
+    _, mean, low, high = visited_series(results["sera"], "coverage/knn_radius")
+    assert (mean[0], low[0], high[0]) == (
+        pytest.approx(10.0),
+        pytest.approx(0.0),
+        pytest.approx(20.0),
+    )
+    assert visited_series(results["sera"], "coverage/missing")[0].size == 0
+
+    out = tmp_path / "report"
+    write_report(root, out, reps=20)
+    text = (out / "report.md").read_text()
+    assert "## Visited-state coverage online" in text
+    assert (out / "figures" / "visited-hopper-medium-lite.png").stat().st_size > 1000
+
+
+def test_no_coverage_section_without_coverage_rows(results, tmp_path):
+    write_report(results, tmp_path / "report", reps=20)
+    assert "Visited-state coverage" not in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_report_band_is_an_option(results, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["report", str(results), "--out", str(out), "--band", "ci95", "--reps", "20"]) == 0
+    assert "Student-t interval of the mean" in (out / "report.md").read_text()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", str(results), "--band", "wide"])
+    assert exit_info.value.code == 2 and capsys.readouterr().err.count("\n") == 1
+
+
+def test_step_ticks_are_short():
+    from o2o.analysis.curves import step_label
+
+    assert [step_label(v) for v in (-60000, 0, 500, 1500, 20000)] == [
+        "-60k", "0", "500", "1.5k", "20k"
+    ]  # fmt: skip

@@ -172,3 +172,15 @@ def test_a_closed_pipe_is_no_traceback():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0 and done.stderr == "", done.stderr
+
+
+def test_eval_shows_progress_unless_told_not_to(runs, capsys, monkeypatch):
+    monkeypatch.setenv("O2O_PROGRESS_EVERY", "0")
+    capsys.readouterr()
+    assert main(["eval", str(runs / "td3-a"), "--episodes", "1"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("evaluate ")
+    assert "env steps/s" in out
+    assert main(["eval", str(runs / "td3-a"), "--episodes", "1", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "env steps/s" not in out and len(out.strip().splitlines()) == 1

@@ -14,7 +14,7 @@ from o2o.agents.cql import conservative_gap
 from o2o.core.buffers import Sampler, buffer_from_transitions
 from o2o.core.engine import compile_fused
 from o2o.core.types import Transition
-from o2o.errors import ConfigError
+from o2o.errors import ConfigError, O2OError
 from o2o.experiment.online import Preprocess
 from o2o.finetune import make_methods
 from o2o.finetune.samg import (
@@ -676,3 +676,77 @@ def test_a_run_killed_in_the_cvae_phase_resumes_and_never_refits(
     resumed = pipeline.run(run, resume=True, progress=False)
     assert calls == [] and len([r for r in run.rows() if r["phase"] == "samg_cvae"]) == fits
     assert strip(resumed.rows) == strip(full.rows)
+
+
+# --- the C-VAE fit's length follows the budget ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "offline_steps, expected",
+    # By hand: a fifth of the offline budget, clipped to [1,000, 10,000].
+    [(0, 1000), (1000, 1000), (7500, 1500), (20_000, 4000), (50_000, 10_000), (1_000_000, 10_000)],
+)
+def test_cvae_steps_default_follows_the_offline_budget(offline_steps, expected):
+    from o2o.experiment.builder import RunSpec
+    from o2o.experiment.pipeline import PipelineConfig
+
+    pipeline = PipelineConfig(offline_steps=offline_steps, online_steps=1000)
+    spec = RunSpec.create("iql", pipeline, "samg")
+    # Recorded in what config.yaml stores, so resume and the report read the value back.
+    assert spec.stored()["finetune"]["options"] == {"cvae_steps": expected}
+    assert RunSpec.from_stored(spec.stored()).methods(OBS, ACT).phases(None)[0].steps == expected
+
+
+def test_a_given_cvae_steps_and_the_ablations_are_left_alone():
+    from o2o.experiment.builder import RunSpec
+    from o2o.experiment.pipeline import PipelineConfig
+
+    pipeline = PipelineConfig(offline_steps=20_000, online_steps=1000)
+    given = RunSpec.create("iql", pipeline, "samg", {"cvae_steps": 123})
+    assert given.stored()["finetune"]["options"] == {"cvae_steps": 123}
+    # The ablations fit no weight model: nothing to resolve, configs of earlier runs unchanged.
+    for label in ("samg-even", "samg-random", "samg-unguided"):
+        assert RunSpec.create("iql", pipeline, label).stored()["finetune"]["options"] == {}
+    composed = RunSpec.create("iql", pipeline, "samg+sera")
+    assert composed.stored()["finetune"]["options"] == {"samg.cvae_steps": 4000}
+
+
+def test_fit_to_budget_is_a_generic_seam_hook():
+    """The base method's hook is the identity; the pipeline fits every method it is given
+    (it names none), so a Pipeline built by hand runs SAMG with the budget's value."""
+    from o2o.finetune import Method
+
+    samg = make_methods("samg", {}, OBS, ACT)
+    assert samg.methods[0].config.cvae_steps is None
+    with pytest.raises(O2OError, match="fitted to the run's budget"):
+        samg.phases(None)
+    fitted = samg.fit_to_budget(15_000, 500)
+    assert fitted.methods[0].config.cvae_steps == 3000
+    assert fitted.methods[0].label == "samg"
+    sera = make_methods("sera", {}, OBS, ACT)
+    assert sera.fit_to_budget(15_000, 500) is sera
+    assert Method.fit_to_budget(sera.methods[0], 1, 1) is sera.methods[0]
+
+    from o2o import data as datasets
+
+    dataset = datasets.load("hopper-medium-lite").select(slice(0, 500))
+    pipeline = tiny_pipeline(dataset, "samg", offline_steps=6000)
+    [phase] = pipeline.phases_before_online
+    assert phase.name == "samg_cvae" and phase.steps == 1200
+
+
+def test_a_from_run_fits_cvae_steps_to_its_sources_offline_budget(tmp_path):
+    """``--from`` runs train no offline steps of their own (--offline-steps 0): the budget
+    behind their agent is the source run's."""
+    from o2o.experiment.builder import RunSpec, source_offline_steps
+    from o2o.experiment.pipeline import PipelineConfig
+    from o2o.experiment.runs import RunDir
+
+    source = RunSpec.create("iql", PipelineConfig(offline_steps=30_000), "vanilla")
+    RunDir.create(tmp_path / "source", source.stored())
+    assert source_offline_steps(tmp_path / "source") == 30_000
+    assert source_offline_steps(tmp_path / "source" / "offline.msgpack") == 30_000
+    assert source_offline_steps(tmp_path / "elsewhere") is None
+    pipeline = PipelineConfig(offline_steps=0, online_steps=1000)
+    spec = RunSpec.create("iql", pipeline, "samg", offline_budget=30_000)
+    assert spec.stored()["finetune"]["options"] == {"cvae_steps": 6000}

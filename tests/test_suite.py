@@ -166,7 +166,7 @@ def test_agent_sets():
     assert suite.agent_overrides["cql"] == {"cql_n_actions": 4, "critic_hidden_dims": [64, 64]}
 
 
-@pytest.mark.parametrize("name", ["quick-cpu", "base", "samg", "ablation"])
+@pytest.mark.parametrize("name", ["quick-cpu", "base", "samg", "ablation", "claims-ocr-o2ppo"])
 def test_published_suites_load(name):
     suite = load_suite(ROOT / "benchmarks" / "suites" / f"{name}.yaml")
     assert suite.name == name and suite.configurations()
@@ -232,3 +232,71 @@ def test_every_committed_suite_loads(path, monkeypatch):
     monkeypatch.setattr(suite_module, "_check_dataset", lambda name: None)
     loaded = suite_module.load_suite(path)
     assert loaded.configurations()
+
+
+def test_online_algos_pair_every_method_with_the_same_online_algorithm():
+    raw = {
+        **BASE,
+        "algos": ["iql"],
+        "methods": ["vanilla", "o2ppo"],
+        "online_algos": {"iql": "ppo"},
+        "agent_overrides": {"ppo": {"epochs": 3}},
+    }
+    configs = suite_from_dict(raw).configurations()
+    assert [c.relpath.as_posix() for c in configs] == [
+        "hopper-medium-lite/iql-ppo/vanilla",
+        "hopper-medium-lite/iql-ppo/o2ppo",
+    ]
+    vanilla, o2ppo = (c.stored_config() for c in configs)
+    for stored in (vanilla, o2ppo):
+        assert stored["algo"] == "iql" and stored["online_agent"]["algo"] == "ppo"
+        assert stored["online_agent"]["agent"]["epochs"] == 3
+    assert o2ppo["finetune"]["name"] == "o2ppo" and configs[1].vanilla() == configs[0]
+    assert "online_agent" not in suite_from_dict(BASE).configurations()[0].stored_config()
+    with pytest.raises(ConfigError, match="online_algos: cql is not one of the suite's algos"):
+        suite_from_dict({**raw, "online_algos": {"cql": "sac"}})
+    with pytest.raises(ConfigError, match="online_algos: unknown algorithm 'dqn'"):
+        suite_from_dict({**raw, "online_algos": {"iql": "dqn"}})
+
+
+def test_results_label_an_algorithm_handed_to_another_online():
+    from o2o.analysis.results import algo_label
+
+    assert algo_label({"algo": "iql"}, {}) == "iql"
+    assert (
+        algo_label({"algo": "iql", "online_agent": {"algo": "ppo"}}, {"algo": "iql"}) == "iql-ppo"
+    )
+
+
+# Suites and the results directories their committed runs are in (the --out of their header).
+COMMITTED_RESULTS = {
+    "claims-samg-iql.yaml": "claims-samg",
+    "claims-samg-awac.yaml": "claims-samg",
+    "claims-samg-maze.yaml": "claims-samg",
+    "claims-sera-iql.yaml": "claims-samg",
+    "claims-famo2o-iql.yaml": "claims-famo2o",
+    "quick-cpu.yaml": "quick-cpu",
+    "budget-study.yaml": "budget-study/curves",
+}
+
+
+@pytest.mark.parametrize("name", sorted(COMMITTED_RESULTS))
+def test_committed_results_keep_their_configs(name, monkeypatch):
+    """Every committed run of a suite has exactly the config.yaml the suite would write now,
+    so ``bench run`` resumes or skips it instead of refusing it (defaults that changed since,
+    such as SAMG's cvae_steps fitted to the budget, are pinned in the suite files)."""
+    from o2o.experiment import suite as suite_module
+
+    monkeypatch.setattr(suite_module, "_check_dataset", lambda name: None)
+    out = ROOT / "benchmarks" / "results" / COMMITTED_RESULTS[name]
+    checked = 0
+    for config in load_suite(ROOT / "benchmarks" / "suites" / name).configurations():
+        path = out / config.relpath / "config.yaml"
+        if not path.exists():
+            continue
+        stored = yaml.safe_load(path.read_text())
+        stored.pop("dataset_sha256", None)
+        expected = yaml.safe_load(yaml.safe_dump(config.stored_config(), sort_keys=False))
+        assert first_difference(stored, expected) is None, path
+        checked += 1
+    assert checked

@@ -145,3 +145,40 @@ def test_ray_with_two_workers_writes_the_local_runners_files(suite, reference, t
     outcomes = run_suite_on_ray(suite, out, address="local", num_cpus=2, echo=lines.append)
     assert [o.status for o in outcomes] == ["ran", "ran"], lines
     same_results(reference, out)
+
+
+def test_a_missing_offline_checkpoint_is_trained_again_and_checked(reference, tmp_path):
+    """A fresh clone has no checkpoints: the paired method's vanilla offline phase is trained
+    again, kept only when its rows equal the recorded ones, and the method runs as before."""
+    import shutil
+
+    from o2o.errors import O2OError
+
+    out = tmp_path / "clone"
+    shutil.copytree(reference, out)
+    vanilla = out / "hopper-medium-lite" / "iql" / "vanilla"
+    for checkpoint in out.rglob("*.msgpack"):
+        checkpoint.unlink()
+    shutil.rmtree(out / "hopper-medium-lite" / "iql" / "samg")
+    suite = suite_from_dict(TINY)
+    outcomes = run_suite(suite, out, progress=False, echo=silent)
+    assert [o.status for o in outcomes] == ["skipped", "ran"]
+    assert not (vanilla / ".offline-recreate").exists()
+    assert (vanilla / "offline.msgpack").read_bytes() == (
+        reference / "hopper-medium-lite" / "iql" / "vanilla" / "offline.msgpack"
+    ).read_bytes()
+    samg = "hopper-medium-lite/iql/samg/metrics.jsonl"
+    assert rows(out / samg) == rows(reference / samg)
+
+    # Recorded rows that training does not reproduce: refused, nothing installed.
+    (vanilla / "offline.msgpack").unlink()
+    shutil.rmtree(out / "hopper-medium-lite" / "iql" / "samg")
+    lines = (vanilla / "metrics.jsonl").read_text().splitlines()
+    first = json.loads(lines[0])
+    first["normalized_score"] += 1.0
+    (vanilla / "metrics.jsonl").write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    with pytest.raises(O2OError, match="row 0: normalized_score"):
+        from o2o.experiment.runner import run_configuration
+
+        run_configuration(out, suite.configurations()[1])
+    assert not (vanilla / "offline.msgpack").exists()

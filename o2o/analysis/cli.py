@@ -22,6 +22,13 @@ def _report_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples for the CIs")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     parser.add_argument("--title", default=None)
+    parser.add_argument(
+        "--band",
+        choices=("bootstrap", "ci95", "std"),
+        default="bootstrap",
+        help="band around the mean curves: the percentile-bootstrap interval of the mean over "
+        "seeds, the Student-t interval (ci95) or ±1 std (default: %(default)s)",
+    )
     return parser
 
 
@@ -33,7 +40,7 @@ def report_main(argv: list[str]) -> int:
     if args.reps < 1:
         raise ConfigError(f"--reps must be positive, got {args.reps}")
     for path in write_report(
-        args.results_dir, args.out, args.html, args.reps, args.seed, args.title
+        args.results_dir, args.out, args.html, args.reps, args.seed, args.title, args.band
     ):
         print(f"wrote {path}")
     return 0

@@ -232,7 +232,14 @@ def plot_coverage(result: CoverageResult, path: Path, title: str) -> Path:
         ax.set_title(f"t-SNE of {modality} (seed 0)", fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
-    axes[0].legend(fontsize=7, markerscale=3)
+    # The levels' legend below the two maps (inside one it hid its points), markers opaque.
+    handles, labels = axes[0].get_legend_handles_labels()
+    legend = fig.legend(
+        handles, labels, loc="lower center", ncol=len(labels), fontsize=8, markerscale=4,
+        frameon=False, bbox_to_anchor=(0.35, 0.0),
+    )  # fmt: skip
+    for handle in legend.legend_handles:
+        handle.set_alpha(1.0)
     width = 0.38
     x = np.arange(len(result.levels))
     for offset, modality in ((-width / 2, "states"), (width / 2, "actions")):
@@ -244,11 +251,13 @@ def plot_coverage(result: CoverageResult, path: Path, title: str) -> Path:
         rotation=20,
         fontsize=8,
     )
-    axes[2].set(ylim=(0, 1.05), ylabel="fraction of cluster centres")
+    # Head room above 1 for the legend, which otherwise sat on the bars.
+    axes[2].set(ylim=(0, 1.22), ylabel="fraction of cluster centres")
+    axes[2].set_yticks(np.linspace(0.0, 1.0, 6))
     axes[2].set_title(f"coverage, mean ± std over {result.config.seeds} seeds", fontsize=10)
-    axes[2].legend(fontsize=8)
+    axes[2].legend(fontsize=8, loc="upper center", ncol=2, frameon=False)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)

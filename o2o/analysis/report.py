@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from o2o.analysis.curves import plot_learning_curves
-from o2o.analysis.diagnostics import plot_method_diagnostics
+from o2o.analysis.curves import BANDS, plot_learning_curves
+from o2o.analysis.diagnostics import plot_method_diagnostics, plot_visited_coverage
 from o2o.analysis.results import RunResult, load_results
 from o2o.analysis.statistics import aggregate_statistics, probability_of_improvement
 from o2o.analysis.tables import (
@@ -27,9 +27,15 @@ from o2o.analysis.tables import (
     regret_table,
     score_table,
 )
+from o2o.errors import ConfigError
 from o2o.experiment.checkpoint import atomic_write_bytes
 
 FIGURES = "figures"
+BAND_TEXT = {
+    "bootstrap": "the 95% percentile-bootstrap interval of the mean over seeds",
+    "ci95": "the 95% Student-t interval of the mean over seeds",
+    "std": "±1 standard deviation over seeds",
+}
 
 
 @dataclass(frozen=True)
@@ -53,9 +59,17 @@ Block = Heading | Paragraph | Table | Image
 
 
 def build_report(
-    results: Sequence[RunResult], out_dir: Path, title: str, reps: int = 2000, seed: int = 0
+    results: Sequence[RunResult],
+    out_dir: Path,
+    title: str,
+    reps: int = 2000,
+    seed: int = 0,
+    band: str = "bootstrap",
 ) -> list[Block]:
-    """The report's blocks; figures are written under ``out_dir/figures``."""
+    """The report's blocks; figures are written under ``out_dir/figures`` with ``band``
+    (``curves.BANDS``) around the mean curves."""
+    if band not in BANDS:
+        raise ConfigError(f"band must be one of {', '.join(BANDS)}, got '{band}'")
     finished = [r for r in results if r.finished]
     blocks: list[Block] = [Heading(1, title)]
     budgets = sorted({r.budget for r in finished})
@@ -119,7 +133,8 @@ def build_report(
         )
 
     blocks += _statistics_blocks(results, reps, seed)
-    blocks += _curve_blocks(finished, out_dir)
+    blocks += _curve_blocks(finished, out_dir, band)
+    blocks += _coverage_blocks(finished, out_dir, band)
 
     blocks.append(Heading(2, "Cumulative regret (sparse-reward tasks)"))
     regret = regret_table(results)
@@ -206,26 +221,26 @@ def _statistics_blocks(results: Sequence[RunResult], reps: int, seed: int) -> li
     return blocks
 
 
-def _curve_blocks(finished: Sequence[RunResult], out_dir: Path) -> list[Block]:
+def _curve_blocks(finished: Sequence[RunResult], out_dir: Path, band: str) -> list[Block]:
     blocks: list[Block] = [Heading(2, "Learning curves")]
     blocks.append(
         Paragraph(
-            "Normalized score, mean over seeds with the 95% percentile-bootstrap interval of the "
-            "mean over seeds; offline gradient steps, then online environment steps after the "
-            "dashed line."
+            f"Normalized score, mean over seeds with {BAND_TEXT[band]}; offline gradient steps, "
+            "then online environment steps after the dashed line (a run fine-tuned from "
+            "another run's checkpoint starts online at that run's offline budget). Runs with a "
+            "single evaluation are left out."
         )
     )
     for dataset, runs in _by_dataset(finished).items():
         if len({r.budget for r in runs}) == 1:
-            curves = {r.label: r.rows for r in runs if r.rows}
-            title, boundary = f"{dataset} ({runs[0].budget})", runs[0].pipeline.get("offline_steps")
+            curves = {r.label: r.timeline() for r in runs if r.rows}
+            title, boundary = f"{dataset} ({runs[0].budget})", runs[0].offline_steps
             xlabel = "step (offline gradient steps, then online env steps)"
         else:
             # Different offline budgets: align every run at its own start of fine-tuning.
             curves = {
                 f"{r.label} ({r.short_budget})": [
-                    {**row, "step": row["step"] - int(r.pipeline.get("offline_steps", 0))}
-                    for row in r.rows
+                    {**row, "step": row["step"] - r.offline_steps} for row in r.timeline()
                 ]
                 for r in runs
                 if r.rows
@@ -237,11 +252,42 @@ def _curve_blocks(finished: Sequence[RunResult], out_dir: Path) -> list[Block]:
             out_dir / FIGURES / f"curves-{_slug(dataset)}.png",
             title,
             boundary=boundary,
-            band="bootstrap",
+            band=band,
             xlabel=xlabel,
         )
-        blocks.append(Image(f"{FIGURES}/{path.name}", f"learning curves {dataset}"))
+        if path is not None:
+            blocks.append(Image(f"{FIGURES}/{path.name}", f"learning curves {dataset}"))
     return blocks
+
+
+def _coverage_blocks(finished: Sequence[RunResult], out_dir: Path, band: str) -> list[Block]:
+    """Visited-state coverage online (``o2o.experiment.visited``) per method, where runs
+    logged it."""
+    images = []
+    for dataset, runs in _by_dataset(finished).items():
+        path = plot_visited_coverage(
+            runs,
+            out_dir / FIGURES / f"visited-{_slug(dataset)}.png",
+            f"visited-state coverage online — {dataset}",
+            band=band,
+        )
+        if path is not None:
+            images.append(Image(f"{FIGURES}/{path.name}", f"visited-state coverage {dataset}"))
+    if not images:
+        return []
+    return [
+        Heading(2, "Visited-state coverage online"),
+        Paragraph(
+            "How much of the state space each run's online phase visited, at every evaluation "
+            "(mean over seeds with "
+            + BAND_TEXT[band]
+            + "): `coverage/knn_radius`, the mean distance to the 10th nearest neighbour among "
+            "up to 2,048 evenly spaced visited states, and `coverage/cells`, the number of "
+            "distinct unit cells visited, both in the normalised observation space. Equal env "
+            "steps in every arm: wider coverage at the same step is wider exploration."
+        ),
+        *images,
+    ]
 
 
 def _by_dataset(results: Sequence[RunResult]) -> dict[str, list[RunResult]]:
@@ -317,6 +363,7 @@ def write_report(
     reps: int = 2000,
     seed: int = 0,
     title: str | None = None,
+    band: str = "bootstrap",
 ) -> list[Path]:
     """Write ``report.md`` (and ``report.html``) with ``figures/`` into ``out_dir`` (default
     ``RESULTS_DIR/report``); the paths written."""
@@ -325,7 +372,7 @@ def write_report(
     results = load_results(results_dir)
     # Titled by the results' name, not the absolute path of wherever they were read.
     name = results_dir.resolve().name
-    blocks = build_report(results, out_dir, title or f"o2o report: {name}", reps, seed)
+    blocks = build_report(results, out_dir, title or f"o2o report: {name}", reps, seed, band)
     written = [out_dir / "report.md"]
     atomic_write_bytes(written[0], to_markdown(blocks).encode())
     if html_too:

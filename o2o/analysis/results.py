@@ -68,10 +68,27 @@ class RunResult:
         return [r for r in self.rows if _phase_of(r) == phase]
 
     @property
+    def offline_steps(self) -> int:
+        """The offline gradient steps behind the run's agent, a ``--from`` run's included
+        (``curves.offline_budget``)."""
+        from o2o.analysis.curves import offline_budget
+
+        return offline_budget(self.rows, self.pipeline.get("offline_steps"))
+
+    def timeline(self) -> list[dict[str, Any]]:
+        """The evaluation rows on one step axis (``curves.timeline``)."""
+        from o2o.analysis.curves import timeline
+
+        return timeline(self.rows, self.pipeline.get("offline_steps"))
+
+    def _offline_steps_text(self) -> Any:
+        return self.offline_steps if "offline_steps" in self.pipeline else "?"
+
+    @property
     def budget(self) -> str:
         p = self.pipeline
         return (
-            f"{p.get('offline_steps', '?')} offline + {p.get('online_steps', '?')} online steps, "
+            f"{self._offline_steps_text()} offline + {p.get('online_steps', '?')} online steps, "
             f"{p.get('seeds', '?')} seeds, {p.get('eval_episodes', '?')} eval episodes"
         )
 
@@ -80,7 +97,7 @@ class RunResult:
         """``offline+online steps ×seeds``, e.g. ``5k+5k ×3``: one table cell."""
         p = self.pipeline
         return (
-            f"{_steps(p.get('offline_steps'))}+{_steps(p.get('online_steps'))} "
+            f"{_steps(self._offline_steps_text())}+{_steps(p.get('online_steps'))} "
             f"×{p.get('seeds', '?')}"
         )
 
@@ -126,6 +143,8 @@ def load_results(root: Path | str) -> list[RunResult]:
         raise O2OError(f"results directory {root} not found")
     results = []
     for config_path in sorted(root.rglob(CONFIG)):
+        if any(part.startswith(".") for part in config_path.relative_to(root).parts):
+            continue  # scratch runs (the runner's .offline-recreate)
         try:
             config = yaml.safe_load(config_path.read_text()) or {}
         except yaml.YAMLError:
@@ -141,7 +160,7 @@ def load_results(root: Path | str) -> list[RunResult]:
             RunResult(
                 path=run.path,
                 dataset=str(info.get("dataset") or config["pipeline"].get("dataset")),
-                algo=str(info.get("algo") or config.get("algo")),
+                algo=algo_label(config, info),
                 method=str(info.get("method") or _label(run.path, finetune)),
                 config=config,
                 summary=summary,
@@ -154,6 +173,14 @@ def load_results(root: Path | str) -> list[RunResult]:
     if not results:
         raise O2OError(f"no offline→online runs (config.yaml with a pipeline) below {root}")
     return sorted(results, key=lambda r: (r.dataset, r.algo, method_order(r.method)))
+
+
+def algo_label(config: dict[str, Any], summary: dict[str, Any]) -> str:
+    """``iql``, or ``iql-ppo`` for an IQL run fine-tuned by PPO (the suite's directory name), so
+    tables never pair it with a run fine-tuned by IQL itself."""
+    algo = str(summary.get("algo") or config.get("algo"))
+    online = (config.get("online_agent") or {}).get("algo")
+    return algo if online is None or algo.endswith(f"-{online}") else f"{algo}-{online}"
 
 
 def _label(path: Path, finetune: dict[str, Any]) -> str:

@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from o2o.arguments import OneLineParser, fail
+from o2o.core.progress import RunProgress
 from o2o.errors import ConfigError, O2OError
 
 
@@ -220,8 +221,6 @@ def _make(console: Console, args: argparse.Namespace) -> int:
         )
     out_dir = args.out_dir or data_dir()
     if entry.suite == "maze":
-        from rich.progress import Progress
-
         from o2o.data.maze_data import DEFAULT_MAZE_TRANSITIONS, make_maze_dataset
 
         target = out_dir / entry.filename
@@ -229,14 +228,10 @@ def _make(console: Console, args: argparse.Namespace) -> int:
             console.print(f"{target} exists (use --force to rebuild)")
             return 0
         total = args.transitions or DEFAULT_MAZE_TRANSITIONS
-        with Progress(console=console) as progress:
-            task = progress.add_task(f"collect {entry.name}", total=total)
+        bar = RunProgress(total, f"collect {entry.name}", console=console, unit="rows", note="")
+        with bar:
             dataset = make_maze_dataset(
-                entry.name,
-                total,
-                seed=args.seed,
-                noise_std=args.noise_std,
-                progress=lambda rows: progress.update(task, completed=rows),
+                entry.name, total, seed=args.seed, noise_std=args.noise_std, progress=bar.advance_to
             )
         write_hdf5(dataset, target)
         console.print(
@@ -278,13 +273,20 @@ def _make_standin(console: Console, args: argparse.Namespace) -> int:
     if args.episodes < 1 or (args.max_steps is not None and args.max_steps < 1):
         raise ConfigError("--episodes and --max-steps must be positive")
     target = parse_target(args.name)
-    options = dict(episodes=args.episodes, max_steps=args.max_steps, seed=args.seed)
-    if target.layout == "d4rl":
-        path = write_d4rl_standin(target, args.out_dir or data_dir(), force=args.force, **options)
-        use = str(path)
-    else:
-        path = write_minari_standin(target, args.out_dir, force=args.force, **options)
-        use = target.minari_id if args.out_dir is None else str(path)
+    bar = RunProgress(
+        args.episodes, f"stand-in {args.name}", console=console, unit="episodes", note=""
+    )
+    options = dict(
+        episodes=args.episodes, max_steps=args.max_steps, seed=args.seed, on_episode=bar.advance_to
+    )
+    with bar:
+        if target.layout == "d4rl":
+            out = args.out_dir or data_dir()
+            path = write_d4rl_standin(target, out, force=args.force, **options)
+            use = str(path)
+        else:
+            path = write_minari_standin(target, args.out_dir, force=args.force, **options)
+            use = target.minari_id if args.out_dir is None else str(path)
     console.print(f"wrote {path} ({target.layout} layout); train on it: o2o train --dataset {use}")
     return 0
 

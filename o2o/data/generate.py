@@ -31,15 +31,8 @@ from typing import Any
 
 import numpy as np
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
+from o2o.core.progress import RunProgress
 from o2o.data.dataset import Dataset, concatenate
 from o2o.data.hdf5 import write_hdf5
 from o2o.data.registry import LEVELS, LITE_ENVS, data_dir
@@ -130,16 +123,10 @@ def _episode_seed(seed: int, episode: int) -> int:
     return seed * 1_000_003 + episode
 
 
-def _progress(console: Console | None) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[note]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    )
+def _progress(console: Console | None, total: int, description: str, unit: str) -> RunProgress:
+    """The training runs' progress (a bar on a terminal, a plain line every
+    ``$O2O_PROGRESS_EVERY`` seconds in a log) for a generation step."""
+    return RunProgress(total, description, console=console, unit=unit, note="")
 
 
 _RUNNERS: dict[tuple, _SACRunner] = {}
@@ -311,9 +298,9 @@ def train_sac(
 
     started = time.perf_counter() - float(carry["train_seconds"])
     observation = env.reset(seed=_episode_seed(c.seed, episode))[0]
-    with _progress(console) as progress:
-        note = f"eval {eval_returns[step // c.eval_every - 1]:.1f}" if step else "eval -"
-        task = progress.add_task(f"SAC {env_id}", total=c.train_steps, completed=step, note=note)
+    with _progress(console, c.train_steps, f"SAC {env_id}", "env steps") as progress:
+        progress.note(f"eval {eval_returns[step // c.eval_every - 1]:.1f}" if step else "eval -")
+        progress.advance_to(step)
         while step < c.train_steps:
             chunk_start = step
             for _ in range(c.update_every):
@@ -338,7 +325,7 @@ def train_sac(
             device_buffer = runner.add(device_buffer, transition_rows(chunk_start, step))
             if step >= c.warmup:
                 state, update_key, _ = runner.fused(state, {"replay": device_buffer}, update_key)
-            progress.update(task, completed=step)
+            progress.advance_to(step)
             if step % c.eval_every == 0:
                 index = step // c.eval_every - 1
                 eval_returns[index] = float(
@@ -365,7 +352,7 @@ def train_sac(
                         "replay": replay,
                     },
                 )
-                progress.update(task, note=f"eval {eval_returns[index]:.1f}")
+                progress.note(f"eval {eval_returns[index]:.1f}")
                 if stop_after_step is not None and step >= stop_after_step:
                     break
     env.close()
@@ -548,11 +535,8 @@ def make_suite(
             )
         else:
             seed = c.seed * 100 + {"random": 1, "medium": 2, "expert": 3}[level]
-            with _progress(console) as progress:
-                task = progress.add_task(f"{short}-{level}", total=c.transitions, note="")
-
-                def on_step(done: int) -> None:
-                    progress.update(task, completed=done)
+            with _progress(console, c.transitions, f"{short}-{level}", "rows") as progress:
+                on_step = progress.advance_to
 
                 if level == "random":
                     rng = np.random.default_rng(seed)
@@ -587,7 +571,7 @@ def make_suite(
                             policy_eval_return=value,
                         ),
                     )
-                progress.update(task, completed=c.transitions)
+                progress.advance_to(c.transitions)
         parts[level] = dataset
         return dataset
 

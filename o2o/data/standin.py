@@ -101,9 +101,11 @@ def _random_rollouts(
     seed: int,
     reset_options: Callable[[int], dict | None],
     step_infos: Callable[[dict], dict[str, Any]],
+    on_episode: Callable[[int], None] | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """D4RL-layout columns (no next_observations) and infos of ``episodes`` random episodes,
-    each cut at ``max_steps`` (a timeout) unless the env ends it first."""
+    each cut at ``max_steps`` (a timeout) unless the env ends it first; ``on_episode(n)``
+    after the n-th (progress)."""
     rng = np.random.default_rng(seed)
     columns: dict[str, list] = {k: [] for k in ("observations", "actions", "rewards")}
     columns.update(terminals=[], timeouts=[])
@@ -127,6 +129,8 @@ def _random_rollouts(
             observation = next_observation
             if last:
                 break
+        if on_episode is not None:
+            on_episode(episode + 1)
     arrays = {k: np.asarray(v) for k, v in columns.items()}
     arrays["observations"] = arrays["observations"].astype(np.float32)
     arrays["rewards"] = arrays["rewards"].astype(np.float32)
@@ -137,7 +141,13 @@ def _qpos_qvel(data: Any) -> dict[str, np.ndarray]:
     return {"qpos": data.qpos.copy(), "qvel": data.qvel.copy()}
 
 
-def d4rl_standin(target: StandinTarget, episodes: int, max_steps: int | None, seed: int) -> Dataset:
+def d4rl_standin(
+    target: StandinTarget,
+    episodes: int,
+    max_steps: int | None,
+    seed: int,
+    on_episode: Callable[[int], None] | None = None,
+) -> Dataset:
     """Random-policy data of ``target`` in D4RL's HDF5 layout (see the module docstring)."""
     if target.family == "adroit":
         from o2o.envs.adroit import adroit_env_id
@@ -168,7 +178,9 @@ def d4rl_standin(target: StandinTarget, episodes: int, max_steps: int | None, se
 
     limit = env.spec.max_episode_steps  # D4RL's
     steps = min(max_steps or limit, limit)
-    columns, infos = _random_rollouts(env, episodes, steps, seed, reset_options, step_infos)
+    columns, infos = _random_rollouts(
+        env, episodes, steps, seed, reset_options, step_infos, on_episode
+    )
     env.close()
     n = columns["rewards"].shape[0]
     # D4RL's layout has no next_observations; Dataset needs them, write_hdf5 is told to skip.
@@ -191,11 +203,12 @@ def write_d4rl_standin(
     max_steps: int | None = None,
     seed: int = 0,
     force: bool = False,
+    on_episode: Callable[[int], None] | None = None,
 ) -> Path:
     path = out_dir / f"{target.d4rl_name}-standin.hdf5"
     if path.exists() and not force:
         raise ConfigError(f"{path} exists (use --force to replace it)")
-    dataset = d4rl_standin(target, episodes, max_steps, seed)
+    dataset = d4rl_standin(target, episodes, max_steps, seed, on_episode)
     return write_hdf5(dataset, path, columns=D4RL_COLUMNS)
 
 
@@ -215,9 +228,11 @@ def write_minari_standin(
     max_steps: int | None = None,
     seed: int = 0,
     force: bool = False,
+    on_episode: Callable[[int], None] | None = None,
 ) -> Path:
     """A Minari dataset ``o2o-standin/<env>/<level>-vN`` under ``root`` (default: the Minari
-    root, ``$MINARI_DATASETS_PATH``), written by ``minari.DataCollector``."""
+    root, ``$MINARI_DATASETS_PATH``), written by ``minari.DataCollector``; ``on_episode(n)``
+    after the n-th episode (progress)."""
     import minari
 
     from o2o.envs.factory import quiet_robotics_notice
@@ -258,6 +273,8 @@ def write_minari_standin(
         while not (terminated or truncated):
             action = rng.uniform(low, high).astype(np.float32)
             _, _, terminated, truncated, _ = collector.step(action)
+        if on_episode is not None:
+            on_episode(episode + 1)
     previous = os.environ.get("MINARI_DATASETS_PATH")
     os.environ["MINARI_DATASETS_PATH"] = str(root)
     try:

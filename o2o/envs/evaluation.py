@@ -45,12 +45,17 @@ class EnvGrid:
 
 
 def evaluate(
-    grid: EnvGrid, policy: PolicyFn, seed: int | Sequence[int], max_steps: int | None = None
+    grid: EnvGrid,
+    policy: PolicyFn,
+    seed: int | Sequence[int],
+    max_steps: int | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> EvalResult:
     """Run one episode in every env of the grid. ``policy`` maps observations of shape
     (seeds, episodes, obs_dim) to actions (seeds, episodes, act_dim) deterministically.
     ``seed`` is one base per grid row (or one int for all rows); episode e of row s starts
-    from reset seed ``seed[s] + e``, so a row's result does not depend on the other rows."""
+    from reset seed ``seed[s] + e``, so a row's result does not depend on the other rows.
+    ``on_step(t)`` after every step t of the grid (progress)."""
     num_seeds, num_episodes = grid.shape
     bases = [seed] * num_seeds if isinstance(seed, int) else list(seed)
     first = grid.envs[0][0]
@@ -78,4 +83,13 @@ def evaluate(
             if terminated or truncated:
                 active[s, e] = False
         step += 1
+        if on_step is not None:
+            on_step(step)
     return EvalResult(returns, lengths, successes if reports_success else None)
+
+
+def episode_limit(grid: EnvGrid) -> int | None:
+    """The grid's time limit in steps (what an evaluation's progress counts up to); None
+    where the env declares none."""
+    spec = getattr(grid.envs[0][0], "spec", None)
+    return getattr(spec, "max_episode_steps", None)

@@ -34,15 +34,16 @@ from o2o.experiment.pipeline import (
     PipelineResult,
     dataset_domain,
 )
-from o2o.experiment.runs import METRICS, RunDir, number, plain_config
+from o2o.experiment.runs import CONFIG, METRICS, RunDir, number, plain_config
 from o2o.finetune import (
+    budget_options,
     coerce_method_options,
     declared_online_algo,
     make_methods,
     method_agent_defaults,
     method_online_defaults,
+    with_dataset,
     with_domain,
-    with_run,
 )
 
 
@@ -104,18 +105,25 @@ class RunSpec:
         dataset: Any = None,
         online_algo: str | None = None,
         online_overrides: dict[str, Any] | None = None,
+        offline_budget: int | None = None,
     ) -> RunSpec:
         """A validated spec; ``domain`` None: from the dataset (maze datasets get ``maze``,
         Adroit ones ``adroit``). ``online_algo``: fine-tune with that algorithm (its
-        fine-tuning preset, then ``online_overrides``) from the offline actor."""
+        fine-tuning preset, then ``online_overrides``) from the offline actor.
+        ``offline_budget``: the offline steps behind the agent where they are not the run's
+        own (``--from`` another run), what the methods fit their options to."""
         algo = algo.lower()
         if domain is None:
             domain = dataset_domain(dataset) if dataset is not None else "locomotion"
-        options = with_domain(finetune, method_options or {}, domain)
-        options = with_run(
-            finetune, options, pipeline.dataset, pipeline.offline_steps, pipeline.online_steps
+        options = with_dataset(
+            finetune, with_domain(finetune, method_options or {}, domain), pipeline.dataset
         )
-        options = coerce_method_options(finetune, options)
+        options = budget_options(
+            finetune,
+            coerce_method_options(finetune, options),
+            pipeline.offline_steps if offline_budget is None else offline_budget,
+            pipeline.online_steps,
+        )
         online_algo = declared_online_algo(finetune, online_algo)
         budget = (pipeline.offline_steps, pipeline.online_steps * pipeline.utd)
         agent = agent_config_for(
@@ -200,6 +208,17 @@ class RunSpec:
             online=self.online,
             guard=guard,
         )
+
+
+def source_offline_steps(source: Path) -> int | None:
+    """The offline steps of the run a ``--from`` run starts from (its config.yaml, beside
+    the checkpoint); None where it has none."""
+    source = Path(source)
+    run = RunDir(source if source.is_dir() else source.parent)
+    if not (run.path / CONFIG).exists():
+        return None
+    steps = (run.config().get("pipeline") or {}).get("offline_steps")
+    return int(steps) if steps is not None else None
 
 
 def load_offline_states(pipeline: Pipeline, source: Path) -> Any:

@@ -25,14 +25,14 @@ import numpy as np
 from o2o.core import buffers as buf
 from o2o.core.agent import Agent
 from o2o.core.engine import any_nan, compile_fused, seed_keys
+from o2o.core.progress import RunProgress, evaluation_steps
 from o2o.core.types import Transition
-from o2o.envs.evaluation import EnvGrid, EvalResult, evaluate
+from o2o.envs.evaluation import EnvGrid, EvalResult, episode_limit, evaluate
 from o2o.envs.factory import make_env, success_from_info
 from o2o.errors import check, check_non_negative, check_positive
 from o2o.experiment.checkpoint import load_checkpoint, save_checkpoint
 from o2o.experiment.divergence import DivergenceGuard
 from o2o.experiment.faults import kill_point
-from o2o.experiment.progress import RunProgress
 from o2o.experiment.runs import EPISODES, FINETUNE, METRICS, RunDir, evaluation_row, plain_config
 from o2o.experiment.visited import coverage_metrics, recent_rows
 
@@ -304,12 +304,13 @@ class EnvLoop:
             for event in event_rows:
                 run.append(FINETUNE, {**event, "step": self.step_offset + step})
 
-    def evaluate(self, states) -> EvalResult:
+    def evaluate(self, states, on_step: Callable[[int], None] | None = None) -> EvalResult:
         kill_point("evaluate")
         return evaluate(
             self.eval_grid,
             lambda obs: self._greedy(states, jnp.asarray(self.preprocess.observations(obs))),
             seed=[_eval_seed(self.config.seed + s) for s in range(self.config.seeds)],
+            on_step=on_step,
         )
 
     def close(self) -> None:
@@ -342,6 +343,7 @@ class EnvLoop:
         bar = RunProgress(c.steps, f"{c.env}", enabled=progress)
         bar.advance_to(max(0, carry["step"]))
         clock = LoopClock()
+        warming = False
         with bar:
             while carry["step"] < c.steps:
                 carry, chunk_metrics, chunk_updates = self._chunk(carry, run, clock)
@@ -349,9 +351,21 @@ class EnvLoop:
                 if chunk_metrics is not None:
                     metrics, updates = chunk_metrics, updates + chunk_updates
                 bar.advance_to(max(0, step), updates=updates)
+                if step < 0 or warming:
+                    # Seed transitions (SAMG's warm-up) come before the budget's step 0: the
+                    # bar stands at 0 and no update runs yet, so say what is happening.
+                    warming = step < 0
+                    bar.note(
+                        f"seed transitions {c.warmup_steps + step}/{c.warmup_steps} by the "
+                        "offline policy (before the budget, no updates)"
+                        if warming
+                        else "eval: -"
+                    )
                 clock.lap("other")
                 if step > 0 and (step % c.eval_every == 0 or step >= c.steps):
-                    result = self.evaluate(carry["states"])
+                    result = self.evaluate(
+                        carry["states"], evaluation_steps(bar, episode_limit(self.eval_grid))
+                    )
                     row = evaluation_row(
                         "online",
                         self.step_offset + step,

@@ -29,7 +29,8 @@ import numpy as np
 
 from o2o.core import buffers as buf
 from o2o.core.engine import Phase, any_nan, chunk_sizes, compile_fused, seed_keys
-from o2o.envs.evaluation import EnvGrid, evaluate
+from o2o.core.progress import RunProgress, evaluation_steps
+from o2o.envs.evaluation import EnvGrid, episode_limit, evaluate
 from o2o.errors import ConfigError, check, check_non_negative, check_positive
 from o2o.experiment.checkpoint import (
     atomic_write_bytes,
@@ -40,7 +41,6 @@ from o2o.experiment.checkpoint import (
 from o2o.experiment.divergence import DivergenceGuard
 from o2o.experiment.faults import kill_point
 from o2o.experiment.online import OnlineConfig, OnlineData, OnlineTrainer, Preprocess, _eval_seed
-from o2o.experiment.progress import RunProgress
 from o2o.experiment.rollout import RolloutTrainer, eval_interval
 from o2o.experiment.runs import (
     FINETUNE,
@@ -247,7 +247,11 @@ class Pipeline:
         self.algo, self.agent_config, self.config = algo, agent_config, config
         self.guard = guard or DivergenceGuard()
         self.unsaved_rows: list[dict] = []  # the metrics rows of a run without a run directory
-        self.methods = methods if methods is not None else VANILLA
+        # Options a method leaves to the budget (SAMG's cvae_steps); a RunSpec resolved
+        # them already (and recorded them), a Pipeline built by hand gets the same values.
+        self.methods = (methods if methods is not None else VANILLA).fit_to_budget(
+            config.offline_steps, config.online_steps
+        )
         self.agent = agent_config.create(hooks=self.methods)
         check(
             not (self.agent.on_policy and config.offline_steps > 0),
@@ -359,13 +363,14 @@ class Pipeline:
 
         return act
 
-    def evaluate(self, grid: EnvGrid, act: Any, states: Any) -> Any:
+    def evaluate(self, grid: EnvGrid, act: Any, states: Any, on_step: Any = None) -> Any:
         c = self.config
         kill_point("evaluate")
         return evaluate(
             grid,
             lambda obs: act(states, obs),
             seed=[_eval_seed(c.seed + s) for s in range(c.seeds)],
+            on_step=on_step,
         )
 
     # --- phases run by the engine on the offline data ----------------------------------------
@@ -460,7 +465,8 @@ class Pipeline:
                         continue
                     wall = time.perf_counter() - start
                     if grid is not None:
-                        result = self.evaluate(grid, act, states)
+                        on_step = evaluation_steps(bar, episode_limit(grid))
+                        result = self.evaluate(grid, act, states, on_step)
                         row = evaluation_row(
                             name,
                             step,

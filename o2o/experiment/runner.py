@@ -4,11 +4,17 @@ interrupted.
 A configuration's run directory is finished when it holds ``summary.json``; a directory with
 ``config.yaml`` but no summary was interrupted and continues from its last checkpoint. A
 paired method (anything but vanilla) starts from the offline checkpoint of the vanilla run of
-the same (dataset, algorithm), which runs first if it is missing.
+the same (dataset, algorithm), which runs first if it is missing. Checkpoints are not
+committed to git, so in a fresh clone a finished vanilla run has none: its offline phase is
+then trained again (in ``<vanilla>/.offline-recreate/``, resumable) and the checkpoint kept
+only if the offline rows come out as the finished run recorded them (training is
+deterministic; timings aside), which also checks that code and data have not changed since.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +61,7 @@ def run_configuration(out: Path, config: Configuration, progress: bool = False) 
         if not source.exists():
             run_configuration(out, config.vanilla(), progress)
         if not source.exists():
-            raise O2OError(missing_checkpoint_message(out, config))
+            recreate_offline_checkpoint(out, config.vanilla(), progress)
     run = RunDir.create(path, stored, resume=resume)
     _, summary = execute(
         spec, run, resume=resume, progress=progress, offline_from=source, label=config.method.label
@@ -67,9 +73,60 @@ def missing_checkpoint_message(out: Path, config: Configuration) -> str:
     vanilla = Path(out) / config.vanilla().relpath
     return (
         f"{config.name} starts from the offline checkpoint of {vanilla}, a finished run without "
-        f"its {OFFLINE_CHECKPOINT} (checkpoints are not committed to git); move that directory "
-        "away and run the suite again to recreate it"
+        f"its {OFFLINE_CHECKPOINT} (checkpoints are not committed to git); run the suite once "
+        "without --ray: it trains that offline phase again and checks it against the run's rows"
     )
+
+
+RECREATE_DIR = ".offline-recreate"  # hidden: reports skip it
+TIMING_FIELDS = frozenset({"wall_time", "seconds"})
+
+
+def recreate_offline_checkpoint(out: Path, vanilla: Configuration, progress: bool) -> None:
+    """The offline checkpoint of the finished run ``vanilla``, trained again and checked
+    against the run's own offline rows (module docstring)."""
+    from o2o.experiment.builder import check_dataset
+
+    path = Path(out) / vanilla.relpath
+    scratch = path / RECREATE_DIR
+    spec = vanilla.spec()
+    resume = (scratch / CONFIG).exists()
+    if resume:
+        check_same_config(scratch, spec.stored())
+    run = RunDir.create(scratch, spec.stored(), resume=resume)
+    pipeline = spec.build()
+    check_dataset(run, pipeline.dataset)
+    if progress:
+        print(f"{vanilla.name}: no {OFFLINE_CHECKPOINT} (not committed); training it again")
+    pipeline.run_offline(run, resume=resume, progress=progress)
+    recorded = offline_rows(RunDir(path))
+    recreated = offline_rows(run)
+    if recreated != recorded:
+        where = next(
+            (i for i, (a, b) in enumerate(zip(recorded, recreated, strict=False)) if a != b),
+            min(len(recorded), len(recreated)),
+        )
+        difference = (
+            first_difference(recorded[where], recreated[where])
+            if where < min(len(recorded), len(recreated))
+            else f"{len(recorded)} offline rows recorded, {len(recreated)} now"
+        )
+        raise O2OError(
+            f"{path}: the offline phase trained again differs from the recorded one "
+            f"(row {where}: {difference}); the code or the data changed since, so the paired "
+            f"methods cannot start from it: rerun the vanilla run (move {path} away) or "
+            "restore the code it was made with"
+        )
+    os.replace(scratch / OFFLINE_CHECKPOINT, path / OFFLINE_CHECKPOINT)
+    shutil.rmtree(scratch)
+
+
+def offline_rows(run: RunDir) -> list[dict[str, Any]]:
+    return [
+        {k: v for k, v in row.items() if k not in TIMING_FIELDS}
+        for row in run.rows()
+        if row.get("phase") == "offline"
+    ]
 
 
 def check_same_config(path: Path, expected: dict[str, Any]) -> None:

@@ -11,10 +11,15 @@
     online_eval_every: 500        # default: max(online_steps // 4, 1000)
     eval_episodes: 5
     agent_overrides: {cql: {cql_n_actions: 2}}   # per algorithm
+    online_algos: {iql: ppo}      # fine-tune an algorithm's offline actor with another one
     pipeline: {batch_size: 256}   # any other PipelineConfig field
 
 A configuration is one (dataset, algorithm, method) with every seed; its results live in
-``<results>/<dataset>/<algo>/<method label>/`` (a label is one directory name). Everything is
+``<results>/<dataset>/<algo>/<method label>/`` (a label is one directory name), or
+``<results>/<dataset>/<algo>-<online algo>/<method label>/`` for an algorithm ``online_algos``
+hands to another one online (every method of it, vanilla included, so a method such as O2PPO is
+paired with vanilla fine-tuning by the same online algorithm; ``agent_overrides`` of the online
+algorithm's name apply to the online agent). Everything is
 validated on load, value types and duplicated keys included, so a typo fails in a second
 with one line instead of hours into a run.
 """
@@ -50,6 +55,7 @@ SUITE_FIELDS = (
     "eval_episodes",
     "domain",
     "agent_overrides",
+    "online_algos",
     "pipeline",
 )
 # PipelineConfig fields a suite sets through its own top-level keys.
@@ -96,14 +102,20 @@ class Configuration:
     pipeline: PipelineConfig
     domain: str
     agent_overrides: dict[str, Any] = field(default_factory=dict)
+    online_algo: str | None = None
+    online_overrides: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def algo_label(self) -> str:
+        return self.algo if self.online_algo is None else f"{self.algo}-{self.online_algo}"
 
     @property
     def relpath(self) -> Path:
-        return Path(self.dataset.replace("/", "_")) / self.algo / self.method.label
+        return Path(self.dataset.replace("/", "_")) / self.algo_label / self.method.label
 
     @property
     def name(self) -> str:
-        return f"{self.dataset} {self.algo} {self.method.label}"
+        return f"{self.dataset} {self.algo_label} {self.method.label}"
 
     @property
     def paired(self) -> bool:
@@ -123,6 +135,8 @@ class Configuration:
             self.method.options,
             self.agent_overrides,
             self.domain,
+            online_algo=self.online_algo,
+            online_overrides=self.online_overrides or None,
         )
 
     def agent_config(self) -> Any:
@@ -148,6 +162,7 @@ class Suite:
     eval_episodes: int = 5
     domain: str = "auto"  # hyperparameter preset: auto (maze datasets -> maze), locomotion, maze
     agent_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
+    online_algos: dict[str, str] = field(default_factory=dict)
     pipeline: dict[str, Any] = field(default_factory=dict)
     description: str = ""
 
@@ -165,6 +180,10 @@ class Suite:
                             pipeline=self.pipeline_config(dataset),
                             domain=self._domain(dataset),
                             agent_overrides=dict(self.agent_overrides.get(algo, {})),
+                            online_algo=self.online_algos.get(algo),
+                            online_overrides=dict(
+                                self.agent_overrides.get(self.online_algos.get(algo, ""), {})
+                            ),
                         )
                     )
         return configs
@@ -266,7 +285,7 @@ def suite_from_dict(raw: dict[str, Any], default_name: str = "suite") -> Suite:
     for key in ("datasets", "algos", "methods"):
         if not isinstance(raw.get(key), list) or not raw[key]:
             raise ConfigError(f"suite field '{key}' must be a non-empty list")
-    for key in ("agent_overrides", "pipeline"):
+    for key in ("agent_overrides", "online_algos", "pipeline"):
         if not isinstance(raw.get(key) or {}, dict):
             raise ConfigError(f"suite field '{key}' must be a mapping")
     for algo, options in (raw.get("agent_overrides") or {}).items():
@@ -282,6 +301,9 @@ def suite_from_dict(raw: dict[str, Any], default_name: str = "suite") -> Suite:
     values["methods"] = tuple(_method_spec(m) for m in raw["methods"])
     values["agent_overrides"] = {
         str(k).lower(): dict(v or {}) for k, v in (raw.get("agent_overrides") or {}).items()
+    }
+    values["online_algos"] = {
+        str(k).lower(): str(v).lower() for k, v in (raw.get("online_algos") or {}).items()
     }
     values["pipeline"] = dict(raw.get("pipeline") or {})
     return validate(Suite(**values))
@@ -333,6 +355,13 @@ def validate(suite: Suite) -> Suite:
                 f"agent_overrides: unknown algorithm '{algo}'; choose from {', '.join(sorted(CONFIGS))}"
             )
         coerce_overrides(overrides, CONFIGS[algo])
+    for algo, online in suite.online_algos.items():
+        if algo not in suite.algos:
+            raise ConfigError(f"online_algos: {algo} is not one of the suite's algos")
+        if online not in CONFIGS:
+            raise ConfigError(
+                f"online_algos: unknown algorithm '{online}'; choose from {', '.join(sorted(CONFIGS))}"
+            )
     labels = [m.label for m in suite.methods]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"two suite methods share a label: {', '.join(labels)}")

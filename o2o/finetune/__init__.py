@@ -124,20 +124,17 @@ def with_domain(name: str, options: dict[str, Any], domain: str) -> dict[str, An
     return out
 
 
-def with_run(
-    name: str, options: dict[str, Any], dataset: str, offline_steps: int, online_steps: int
-) -> dict[str, Any]:
-    """``options`` with what each method of ``name`` takes from the run
-    (``Method.run_options``: its dataset's name, budget-scaled phase lengths) where unset."""
+def with_dataset(name: str, options: dict[str, Any], dataset: str) -> dict[str, Any]:
+    """``options`` with the run's dataset name given to every method of ``name`` whose config
+    has a ``dataset`` field and that was not given one (OCR-CFT's per-level presets)."""
     labels = parse_labels(name)
     out = dict(options)
-    for label, own in split_options(labels, options).items():
-        cls = REGISTRY[label][0]
-        prefix = f"{label}." if len(labels) > 1 else ""
-        merged = {**REGISTRY[label][1], **own}
-        for key, value in cls.run_options(merged, dataset, offline_steps, online_steps).items():
-            if key not in merged and f"{label}.{key}" not in out:
-                out[f"{prefix}{key}"] = value
+    for label in labels:
+        names = {f.name for f in fields(REGISTRY[label][0].config_class)}
+        key = f"{label}.dataset" if len(labels) > 1 else "dataset"
+        given = key in out or f"{label}.dataset" in out or "dataset" in REGISTRY[label][1]
+        if "dataset" in names and not given:
+            out[key] = str(dataset)
     return out
 
 
@@ -188,6 +185,25 @@ def method_config(label: str, options: dict[str, Any]) -> Any:
         raise ConfigError(f"{error}; {label} options: {names}") from None
 
 
+def budget_options(
+    name: str, options: dict[str, Any], offline_steps: int, online_steps: int
+) -> dict[str, Any]:
+    """``options`` with what the methods of ``name`` fit to the budget
+    (``Method.fit_to_budget``) written out, keyed as the given options are: the value a run
+    used is in its config.yaml, so resuming it or reading it back never refits."""
+    labels = parse_labels(name)
+    methods = make_methods(name, options, 0, 0)  # configs only: no dataset sizes needed
+    fitted = methods.fit_to_budget(offline_steps, online_steps)
+    out = dict(options)
+    prefixed = len(labels) > 1 or any("." in str(k) for k in options)
+    for label, before, after in zip(labels, methods, fitted, strict=True):
+        for f in fields(before.config):
+            value = getattr(after.config, f.name)
+            if getattr(before.config, f.name) != value:
+                out[f"{label}.{f.name}" if prefixed else f.name] = value
+    return out
+
+
 def make_methods(name: str, options: dict[str, Any], obs_dim: int, act_dim: int) -> Methods:
     """The composition ``name`` (e.g. ``samg+sera``) with ``options`` for a dataset's sizes."""
     labels = parse_labels(name)
@@ -204,5 +220,5 @@ __all__ = ["REGISTRY", "SAMG", "SERA", "SLOTS", "VANILLA", "Method", "Methods", 
 __all__ += ["FamO2O", "FamO2OConfig", "SERAConfig", "O2PPO", "O2PPOConfig"]
 __all__ += ["O2SAC", "O2SACConfig", "O2TD3", "O2TD3Config"]
 __all__ += ["coerce_method_options", "make_methods", "method_labels", "parse_labels", "register"]
-__all__ += ["method_agent_defaults", "with_domain", "with_run", "declared_online_algo"]
-__all__ += ["method_online_defaults"]
+__all__ += ["budget_options", "method_agent_defaults", "with_domain", "with_dataset"]
+__all__ += ["declared_online_algo", "method_online_defaults"]

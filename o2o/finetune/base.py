@@ -161,15 +161,6 @@ class Method:
         sets unless the user sets them (``--online-set`` wins): its network layout and rates."""
         return {}
 
-    @classmethod
-    def run_options(
-        cls, options: dict[str, Any], dataset: str, offline_steps: int, online_steps: int
-    ) -> dict[str, Any]:
-        """Options the method takes from the run (its dataset's name, phase lengths scaled to
-        the budget), given the user's ``options``; only those the user did not set are
-        used. Stored with the run, so a resumed run keeps them."""
-        return {}
-
     def check_agent(self, algo: str, agent: Any) -> None:
         """Refuse (ConfigError) an agent the method cannot work with."""
 
@@ -205,6 +196,13 @@ class Method:
         checkpoint: new states and diagnostic rows (e.g. a reference policy ← the policy on a
         new best evaluation)."""
         return states, []
+
+    def fit_to_budget(self, offline_steps: int, online_steps: int) -> Method:
+        """The method with the options it leaves to the run's budget (``None`` in its config)
+        resolved for ``offline_steps`` gradient steps offline and ``online_steps`` env steps
+        online; identity for a method without such options. The builder records what it
+        resolves in the run's config.yaml, so a resumed run and the report see the value."""
+        return self
 
     def summary(self, rows: list[dict]) -> dict[str, Any]:
         """What the run's summary.json records of this method, from its metrics rows."""
@@ -394,6 +392,11 @@ class Methods(Hooks):
 
     def phases(self, agent: Any) -> tuple[Phase, ...]:
         return tuple(phase for method in self.methods for phase in method.phases(agent))
+
+    def fit_to_budget(self, offline_steps: int, online_steps: int) -> Methods:
+        """Every method fitted to the budget (``Method.fit_to_budget``)."""
+        fitted = tuple(m.fit_to_budget(offline_steps, online_steps) for m in self.methods)
+        return self if fitted == self.methods else Methods(fitted)
 
     def data_policy(self) -> str | None:
         for method in self.methods:

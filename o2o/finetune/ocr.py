@@ -30,7 +30,7 @@ hopper-*medium*-expert for hopper-expert (§2.6) is corrected, and reproduced wi
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Literal
 
 import jax
@@ -132,7 +132,7 @@ def replace_reference(
 @dataclass(frozen=True)
 class ConstrainedConfig:
     """Options shared by O2SAC and O2TD3; None: the dataset level's preset or the run's
-    budget (``run_options``; see docs/ocr.md)."""
+    budget (``fit_to_budget``; see docs/ocr.md). ``dataset`` is filled in by the run."""
 
     dataset: str = ""  # the run's dataset name, for the level presets (filled in by the run)
     level: Literal["auto", "medium", "expert"] = "auto"
@@ -221,19 +221,24 @@ class ConstrainedMethod(Method):
     def schedule_steps(self) -> int:
         return self.config.schedule_steps or self.fallback_schedule
 
-    @classmethod
-    def run_options(
-        cls, options: dict[str, Any], dataset: str, offline_steps: int, online_steps: int
-    ) -> dict[str, Any]:
-        # A run without an offline phase (--from) scales the phases with its online budget.
+    def fit_to_budget(self, offline_steps: int, online_steps: int) -> ConstrainedMethod:
+        """Phase lengths left None: re-evaluation and alignment offline steps / 2 each (the
+        source run's under ``--from``; online steps / 2 without any), warm-up 1% of the
+        online steps, the ε schedule over them."""
+        c = self.config
         phase = max(1, (offline_steps or online_steps) // 2)
-        return {
-            "dataset": str(dataset),
+        resolved = {
             "reevaluation_steps": phase,
             "alignment_steps": phase,
             "warmup_steps": online_steps // 100,
             "schedule_steps": max(1, online_steps),
         }
+        changes = {k: v for k, v in resolved.items() if getattr(c, k) is None}
+        if not changes:
+            return self
+        fitted = type(self)(replace(c, **changes), self.obs_dim, self.act_dim)
+        fitted.label = self.label
+        return fitted
 
     @classmethod
     def online_agent_defaults(cls, config: Any, algo: str) -> dict[str, Any]:

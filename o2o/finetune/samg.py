@@ -27,7 +27,7 @@ keeps online (5,000 pairs by default, ≈ 0.2 MB on hopper).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import flax.linen as nn
@@ -43,7 +43,7 @@ from o2o.core.networks import MLP
 from o2o.core.train_state import TrainState
 from o2o.core.types import Transition
 from o2o.core.vae import ConditionalVAE, kl_to_standard_normal
-from o2o.errors import ConfigError, check, check_fields
+from o2o.errors import ConfigError, O2OError, check, check_fields
 from o2o.finetune.base import Diagnostic, Method, observation_statistics, raw_observations
 
 Weight = Literal["cvae", "embedding", "even", "random", "none"]
@@ -60,7 +60,9 @@ class SAMGConfig:
     threshold: float = 0.5  # ε: p < ε counts as out-of-distribution (p = 0)
     cons_weighting: Literal["p", "none", "plain"] = "p"  # CQL/Cal-QL conservative term online
     # The C-VAE, fitted on the offline data between the phases (raw, unnormalised states).
-    cvae_steps: int = 10_000
+    # None: fitted to the run's offline budget (``budget_cvae_steps``), resolved by the
+    # builder and recorded in config.yaml; the paper's 10,000 from 50k offline steps up.
+    cvae_steps: int | None = None
     cvae_lr: float = 1e-3
     latent_dim: int | None = None  # None: max(2·|A|, 8)
     encoder_hidden_dims: tuple[int, ...] = (750, 750)
@@ -89,9 +91,9 @@ class SAMGConfig:
     def __post_init__(self) -> None:
         check_fields(
             self,
-            positive=("window_delta", "cvae_steps", "cvae_lr", "buffer_capacity", "adaptive_steps"),
+            positive=("window_delta", "cvae_lr", "buffer_capacity", "adaptive_steps"),
             non_negative=("seed_transitions", "adaptive_every", "collapse_snr", "reference_pairs"),
-            optional_positive=("latent_dim",),
+            optional_positive=("latent_dim", "cvae_steps"),
             unit_interval=("threshold", "kl_anneal_fraction"),
             hidden_dims=("encoder_hidden_dims", "decoder_hidden_dims", "embedding_hidden_dims"),
             choices={
@@ -113,6 +115,17 @@ class SAMGConfig:
     def learned(self) -> bool:
         """Whether p comes from a fitted model (C-VAE or embedding) rather than an ablation."""
         return self.weight in ("cvae", "embedding")
+
+
+CVAE_STEPS_MIN, CVAE_STEPS_MAX = 1_000, 10_000
+
+
+def budget_cvae_steps(offline_steps: int) -> int:
+    """[RECON] The C-VAE fit's length for a run of ``offline_steps``: a fifth of the offline
+    budget, at least 1,000 steps (the fit's KL settles by then on the lite datasets) and at
+    most the paper's 10,000. A fixed 10,000 made a 1,000-step smoke run spend most of its
+    time fitting the weight model."""
+    return min(CVAE_STEPS_MAX, max(CVAE_STEPS_MIN, offline_steps // 5))
 
 
 # --- the weight p(s, a) ---------------------------------------------------------------------
@@ -260,6 +273,26 @@ class SAMG(Method):
         return 0.0, {"samg/p_mean": p.mean(), "samg/p_positive": jnp.mean(p > 0)}
 
     # --- state and phases -------------------------------------------------------------------
+    def fit_to_budget(self, offline_steps: int, online_steps: int) -> SAMG:
+        """``cvae_steps`` None -> ``budget_cvae_steps(offline_steps)`` where a weight model is
+        fitted; the ablations (even, random, none) fit none and keep None."""
+        if self.config.cvae_steps is not None or not self.config.learned:
+            return self
+        config = replace(self.config, cvae_steps=budget_cvae_steps(offline_steps))
+        fitted = type(self)(config, self.obs_dim, self.act_dim)
+        fitted.label = self.label
+        return fitted
+
+    @property
+    def cvae_steps(self) -> int:
+        steps = self.config.cvae_steps
+        if steps is None:
+            raise O2OError(
+                "SAMG's cvae_steps is fitted to the run's budget: build the method through "
+                "RunSpec or Pipeline (Method.fit_to_budget), or give cvae_steps"
+            )
+        return steps
+
     def check_agent(self, algo: str, agent: Any) -> None:
         try:
             agent.bootstrap_params(jax.eval_shape(lambda: agent.init(jax.random.PRNGKey(0), 1, 1)))
@@ -324,7 +357,7 @@ class SAMG(Method):
         kl = jnp.mean(kl_to_standard_normal(mean, std))
         if c.kl_reduction == "sum":
             kl = kl * mean.shape[-1]
-        warmup = c.kl_anneal_fraction * c.cvae_steps
+        warmup = c.kl_anneal_fraction * self.cvae_steps
         ramp = jnp.minimum(1.0, state["fit_step"] / warmup) if warmup > 0 else 1.0
         beta = c.kl_weight * ramp
         return reconstruction + beta * kl, {
@@ -347,9 +380,7 @@ class SAMG(Method):
             return agent_state.replace(extras={**agent_state.extras, self.name: own}), metrics
 
         return (
-            Phase(
-                "samg_cvae", self.config.cvae_steps, update, "before_online", finish=self.fit_stats
-            ),
+            Phase("samg_cvae", self.cvae_steps, update, "before_online", finish=self.fit_stats),
         )
 
     def offline_statistics(self, states: Any, data: Transition) -> tuple[np.ndarray, ...]:

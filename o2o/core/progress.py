@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
@@ -37,8 +38,13 @@ class RunProgress:
         enabled: bool = True,
         console: Console | None = None,
         plain_every: float | None = None,
+        unit: str | None = None,
+        note: str = "eval: -",
     ):
+        """``unit`` (e.g. ``rows``, ``env steps``): the rate is of the steps themselves; None:
+        of the ``updates`` given to ``advance_to`` (a training loop)."""
         self.enabled = enabled
+        self.unit = unit
         self.total = total
         self.description = description
         self.console = console or Console()
@@ -49,8 +55,8 @@ class RunProgress:
         self._step = 0
         self._first_step: int | None = None
         self._last_line = time.perf_counter()
-        self._last_eval = "eval: -"
-        self._rate = "- upd/s"
+        self._last_eval = note
+        self._rate = f"- {unit or 'upd'}/s"
         self._t0 = time.perf_counter()
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
@@ -74,7 +80,7 @@ class RunProgress:
 
     def __exit__(self, *exc: Any) -> None:
         self._progress.__exit__(*exc)
-        if self.plain:
+        if self.plain and exc[0] is None:  # a failing phase ends with its error, not a line
             self._plain_line()
 
     def advance_to(self, step: int, updates: int | None = None) -> None:
@@ -85,9 +91,12 @@ class RunProgress:
             self._rate = (
                 f"{updates / elapsed:,.0f} upd/s" if updates else "collecting, no updates yet"
             )
-        self._step = step
         if self._first_step is None:
             self._first_step = step
+        if self.unit is not None and step > self._first_step:
+            elapsed = max(time.perf_counter() - self._t0, 1e-9)
+            self._rate = f"{(step - self._first_step) / elapsed:,.0f} {self.unit}/s"
+        self._step = step
         self._progress.update(self._task, completed=step, rate=self._rate)
         if self.plain and time.perf_counter() - self._last_line >= self.plain_every:
             self._plain_line()
@@ -100,13 +109,22 @@ class RunProgress:
         left = self.total - self._step
         eta = _clock(elapsed / done * left) if done > 0 and left > 0 else "-"
         percent = 100.0 * self._step / self.total if self.total else 100.0
+        note = f"{self._last_eval} | " if self._last_eval else ""
         self.console.print(
             f"{self.description}: {self._step}/{self.total} ({percent:.0f}%) | {self._rate} | "
-            f"{self._last_eval} | elapsed {_clock(elapsed)} | eta {eta}",
+            f"{note}elapsed {_clock(elapsed)} | eta {eta}",
             highlight=False,
             markup=False,
             soft_wrap=True,
         )
+
+    def note(self, text: str) -> None:
+        """What the bar says beside the rate (the last evaluation's field): an evaluation
+        under way, a phase's own news."""
+        self._last_eval = text
+        self._progress.update(self._task, last_eval=text)
+        if self.plain and time.perf_counter() - self._last_line >= self.plain_every:
+            self._plain_line()
 
     def report(self, row: dict) -> None:
         """The last row in the bar: its evaluation, or (a phase that does not evaluate) its
@@ -126,3 +144,15 @@ class RunProgress:
             text += f" | success {row['success_rate']:.2f}"
         self._last_eval = text
         self._progress.update(self._task, last_eval=text)
+
+
+def evaluation_steps(bar: RunProgress, limit: int | None) -> Callable[[int], None]:
+    """An ``on_step`` for ``o2o.envs.evaluation.evaluate`` that says in ``bar``'s note how
+    far an evaluation inside a training phase has come (its episodes step together, so the
+    longest one's step is the evaluation's progress)."""
+    total = f"/{limit}" if limit else ""
+
+    def on_step(step: int) -> None:
+        bar.note(f"evaluating: env step {step}{total}")
+
+    return on_step
