@@ -43,12 +43,13 @@ class SACConfig(AgentConfig):
     critic_layer_norm: bool = False
     # The actor network: SAC's (separate mean and log-std heads) or CORL's CQL actor (one
     # head, learned log-std scale and shift), whose parameters an offline CQL actor hands
-    # over unchanged (OCR-CFT's O2SAC: CQL -> SAC).
-    policy: Literal["tanh_gaussian", "cql"] = "tanh_gaussian"
+    # over unchanged (OCR-CFT's O2SAC: CQL -> SAC). The options added for it default to None
+    # (SAC's own network) so stored configs without them still equal the current ones.
+    policy: Literal["tanh_gaussian", "cql"] | None = None  # None: tanh_gaussian
     actor_hidden_dims: tuple[int, ...] | None = None  # None: hidden_dims
     critic_hidden_dims: tuple[int, ...] | None = None  # None: hidden_dims
-    log_std_multiplier: float = 1.0  # the CQL actor's initial log-std scale and shift
-    log_std_offset: float = -1.0
+    log_std_multiplier: float | None = None  # the CQL actor's initial log-std scale (1)
+    log_std_offset: float | None = None  # and shift (-1)
     actor_grad_clip: float | None = None  # global-norm clip of the actor's gradient
 
     def __post_init__(self) -> None:
@@ -64,7 +65,7 @@ class SACConfig(AgentConfig):
             ),
             unit_interval=("discount", "tau"),
             hidden_dims=("hidden_dims",),
-            choices={"policy": ("tanh_gaussian", "cql")},
+            choices={"policy": (None, "tanh_gaussian", "cql")},
             optional_positive=("actor_grad_clip",),
         )
         for name in ("actor_hidden_dims", "critic_hidden_dims"):
@@ -97,7 +98,12 @@ class SAC(CriticAgent):
         obs, act = jnp.zeros((1, obs_dim)), jnp.zeros((1, act_dim))
         actor_dims = c.actor_hidden_dims or c.hidden_dims
         policy = (
-            CQLPolicy(actor_dims, act_dim, c.log_std_multiplier, c.log_std_offset)
+            CQLPolicy(
+                actor_dims,
+                act_dim,
+                1.0 if c.log_std_multiplier is None else c.log_std_multiplier,
+                -1.0 if c.log_std_offset is None else c.log_std_offset,
+            )
             if c.policy == "cql"
             else TanhGaussianPolicy(actor_dims, act_dim)
         )

@@ -39,8 +39,10 @@ class TD3Config(AgentConfig):
     exploration_noise: float = 0.1
     critic_layer_norm: bool = False
     # Actor loss -Q1/mean|Q1| (the normaliser held constant), as TD3+BC's Q term: O2TD3's
-    # fine-tuning actor, whose loss adds a divergence penalty on the same scale.
-    normalize_actor_q: bool = False
+    # fine-tuning actor, whose loss adds a divergence penalty on the same scale. None (off)
+    # rather than False, like every option added after results were committed: a stored
+    # config without the key still equals the current one.
+    normalize_actor_q: bool | None = None
     actor_grad_clip: float | None = None  # global-norm clip of the actor's gradient
 
     def __post_init__(self) -> None:
