@@ -476,3 +476,15 @@ def test_step_ticks_are_short():
     assert [step_label(v) for v in (-60000, 0, 500, 1500, 20000)] == [
         "-60k", "0", "500", "1.5k", "20k"
     ]  # fmt: skip
+
+
+def test_diagnostic_figures_wrap_after_three_panels():
+    import matplotlib.pyplot as plt
+
+    from o2o.analysis.diagnostics import _figure
+
+    for panels, rows in ((1, 1), (3, 1), (5, 2), (7, 3)):
+        fig, axes = _figure(panels, "t")
+        assert len(axes) == panels == len(fig.axes)
+        assert len({round(ax.get_position().y0, 3) for ax in axes}) == rows
+        plt.close(fig)

@@ -71,15 +71,26 @@ def diagnostic_panels(
     return panels
 
 
+PANELS_PER_ROW = 3
+
+
 def _figure(panels: int, title: str) -> tuple[Any, Any]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, panels, figsize=(4.4 * panels, 3.8), dpi=110, squeeze=False)
+    # At most PANELS_PER_ROW side by side: five SERA panels in one row made a 2,400-pixel
+    # strip whose plots were too small to read.
+    columns = min(panels, PANELS_PER_ROW)
+    rows = -(-panels // columns)
+    fig, grid = plt.subplots(
+        rows, columns, figsize=(4.4 * columns, 3.6 * rows), dpi=110, squeeze=False
+    )
+    for ax in grid.flat[panels:]:
+        ax.remove()
     fig.suptitle(title, fontsize=10)
-    return fig, axes[0]
+    return fig, list(grid.flat[:panels])
 
 
 def _save(fig: Any, axes: Any, path: Path, labels: list[str]) -> Path:
