@@ -31,12 +31,12 @@ from o2o.core.agent import ensemble_mse
 from o2o.core.hooks import ActorInputs, TargetInputs
 from o2o.core.types import Transition
 from o2o.errors import check_fields
-from o2o.finetune.base import Diagnostic
 from o2o.finetune.ocr import (
     RANKING_ACTIONS,
     ConstrainedConfig,
     ConstrainedMethod,
     dataset_level,
+    phase_diagnostics,
 )
 
 ALPHAS = {"medium": 0.2, "expert": 0.5}  # fixed in A and B, SAC's initial α in C
@@ -78,15 +78,7 @@ class O2SAC(ConstrainedMethod):
     config_class = O2SACConfig
     online_algo = "sac"
     epsilons = {"medium": (0.125, 2.0), "expert": (0.005, 0.125)}
-    diagnostics = (
-        Diagnostic("o2sac_reevaluation", "train/o2sac/fqe_loss", "FQE loss", True),
-        Diagnostic("o2sac_reevaluation", "train/o2sac/q_data", "Q(s, a_data), re-evaluation"),
-        Diagnostic("o2sac_alignment", "train/o2sac/q_pi", "Q(s, π(s)), alignment"),
-        Diagnostic("o2sac_alignment", "train/o2sac/retain_loss", "retain loss", True),
-        Diagnostic("online", "train/o2sac/q_pi", "Q(s, π(s)), fine-tuning"),
-        Diagnostic("online", "train/o2sac/lambda", "λ", True),
-        Diagnostic("online", "train/o2sac/divergence", "KL estimate D (ε_t: epsilon)"),
-    )
+    diagnostics = phase_diagnostics("o2sac", "KL estimate D (ε_t: epsilon)")
 
     @property
     def alpha(self) -> float:

@@ -34,12 +34,12 @@ from o2o.core.hooks import ActorInputs, TargetInputs
 from o2o.core.losses import mse
 from o2o.core.types import Transition
 from o2o.errors import check_fields
-from o2o.finetune.base import Diagnostic
 from o2o.finetune.ocr import (
     RANKING_ACTIONS,
     ConstrainedConfig,
     ConstrainedMethod,
     dataset_level,
+    phase_diagnostics,
 )
 
 EXPLORATION = {"medium": 0.1, "expert": 0.05}  # σ_expl
@@ -79,15 +79,7 @@ class O2TD3(ConstrainedMethod):
     config_class = O2TD3Config
     online_algo = "td3"
     epsilons = {"medium": (0.0025, 0.04), "expert": (2.5e-5, 6.25e-4)}
-    diagnostics = (
-        Diagnostic("o2td3_reevaluation", "train/o2td3/fqe_loss", "FQE loss", True),
-        Diagnostic("o2td3_reevaluation", "train/o2td3/q_data", "Q(s, a_data), re-evaluation"),
-        Diagnostic("o2td3_alignment", "train/o2td3/q_pi", "Q(s, π(s)), alignment"),
-        Diagnostic("o2td3_alignment", "train/o2td3/retain_loss", "retain loss", True),
-        Diagnostic("online", "train/o2td3/q_pi", "Q(s, π(s)), fine-tuning"),
-        Diagnostic("online", "train/o2td3/lambda", "λ", True),
-        Diagnostic("online", "train/o2td3/divergence", "(π_ref − π)² (ε_t: epsilon)"),
-    )
+    diagnostics = phase_diagnostics("o2td3", "(π_ref − π)² (ε_t: epsilon)")
 
     @classmethod
     def online_agent_defaults(cls, config: Any, algo: str) -> dict[str, Any]:

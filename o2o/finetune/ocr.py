@@ -43,7 +43,7 @@ from o2o.core.engine import Phase
 from o2o.core.train_state import copy_tree, polyak
 from o2o.core.types import Transition
 from o2o.errors import ConfigError, check, check_fields
-from o2o.finetune.base import Method
+from o2o.finetune.base import Diagnostic, Method
 
 Level = Literal["medium", "expert"]
 # States of the offline data the post-alignment ranking diagnostic looks at, and the
@@ -126,6 +126,20 @@ def replace_reference(
     states = states.replace(extras={**states.extras, name: own})
     event = {"phase": event_phase, "replaced": replaced.tolist(), "best_score": best.tolist()}
     return states, [event]
+
+
+def phase_diagnostics(name: str, divergence: str) -> tuple[Diagnostic, ...]:
+    """What the report plots of an OCR-CFT method ``name`` across its phases; ``divergence``
+    titles its D panel."""
+    return (
+        Diagnostic(f"{name}_reevaluation", f"train/{name}/fqe_loss", "FQE loss", True),
+        Diagnostic(f"{name}_reevaluation", f"train/{name}/q_data", "Q(s, a_data), re-evaluation"),
+        Diagnostic(f"{name}_alignment", f"train/{name}/q_pi", "Q(s, π(s)), alignment"),
+        Diagnostic(f"{name}_alignment", f"train/{name}/retain_loss", "retain loss", True),
+        Diagnostic("online", f"train/{name}/q_pi", "Q(s, π(s)), fine-tuning"),
+        Diagnostic("online", f"train/{name}/lambda", "λ", True),
+        Diagnostic("online", f"train/{name}/divergence", divergence),
+    )
 
 
 # --- the method -------------------------------------------------------------------------------
