@@ -286,7 +286,7 @@ def plot_main(argv: list[str]) -> int:
     parser = OneLineParser(
         prog="o2o plot",
         description="Learning curves of any runs in one figure: mean over seeds with a band "
-        "(default: the 95%% percentile-bootstrap interval of the mean over seeds); a directory "
+        "(default: the 95% percentile-bootstrap interval of the mean over seeds); a directory "
         "that is not a run stands for every run below it.",
     )
     parser.add_argument("runs", type=Path, nargs="+", help="run directories")
@@ -297,13 +297,9 @@ def plot_main(argv: list[str]) -> int:
         help="normalized_score or return (default: the score if every run has one)",
     )
     parser.add_argument("--title", default=None)
-    parser.add_argument(
-        "--band",
-        choices=("bootstrap", "ci95", "std"),
-        default="bootstrap",
-        help="bootstrap interval of the mean over seeds, Student-t interval (ci95) or ±1 std "
-        "(default: %(default)s)",
-    )
+    from o2o.analysis.curves import add_band_argument
+
+    add_band_argument(parser)
     args = parser.parse_args(argv)
     from o2o.analysis.curves import offline_budget, plot_learning_curves, timeline
     from o2o.experiment.runs import RunDir

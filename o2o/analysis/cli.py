@@ -22,13 +22,9 @@ def _report_parser() -> argparse.ArgumentParser:
     parser.add_argument("--reps", type=int, default=2000, help="bootstrap resamples for the CIs")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     parser.add_argument("--title", default=None)
-    parser.add_argument(
-        "--band",
-        choices=("bootstrap", "ci95", "std"),
-        default="bootstrap",
-        help="band around the mean curves: the percentile-bootstrap interval of the mean over "
-        "seeds, the Student-t interval (ci95) or ±1 std (default: %(default)s)",
-    )
+    from o2o.analysis.curves import add_band_argument
+
+    add_band_argument(parser)
     return parser
 
 

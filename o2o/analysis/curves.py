@@ -148,6 +148,29 @@ def steps_axis(ax: Any) -> None:
 BANDS = ("bootstrap", "ci95", "std")
 
 
+def add_band_argument(parser: Any) -> None:
+    """``--band`` of ``o2o report`` and ``o2o plot``."""
+    parser.add_argument(
+        "--band",
+        choices=BANDS,
+        default="bootstrap",
+        help="band around the mean curves: the percentile-bootstrap interval of the mean over "
+        "seeds, the Student-t interval (ci95) or ±1 std (default: %(default)s)",
+    )
+
+
+def save_figure(fig: Any, path: Path | str) -> Path:
+    """``fig`` written to ``path`` (parents made), trimmed to its content, then closed."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
 def plot_learning_curves(
     runs: Mapping[str, Sequence[dict]],
     path: Path,
@@ -187,9 +210,4 @@ def plot_learning_curves(
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     legend_outside(ax, len(runs))
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from o2o.analysis.curves import curve, legend_outside, series_styles, steps_axis
+from o2o.analysis.curves import curve, legend_outside, save_figure, series_styles, steps_axis
 from o2o.analysis.results import RunResult
 from o2o.experiment.runs import number
 
@@ -94,17 +94,10 @@ def _figure(panels: int, title: str) -> tuple[Any, Any]:
 
 
 def _save(fig: Any, axes: Any, path: Path, labels: list[str]) -> Path:
-    import matplotlib.pyplot as plt
-
     for ax in axes:
         steps_axis(ax)
     legend_outside(axes[-1], len(labels))
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_method_diagnostics(
