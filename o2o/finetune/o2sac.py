@@ -27,7 +27,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from o2o.core.agent import ensemble_mse
 from o2o.core.hooks import ActorInputs, TargetInputs
 from o2o.core.types import Transition
 from o2o.errors import check_fields
@@ -143,18 +142,7 @@ class O2SAC(ConstrainedMethod):
                 q_anchor, q_sampled, offline.log_prob(anchor), offline.log_prob(sampled), alpha
             )
         )
-        q_anchor = jax.lax.stop_gradient(q_anchor)
-
-        def critic_loss(params):
-            align = ensemble_mse(agent_state.critic(obs, sampled, params=params), shaped)
-            retain = ensemble_mse(agent_state.critic(obs, anchor, params=params), q_anchor)
-            return align + retain, {
-                f"{self.name}/alignment_loss": align,
-                f"{self.name}/retain_loss": retain,
-            }
-
-        critic, metrics = agent_state.critic.minimize(critic_loss)
-        state = agent_state.replace(critic=critic)
+        state, metrics = self.align_critic(agent_state, obs, sampled, shaped, anchor, q_anchor)
 
         def actor_loss(params):
             actions, log_probs = state.actor(

@@ -29,7 +29,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from o2o.core.agent import ensemble_mse
 from o2o.core.hooks import ActorInputs, TargetInputs
 from o2o.core.losses import mse
 from o2o.core.types import Transition
@@ -128,19 +127,7 @@ class O2TD3(ConstrainedMethod):
         shaped = shaped_anchor(q_anchor, distance, c.distance_beta)
         per_critic = agent_state.critic(obs, perturbed, params=target)  # (M, B)
         targets = jax.lax.stop_gradient(jnp.minimum(shaped[None], per_critic))
-        q_anchor = jax.lax.stop_gradient(q_anchor)
-
-        def critic_loss(params):
-            q = agent_state.critic(obs, perturbed, params=params)
-            align = jnp.sum(jnp.mean((q - targets) ** 2, axis=-1))
-            retain = ensemble_mse(agent_state.critic(obs, anchor, params=params), q_anchor)
-            return align + retain, {
-                f"{self.name}/alignment_loss": align,
-                f"{self.name}/retain_loss": retain,
-            }
-
-        critic, metrics = agent_state.critic.minimize(critic_loss)
-        state = agent_state.replace(critic=critic)
+        state, metrics = self.align_critic(agent_state, obs, perturbed, targets, anchor, q_anchor)
 
         def actor_loss(params):
             actions = state.actor(batch.actor_observations, params=params)

@@ -204,6 +204,32 @@ class ConstrainedMethod(Method):
     fallback_warmup: ClassVar[int] = 1_000
     fallback_schedule: ClassVar[int] = 100_000
 
+    def align_critic(
+        self,
+        agent_state: Any,
+        observations: jax.Array,
+        actions: jax.Array,
+        targets: jax.Array,
+        anchor: jax.Array,
+        q_anchor: jax.Array,
+    ) -> tuple[Any, dict]:
+        """One critic step of value alignment: Q(s, ``actions``) towards ``targets`` (one per
+        sample, or one per critic and sample) plus the retain loss holding Q(s, ``anchor``) at
+        ``q_anchor``; both summed over the ensemble (CORL's convention)."""
+        targets, q_anchor = jax.lax.stop_gradient(targets), jax.lax.stop_gradient(q_anchor)
+
+        def critic_loss(params):
+            q = agent_state.critic(observations, actions, params=params)
+            align = jnp.sum(jnp.mean((q - targets) ** 2, axis=-1))
+            retain = ensemble_mse(agent_state.critic(observations, anchor, params=params), q_anchor)
+            return align + retain, {
+                f"{self.name}/alignment_loss": align,
+                f"{self.name}/retain_loss": retain,
+            }
+
+        critic, metrics = agent_state.critic.minimize(critic_loss)
+        return agent_state.replace(critic=critic), metrics
+
     # --- presets -------------------------------------------------------------------------
     @property
     def level(self) -> Level:
