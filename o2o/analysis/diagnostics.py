@@ -93,7 +93,14 @@ def _figure(panels: int, title: str) -> tuple[Any, Any]:
     return fig, list(grid.flat[:panels])
 
 
-def _save(fig: Any, axes: Any, path: Path, labels: list[str]) -> Path:
+def _save(
+    fig: Any, axes: Any, path: Path, labels: list[str], styles: dict, drawn_last: Any
+) -> Path:
+    # Every label once, in the last panel's legend (a run may be missing from some panels).
+    for label in labels:
+        if label not in drawn_last:
+            color, style, marker = styles[label]
+            axes[-1].plot([], [], style, marker=marker, ms=3, color=color, label=label)
     for ax in axes:
         steps_axis(ax)
     legend_outside(axes[-1], len(labels))
@@ -129,12 +136,7 @@ def plot_method_diagnostics(
             ax.text(0.02, value, text, color="grey", fontsize=7, va="bottom",
                     transform=ax.get_yaxis_transform())  # fmt: skip
         ax.grid(alpha=0.3)
-    # Every label once, in the last panel's legend (a run may be missing from some panels).
-    for label in labels:
-        if label not in panels[-1][1]:
-            color, style, marker = styles[label]
-            axes[-1].plot([], [], style, marker=marker, ms=3, color=color, label=label)
-    return _save(fig, axes, path, labels)
+    return _save(fig, axes, path, labels, styles, panels[-1][1])
 
 
 VISITED_KEYS = (
@@ -185,8 +187,4 @@ def plot_visited_coverage(
         ax.set_xlabel("online env step")
         ax.set_title(f"{key}\n{text}", fontsize=9)
         ax.grid(alpha=0.3)
-    for label in labels:
-        if label not in panels[-1][2]:
-            color, style, marker = styles[label]
-            axes[-1].plot([], [], style, marker=marker, ms=3, color=color, label=label)
-    return _save(fig, axes, path, labels)
+    return _save(fig, axes, path, labels, styles, panels[-1][2])
