@@ -229,6 +229,21 @@ def tiny_ocr_spec(dataset, method: str = "o2sac", options=None, online=None, **p
     )
 
 
+def phase_start_states(pipeline):
+    """The seed-stacked states (one seed) where the phases before online start: the online
+    agent from the freshly initialised offline one, the methods' state on."""
+    import jax
+
+    offline, _ = pipeline.initial_states()
+    return pipeline.methods.init_states(
+        pipeline.finetune_agent,
+        pipeline.online_start(offline),
+        jax.random.split(jax.random.PRNGKey(0), 1),
+        pipeline.online_preprocess,
+        False,
+    )
+
+
 def ocr_started(dataset, method: str, **options):
     """The pipeline, one seed's state at the start of the phases (method state on, critics
     without LayerNorm for the NumPy forward passes) and a batch of its offline data."""
@@ -239,14 +254,7 @@ def ocr_started(dataset, method: str, **options):
 
     spec = tiny_ocr_spec(dataset, method, options=options, online={"critic_layer_norm": False})
     pipeline = spec.build(dataset)
-    offline, _ = pipeline.initial_states()
-    states = pipeline.methods.init_states(
-        pipeline.finetune_agent,
-        pipeline.online_start(offline),
-        jax.random.split(jax.random.PRNGKey(0), 1),
-        pipeline.online_preprocess,
-        False,
-    )
+    states = phase_start_states(pipeline)
     batch = jax.tree.map(
         lambda x: None if x is None else jnp.asarray(x[:16]), pipeline.finetune_offline
     )

@@ -243,18 +243,12 @@ def small_hopper():
 def test_resume_inside_a_later_phase_skips_the_earlier_ones(tmp_path, small_hopper):
     """A run killed inside alignment resumes there: re-evaluation is not traced again."""
     from o2o.experiment.runs import RunDir
-    from tests.helpers import tiny_ocr_spec
+    from tests.helpers import phase_start_states, tiny_ocr_spec
 
     pipeline = tiny_ocr_spec(small_hopper).build(small_hopper)
     run = RunDir.create(tmp_path / "r", {})
     offline, _ = pipeline.initial_states()
-    states = pipeline.methods.init_states(
-        pipeline.finetune_agent,
-        pipeline.online_start(offline),
-        jax.random.split(jax.random.PRNGKey(0), 1),
-        pipeline.online_preprocess,
-        False,
-    )
+    states = phase_start_states(pipeline)
     keys = jax.random.split(jax.random.PRNGKey(1), 1)
     save_checkpoint(
         run.checkpoint_path,
