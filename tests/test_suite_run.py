@@ -135,6 +135,7 @@ def test_interrupted_suite_resumes_only_what_is_missing(suite, reference, tmp_pa
     assert [o.status for o in again] == ["skipped", "skipped"]
 
 
+@pytest.mark.serial  # a local Ray cluster beside the test workers would fight them for cores
 @pytest.mark.filterwarnings("ignore:os.fork:RuntimeWarning")  # Ray starts its processes
 def test_ray_with_two_workers_writes_the_local_runners_files(suite, reference, tmp_path):
     pytest.importorskip("ray")
