@@ -102,7 +102,8 @@ def build_report(
             "Score of the last evaluation of each phase, mean ± std over seeds. "
             "`vs vanilla` = 100·(after online − vanilla's after online)/|vanilla's after online| "
             "for the same dataset and base algorithm; fine-tuning methods start from the vanilla "
-            "run's offline checkpoint (paired), so their `after offline` is vanilla's. "
+            "run's offline checkpoint (paired), so their `after offline` is vanilla's, except "
+            "methods that train from the first offline step (FamO2O), which have their own. "
             "`non-default settings` lists the agent hyperparameters that differ from the "
             "algorithm's defaults for the domain (budget-fitted schedules aside)."
         )
