@@ -208,5 +208,5 @@ def test_cli_o2sac_runs_end_to_end(tmp_path):
     assert phases[:3] == ["offline", "o2sac_reevaluation", "o2sac_alignment"]
     assert phases[-1] == "online"
     events = {r["phase"] for r in run.rows("finetune.jsonl")}
-    assert {"o2sac_ranking", "o2sac_reference"} <= events
+    assert {"o2sac_ranking", "o2sac_initial_reference", "o2sac_reference"} <= events
     assert run.config()["online_agent"]["algo"] == "sac"

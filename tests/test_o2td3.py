@@ -150,4 +150,4 @@ def test_cli_o2td3_runs_end_to_end(tmp_path):
     assert phases[:3] == ["offline", "o2td3_reevaluation", "o2td3_alignment"]
     assert phases[-1] == "online"
     events = {r["phase"] for r in run.rows("finetune.jsonl")}
-    assert {"o2td3_ranking", "o2td3_reference"} <= events
+    assert {"o2td3_ranking", "o2td3_initial_reference", "o2td3_reference"} <= events

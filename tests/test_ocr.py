@@ -271,3 +271,96 @@ def test_resume_inside_a_later_phase_skips_the_earlier_ones(tmp_path, small_hopp
     assert set(traced) == {"o2sac_alignment"}
     rows = run.rows()
     assert [(r["phase"], r["step"]) for r in rows] == [("o2sac_alignment", 50)]
+
+
+# --- the initial reference ---------------------------------------------------------------------
+def _two_seed_phase_start(pipeline):
+    offline, _ = pipeline.initial_states()
+    return pipeline.methods.init_states(
+        pipeline.finetune_agent,
+        pipeline.online_start(offline),
+        jax.random.split(jax.random.PRNGKey(0), 2),
+        pipeline.online_preprocess,
+        False,
+    )
+
+
+def _first_leaf_mean(states):
+    """A stand-in evaluation: per seed, the mean of the actor's first parameter array."""
+    leaf = jax.tree.leaves(states.actor.params)[0]
+    return np.asarray(leaf.reshape(leaf.shape[0], -1).mean(axis=1), np.float64)
+
+
+@pytest.mark.parametrize("name", ["o2sac", "o2td3"])
+def test_initial_reference_is_the_better_of_the_aligned_actor_and_pi_off(name, small_hopper):
+    from tests.helpers import tiny_ocr_spec
+
+    pipeline = tiny_ocr_spec(small_hopper, name, seeds=2).build(small_hopper)
+    states = _two_seed_phase_start(pipeline)
+    pi_off = states.actor.params
+    # "Alignment" moved seed 0's actor up (it scores better than π_off) and seed 1's down.
+    shift = jnp.asarray([1.0, -1.0])
+    aligned = jax.tree.map(lambda p: p + shift.reshape((2,) + (1,) * (p.ndim - 1)), pi_off)
+    states = states.replace(actor=states.actor.replace(params=aligned))
+    calls = []
+
+    def scores(s):
+        calls.append(1)
+        return _first_leaf_mean(s)
+
+    finish = pipeline.phases_before_online[-1].finish
+    assert pipeline.phases_before_online[-1].name == f"{name}_alignment"
+    new, rows = finish(states, pipeline.finetune_offline, scores)
+    assert len(calls) == 2  # the aligned actor, then π_off
+    row = next(r for r in rows if r["phase"] == f"{name}_initial_reference")
+    want_aligned, want_offline = (
+        _first_leaf_mean(states),
+        _first_leaf_mean(states.replace(actor=states.actor.replace(params=pi_off))),
+    )
+    np.testing.assert_allclose(row["aligned_score"], want_aligned)
+    np.testing.assert_allclose(row["offline_score"], want_offline)
+    assert row["aligned_chosen"] == [True, False]
+    own = new.extras[name]
+    np.testing.assert_allclose(own["best_score"], np.maximum(want_aligned, want_offline), rtol=1e-6)
+    for ref, a, off in zip(
+        jax.tree.leaves(own["reference"]),
+        jax.tree.leaves(aligned),
+        jax.tree.leaves(pi_off),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(ref[0], a[0])
+        np.testing.assert_array_equal(ref[1], off[1])
+    # An online evaluation below the best of both leaves the reference where it is.
+    worse = {"seed_normalized_scores": (np.maximum(want_aligned, want_offline) - 1).tolist()}
+    kept, _ = pipeline.methods.on_evaluation(pipeline.finetune_agent, 0, new, worse, 0)
+    for ref, before in zip(
+        jax.tree.leaves(kept.extras[name]["reference"]),
+        jax.tree.leaves(own["reference"]),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(ref, before)
+
+
+def test_initial_reference_offline_option_and_without_alignment(small_hopper):
+    from tests.helpers import tiny_ocr_spec
+
+    # "offline": π_off with no score, as before the official rule; the finish adds no row.
+    spec = tiny_ocr_spec(small_hopper, "o2td3", options={"initial_reference": "offline"}, seeds=2)
+    pipeline = spec.build(small_hopper)
+    states = _two_seed_phase_start(pipeline)
+    new, rows = pipeline.phases_before_online[-1].finish(
+        states, pipeline.finetune_offline, lambda s: pytest.fail("no evaluation expected")
+    )
+    assert [r["phase"] for r in rows] == ["o2td3_ranking"]
+    assert np.all(np.isneginf(np.asarray(new.extras["o2td3"]["best_score"])))
+    # Without alignment the actor is still π_off: one evaluation, π_off kept, its score best.
+    pipeline = tiny_ocr_spec(small_hopper, "o2td3-no-va", seeds=2).build(small_hopper)
+    last = pipeline.phases_before_online[-1]
+    assert last.name == "o2td3_reevaluation"
+    states = _two_seed_phase_start(pipeline)
+    calls = []
+    new, rows = last.finish(
+        states, pipeline.finetune_offline, lambda s: calls.append(1) or np.array([3.0, 4.0])
+    )
+    assert len(calls) == 1 and rows[-1]["aligned_chosen"] == [False, False]
+    np.testing.assert_allclose(new.extras["o2td3"]["best_score"], [3.0, 4.0])

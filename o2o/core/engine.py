@@ -14,12 +14,16 @@ from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from o2o.core.buffers import ReplayBuffer, Sampler
 from o2o.core.types import Transition
 
 UpdateFn = Callable[[Any, Transition, jax.Array], tuple[Any, dict]]
-FinishFn = Callable[[Any, Transition], tuple[Any, list[dict]]]
+# Per-seed scores (normalized where the task has a reference, else returns) of the greedy
+# policy of the states given: what a phase's finish compares policies by.
+ScoreFn = Callable[[Any], np.ndarray]
+FinishFn = Callable[[Any, Transition, ScoreFn], tuple[Any, list[dict]]]
 
 
 @dataclass(frozen=True)
@@ -30,8 +34,9 @@ class Phase:
     and sees the whole agent state (a method's state is in ``state.extras``); it runs fused,
     seeds vmapped, with rows tagged ``name`` in metrics.jsonl, checkpoints and resume.
     ``evaluate``: the policy changes in this phase, so its rows carry evaluations.
-    ``finish(states, offline)``: host-side, once after the last step (e.g. statistics over
-    the whole dataset); returns new states and diagnostic rows."""
+    ``finish(states, offline, scores)``: host-side, once after the last step (e.g. statistics
+    over the whole dataset, or a choice between policies by ``scores(states)``, an
+    evaluation); returns new states and diagnostic rows."""
 
     name: str
     steps: int

@@ -373,6 +373,16 @@ class Pipeline:
             on_step=on_step,
         )
 
+    def seed_scores(self, agent: Any, states: Any) -> np.ndarray:
+        """Per seed, the normalized score of ``agent``'s greedy policy in ``states`` over
+        ``eval_episodes`` episodes (the evaluation seeds of every evaluation)."""
+        grid = EnvGrid(self.env_id, self.config.seeds, self.config.eval_episodes)
+        try:
+            result = self.evaluate(grid, self._greedy(agent), states)
+        finally:
+            grid.close()
+        return np.atleast_1d(self.score.normalize(np.asarray(result.mean_return)))
+
     # --- phases run by the engine on the offline data ----------------------------------------
     def run_phase(
         self,
@@ -409,7 +419,7 @@ class Pipeline:
                 phase, states, keys, step, run, progress, on_eval, agent, offline
             )
         if phase.finish is not None:
-            states, rows = phase.finish(states, offline)
+            states, rows = phase.finish(states, offline, lambda s: self.seed_scores(agent, s))
             # The finish (SAMG's statistics) ran after the guard's last check.
             self.guard.check(jax.vmap(any_nan)(states), {}, name, total, run and run.path)
             if run is not None:

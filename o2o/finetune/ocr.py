@@ -39,7 +39,7 @@ import numpy as np
 import optax
 
 from o2o.core.agent import ensemble_mse
-from o2o.core.engine import Phase
+from o2o.core.engine import Phase, ScoreFn
 from o2o.core.train_state import copy_tree, polyak
 from o2o.core.types import Transition
 from o2o.errors import ConfigError, check, check_fields
@@ -92,6 +92,15 @@ def lambda_loss(log_lambda: jax.Array, u: jax.Array, tau: float) -> jax.Array:
 
 
 # --- the reference policy ---------------------------------------------------------------------
+def per_seed_where(mask: Any, new: Any, old: Any) -> Any:
+    """``new`` on the seeds where ``mask`` (one bool per seed) holds, ``old`` elsewhere."""
+
+    def chosen(a, b):
+        return jnp.where(jnp.asarray(mask).reshape((-1,) + (1,) * (a.ndim - 1)), a, b)
+
+    return jax.tree.map(chosen, new, old)
+
+
 def replace_reference(
     name: str,
     states: Any,
@@ -113,13 +122,9 @@ def replace_reference(
         replaced = evaluations % interval == 0
     best = np.maximum(np.asarray(own["best_score"]), scores)
 
-    def chosen(new, old):
-        mask = jnp.asarray(replaced).reshape((-1,) + (1,) * (new.ndim - 1))
-        return jnp.where(mask, new, old)
-
     own = {
         **own,
-        "reference": jax.tree.map(chosen, states.actor.params, own["reference"]),
+        "reference": per_seed_where(replaced, states.actor.params, own["reference"]),
         "best_score": jnp.asarray(best),
         "evaluations": jnp.asarray(evaluations, jnp.int32),
     }
@@ -163,6 +168,10 @@ class ConstrainedConfig:
     lambda_init: float = 1.0
     lambda_lr: float = 5e-5
     loss_tau: float = 0.7
+    # π_ref at the start of phase C: "official", the aligned actor where it evaluates better
+    # than π_off, else π_off, with the better score as the best so far; "offline", π_off with
+    # no score (the first online evaluation makes π the reference).
+    initial_reference: Literal["official", "offline"] = "official"
     reference_update: Literal["best", "interval"] = "best"
     reference_interval: int | None = None  # None: 4 (10 on hopper-expert)
 
@@ -182,6 +191,7 @@ class ConstrainedConfig:
             choices={
                 "level": ("auto", "medium", "expert"),
                 "reference_update": ("best", "interval"),
+                "initial_reference": ("official", "offline"),
             },
         )
         check(
@@ -406,7 +416,7 @@ class ConstrainedMethod(Method):
                 state, metrics = self.alignment_update(agent, agent_state, batch, key)
                 return state, {**metrics, **self.q_diagnostics(agent, state, batch)}
 
-            def finish(states: Any, offline: Transition) -> tuple[Any, list[dict]]:
+            def finish(states: Any, offline: Transition, scores: ScoreFn) -> tuple[Any, list[dict]]:
                 states = states.replace(target_critic_params=copy_tree(states.critic.params))
                 return states, [self.ranking_row(agent, states, offline)]
 
@@ -420,7 +430,45 @@ class ConstrainedMethod(Method):
                     finish=finish,
                 )
             )
+        if phases and c.initial_reference == "official":
+            last = phases[-1]
+
+            def finish_with_reference(states, offline, scores, earlier=last.finish):
+                rows = []
+                if earlier is not None:
+                    states, rows = earlier(states, offline, scores)
+                states, more = self.choose_initial_reference(states, scores)
+                return states, rows + more
+
+            phases[-1] = replace(last, finish=finish_with_reference)
         return tuple(phases)
+
+    def choose_initial_reference(self, states: Any, scores: ScoreFn) -> tuple[Any, list[dict]]:
+        """The official start of phase C (methods.md §2.1), per seed: π_ref is the aligned
+        actor where it evaluates better than π_off, else π_off, and the better score is the
+        best so far, so only an online policy beating both replaces it."""
+        own = states.extras[self.name]
+        aligned = np.asarray(scores(states), np.float64)
+        if self.config.align:
+            offline_actor = states.actor.replace(params=own["reference"])
+            offline = np.asarray(scores(states.replace(actor=offline_actor)), np.float64)
+        else:
+            offline = aligned  # without alignment the actor is still π_off
+        chosen = aligned > offline
+        best = np.maximum(aligned, offline)
+        own = {
+            **own,
+            "reference": per_seed_where(chosen, states.actor.params, own["reference"]),
+            "best_score": jnp.asarray(best, jnp.float32),
+        }
+        row = {
+            "phase": f"{self.name}_initial_reference",
+            "aligned_score": aligned.tolist(),
+            "offline_score": offline.tolist(),
+            "aligned_chosen": chosen.tolist(),
+            "best_score": best.tolist(),
+        }
+        return states.replace(extras={**states.extras, self.name: own}), [row]
 
     def ranking_row(self, agent: Any, states: Any, offline: Transition) -> dict:
         """After alignment, per seed: over actions sampled around π at evenly spaced dataset

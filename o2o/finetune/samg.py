@@ -404,7 +404,9 @@ class SAMG(Method):
         ]
         return tuple(np.concatenate([np.asarray(p[k]) for p in parts], axis=1) for k in (0, 1))
 
-    def fit_stats(self, states: Any, data: Transition) -> tuple[Any, list[dict]]:
+    def fit_stats(
+        self, states: Any, data: Transition, scores: Any = None
+    ) -> tuple[Any, list[dict]]:
         """After the fit: the offline latent statistics per seed, the reference pairs for the
         adaptive update, and diagnostics (collapse, p on the data and on random actions)."""
         c = self.config
