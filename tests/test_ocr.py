@@ -146,6 +146,7 @@ def test_options_fitted_to_the_budget_and_dataset_are_stored():
         "alignment_steps": 2000,
         "warmup_steps": 30,
         "schedule_steps": 3000,
+        "lambda_init": 1.0,
     }
     # The user's values win; a run from another's offline checkpoint (--from, 0 offline
     # steps) scales the phases with its online budget.
@@ -178,6 +179,65 @@ def test_options_fitted_to_the_budget_and_dataset_are_stored():
     assert clip("hopper-medium-expert-v2").online_agent.actor_grad_clip is None
     quirk = clip("hopper-medium-expert-v2", official_substring_match=True)
     assert quirk.online_agent.actor_grad_clip == 0.25
+
+
+def test_antmaze_presets():
+    from types import SimpleNamespace
+
+    from o2o.agents import SACConfig, TD3Config
+    from o2o.experiment.pipeline import reward_convention_for
+
+    assert dataset_level("antmaze-umaze-v2") == "antmaze"
+    assert dataset_level("D4RL/antmaze/large-diverse-v1") == "antmaze"
+
+    def spec(method, dataset):
+        config = PipelineConfig(dataset=dataset, offline_steps=3000, online_steps=2000)
+        return RunSpec.create("cql" if "sac" in method else "td3bc", config, method)
+
+    # O2SAC: FQE 500k + alignment 1M -> a third and two thirds of the offline budget;
+    # warm-up 5k of 200k; one critic of 5 LayerNorm layers; α and λ by maze size.
+    umaze = spec("o2sac", "antmaze-umaze-v2")
+    assert (umaze.options["reevaluation_steps"], umaze.options["alignment_steps"]) == (1000, 2000)
+    assert umaze.options["warmup_steps"] == 50 and umaze.options["lambda_init"] == 1.0
+    online = umaze.online_agent
+    assert (online.num_critics, online.critic_hidden_dims, online.critic_layer_norm) == (
+        1,
+        (256,) * 5,
+        True,
+    )
+    assert online.init_temperature == 0.2
+    large = spec("o2sac", "antmaze-large-diverse-v2")
+    assert large.options["lambda_init"] == 2.0 and large.online_agent.init_temperature == 0.5
+    assert spec("o2sac", "D4RL/antmaze/medium-play-v1").options["lambda_init"] == 2.0
+    # O2TD3: warm-up 1k of 200k, critics without LayerNorm, σ_expl 0.1, the medium ε.
+    td3 = spec("o2td3", "antmaze-umaze-diverse-v2")
+    assert td3.options["warmup_steps"] == 10 and td3.options["alignment_steps"] == 2000
+    assert not td3.online_agent.critic_layer_norm and td3.online_agent.exploration_noise == 0.1
+    method = make_methods("o2td3", {"dataset": "antmaze-umaze-v2"}, 3, 2).methods[0]
+    assert method.epsilon_range() == (0.0025, 0.04)
+    # Locomotion keeps its presets; the user's λ wins.
+    hopper = spec("o2sac", "hopper-medium-lite")
+    assert hopper.online_agent.num_critics == 2 and hopper.options["lambda_init"] == 1.0
+    config = PipelineConfig(dataset="antmaze-large-play-v2", offline_steps=30, online_steps=20)
+    assert (
+        RunSpec.create("cql", config, "o2sac", {"lambda_init": 3.0}).options["lambda_init"] == 3.0
+    )
+
+    # The official online reward transforms on mazes: O2SAC 10r − 5, O2TD3 r − 1, O2PPO raw;
+    # an explicit --reward-convention wins.
+    maze = SimpleNamespace(env_id="AntMaze_UMaze-v4", name="antmaze-umaze-v2")
+
+    def convention(name, agent, **pipeline):
+        methods = make_methods(name, {"dataset": maze.name}, 3, 2) if name else None
+        return reward_convention_for(agent, maze, PipelineConfig(**pipeline), methods)
+
+    assert convention("o2sac", SACConfig()) == "antmaze_cql"
+    assert convention("o2td3", TD3Config()) == "antmaze_minus_one"
+    assert convention(None, SACConfig()) == "none"
+    assert convention("o2sac", SACConfig(), reward_convention="none") == "none"
+    hopper_data = SimpleNamespace(env_id="Hopper-v5", name="hopper-medium-lite")
+    o2sac = make_methods("o2sac", {"dataset": hopper_data.name}, 3, 2)
+    assert reward_convention_for(SACConfig(), hopper_data, PipelineConfig(), o2sac) == "none"
 
 
 # --- the declared online algorithm ------------------------------------------------------------

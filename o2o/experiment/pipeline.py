@@ -144,11 +144,16 @@ def dataset_domain(dataset: Any) -> str:
     return domain_of(str(dataset.env_id or ""), str(dataset.name))
 
 
-def reward_convention_for(agent_config: Any, dataset: Any, config: PipelineConfig) -> str:
-    """The configured convention; under ``auto`` the agent's for the dataset's domain."""
+def reward_convention_for(
+    agent_config: Any, dataset: Any, config: PipelineConfig, methods: Any = None
+) -> str:
+    """The configured convention; under ``auto`` the fine-tuning methods' for the dataset's
+    domain (``methods``, online only), else the agent's."""
     if config.reward_convention != "auto":
         return config.reward_convention
-    return agent_config.reward_conventions[dataset_domain(dataset)]
+    domain = dataset_domain(dataset)
+    chosen = methods.online_reward_convention(domain) if methods is not None else None
+    return chosen or agent_config.reward_conventions[domain]
 
 
 def adroit_binary(dataset: Any) -> tuple[Any, str]:
@@ -175,11 +180,11 @@ def adroit_binary(dataset: Any) -> tuple[Any, str]:
 
 
 def preprocess_for(
-    agent_config: Any, dataset: Any, config: PipelineConfig
+    agent_config: Any, dataset: Any, config: PipelineConfig, methods: Any = None
 ) -> tuple[Preprocess, str]:
     """State statistics and reward transform (r' = scale·r + shift) and a description; the
-    convention under ``auto`` is the agent's for the dataset's domain."""
-    convention = reward_convention_for(agent_config, dataset, config)
+    convention as ``reward_convention_for`` chooses it."""
+    convention = reward_convention_for(agent_config, dataset, config, methods)
     scale, shift = 1.0, 0.0
     if convention == "iql_locomotion":
         returns = dataset.episode_returns(include_incomplete=True)
@@ -278,7 +283,7 @@ class Pipeline:
         self.dataset_size = int(self.dataset.size)  # kept: SAMG drops the dataset itself
         self.preprocess, self.reward_convention = preprocess_for(agent_config, self.dataset, config)
         self.online_preprocess, self.online_reward_convention = preprocess_for(
-            self.online_agent_config, self.dataset, config
+            self.online_agent_config, self.dataset, config, self.methods
         )
         method_policy = self.methods.data_policy()
         if method_policy and config.data_policy and config.data_policy != method_policy:

@@ -88,6 +88,9 @@ class Method:
     # O2SAC: "sac"); the pipeline hands the offline actor to it (``--online-algo``, which
     # then may be left out).
     online_algo: ClassVar[str | None] = None
+    # The reward transform of the online agent per dataset domain where the method's paper
+    # used its own (O2SAC on AntMaze: 10r − 5), overriding the agent's under ``auto``.
+    online_reward_conventions: ClassVar[dict[str, str]] = {}
     policy_input_dim: int = 0
 
     def __init__(self, config: Any, obs_dim: int, act_dim: int):
@@ -402,6 +405,12 @@ class Methods(Hooks):
         for method in self.methods:
             if "data_policy" in method.slots:
                 return method.data_policy()
+        return None
+
+    def online_reward_convention(self, domain: str) -> str | None:
+        for method in self.methods:
+            if domain in method.online_reward_conventions:
+                return method.online_reward_conventions[domain]
         return None
 
     def online_overrides(self) -> dict[str, Any]:

@@ -34,11 +34,13 @@ from o2o.finetune.ocr import (
     RANKING_ACTIONS,
     ConstrainedConfig,
     ConstrainedMethod,
-    dataset_level,
+    config_level,
+    is_larger_antmaze,
     phase_diagnostics,
 )
 
-ALPHAS = {"medium": 0.2, "expert": 0.5}  # fixed in A and B, SAC's initial α in C
+# Fixed in A and B, SAC's initial α in C; AntMaze: 0.2 on umaze, 0.5 on medium and large.
+ALPHAS = {"medium": 0.2, "expert": 0.5, "antmaze": 0.2}
 
 
 @dataclass(frozen=True)
@@ -55,8 +57,7 @@ class O2SACConfig(ConstrainedConfig):
 def o2sac_alpha(config: O2SACConfig) -> float:
     if config.alpha is not None:
         return config.alpha
-    level = dataset_level(config.dataset) if config.level == "auto" else config.level
-    return ALPHAS[level]
+    return 0.5 if is_larger_antmaze(config) else ALPHAS[config_level(config)]
 
 
 def alignment_targets(
@@ -76,7 +77,9 @@ class O2SAC(ConstrainedMethod):
     name = "o2sac"
     config_class = O2SACConfig
     online_algo = "sac"
-    epsilons = {"medium": (0.125, 2.0), "expert": (0.005, 0.125)}
+    epsilons = {"medium": (0.125, 2.0), "expert": (0.005, 0.125), "antmaze": (0.125, 2.0)}
+    warmup_per_mille = {"medium": 10, "expert": 10, "antmaze": 25}
+    online_reward_conventions = {"maze": "antmaze_cql"}  # CORL CQL's AntMaze 10r − 5
     diagnostics = phase_diagnostics("o2sac", "KL estimate D (ε_t: epsilon)")
 
     @property
@@ -89,7 +92,12 @@ class O2SAC(ConstrainedMethod):
             **super().online_agent_defaults(config, algo),
             "policy": "cql",
             "actor_hidden_dims": (256, 256, 256),
-            "critic_hidden_dims": (256, 256, 256),
+            # AntMaze: one critic of 5 LayerNorm layers (official ``double_critic=False``).
+            **(
+                {"critic_hidden_dims": (256,) * 5, "num_critics": 1}
+                if config_level(config) == "antmaze"
+                else {"critic_hidden_dims": (256, 256, 256)}
+            ),
             "critic_layer_norm": True,
             "actor_lr": 1e-4,
             "critic_lr": 3e-4,

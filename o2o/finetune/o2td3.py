@@ -37,11 +37,11 @@ from o2o.finetune.ocr import (
     RANKING_ACTIONS,
     ConstrainedConfig,
     ConstrainedMethod,
-    dataset_level,
+    config_level,
     phase_diagnostics,
 )
 
-EXPLORATION = {"medium": 0.1, "expert": 0.05}  # σ_expl
+EXPLORATION = {"medium": 0.1, "expert": 0.05, "antmaze": 0.1}  # σ_expl
 
 
 @dataclass(frozen=True)
@@ -77,16 +77,20 @@ class O2TD3(ConstrainedMethod):
     name = "o2td3"
     config_class = O2TD3Config
     online_algo = "td3"
-    epsilons = {"medium": (0.0025, 0.04), "expert": (2.5e-5, 6.25e-4)}
+    # The official AntMaze configs exist for umaze and umaze-diverse only; o2o uses them on
+    # every AntMaze.
+    epsilons = {"medium": (0.0025, 0.04), "expert": (2.5e-5, 6.25e-4), "antmaze": (0.0025, 0.04)}
+    warmup_per_mille = {"medium": 10, "expert": 10, "antmaze": 5}  # AntMaze: 1k of 200k
+    online_reward_conventions = {"maze": "antmaze_minus_one"}  # the official r − 1
     diagnostics = phase_diagnostics("o2td3", "(π_ref − π)² (ε_t: epsilon)")
 
     @classmethod
     def online_agent_defaults(cls, config: Any, algo: str) -> dict[str, Any]:
-        level = dataset_level(config.dataset) if config.level == "auto" else config.level
+        level = config_level(config)
         noise = config.exploration_noise or EXPLORATION[level]
         return {
             **super().online_agent_defaults(config, algo),
-            "critic_layer_norm": True,
+            "critic_layer_norm": level != "antmaze",  # no LayerNorm on AntMaze (official)
             "actor_lr": 1e-4,
             "critic_lr": 3e-4,
             "normalize_actor_q": True,

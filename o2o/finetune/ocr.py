@@ -45,7 +45,7 @@ from o2o.core.types import Transition
 from o2o.errors import ConfigError, check, check_fields
 from o2o.finetune.base import Diagnostic, Method
 
-Level = Literal["medium", "expert"]
+Level = Literal["medium", "expert", "antmaze"]
 # States of the offline data the post-alignment ranking diagnostic looks at, and the
 # actions sampled per state.
 RANKING_STATES = 256
@@ -58,9 +58,23 @@ def _tokens(name: str) -> list[str]:
 
 
 def dataset_level(name: str) -> Level:
-    """``expert`` for expert and medium-expert datasets, ``medium`` for every other one
-    (medium, medium-replay, random, mazes): the two columns of methods.md §2.4."""
-    return "expert" if "expert" in _tokens(name) else "medium"
+    """``antmaze`` for AntMaze datasets, ``expert`` for expert and medium-expert ones,
+    ``medium`` for every other one (medium, medium-replay, random, PointMaze): the columns
+    of methods.md §2.4."""
+    tokens = _tokens(name)
+    if "antmaze" in tokens:
+        return "antmaze"
+    return "expert" if "expert" in tokens else "medium"
+
+
+def config_level(config: Any) -> Level:
+    """The level a method config's presets follow: its ``level``, or its dataset's."""
+    return dataset_level(config.dataset) if config.level == "auto" else config.level
+
+
+def is_larger_antmaze(config: Any) -> bool:
+    """AntMaze medium or large (any maze but umaze): the official λ 2 and O2SAC's α 0.5."""
+    return config_level(config) == "antmaze" and "umaze" not in _tokens(config.dataset)
 
 
 def is_hopper_expert(name: str, official_substring_match: bool = False) -> bool:
@@ -154,7 +168,7 @@ class ConstrainedConfig:
     budget (``fit_to_budget``; see docs/ocr.md). ``dataset`` is filled in by the run."""
 
     dataset: str = ""  # the run's dataset name, for the level presets (filled in by the run)
-    level: Literal["auto", "medium", "expert"] = "auto"
+    level: Literal["auto", "medium", "expert", "antmaze"] = "auto"
     official_substring_match: bool = False
     reevaluate: bool = True  # phase A (PR)
     align: bool = True  # phase B (VA)
@@ -165,7 +179,7 @@ class ConstrainedConfig:
     schedule_steps: int | None = None  # T of the ε schedule in env steps; None: online steps
     epsilon_start: float | None = None
     epsilon_end: float | None = None
-    lambda_init: float = 1.0
+    lambda_init: float | None = None  # None: 1 (2 on AntMaze medium and large)
     lambda_lr: float = 5e-5
     loss_tau: float = 0.7
     # π_ref at the start of phase C: "official", the aligned actor where it evaluates better
@@ -178,7 +192,7 @@ class ConstrainedConfig:
     def __post_init__(self) -> None:
         check_fields(
             self,
-            positive=("lambda_init", "lambda_lr"),
+            positive=("lambda_lr",),
             unit_interval=("loss_tau",),
             optional_positive=(
                 "reevaluation_steps",
@@ -187,9 +201,10 @@ class ConstrainedConfig:
                 "epsilon_start",
                 "epsilon_end",
                 "reference_interval",
+                "lambda_init",
             ),
             choices={
-                "level": ("auto", "medium", "expert"),
+                "level": ("auto", "medium", "expert", "antmaze"),
                 "reference_update": ("best", "interval"),
                 "initial_reference": ("official", "offline"),
             },
@@ -209,6 +224,9 @@ class ConstrainedMethod(Method):
         {"data_policy", "bootstrap", "actor_terms", "state_update", "phases", "events"}
     )
     epsilons: ClassVar[dict[str, tuple[float, float]]] = {}  # level -> (ε_0, ε_end)
+    # Online env steps before the first update, in thousandths of the online steps: the
+    # official 1k of 100k (5k of 200k for O2SAC on AntMaze).
+    warmup_per_mille: ClassVar[dict[str, int]] = {"medium": 10, "expert": 10, "antmaze": 10}
     # Fallbacks where the run gives no budget (a Pipeline built by hand, not through RunSpec).
     fallback_phase_steps: ClassVar[int] = 1_000
     fallback_warmup: ClassVar[int] = 1_000
@@ -243,8 +261,13 @@ class ConstrainedMethod(Method):
     # --- presets -------------------------------------------------------------------------
     @property
     def level(self) -> Level:
-        c = self.config
-        return dataset_level(c.dataset) if c.level == "auto" else c.level
+        return config_level(self.config)
+
+    @property
+    def initial_lambda(self) -> float:
+        if self.config.lambda_init is not None:
+            return self.config.lambda_init
+        return 2.0 if is_larger_antmaze(self.config) else 1.0
 
     def epsilon_range(self) -> tuple[float, float]:
         c = self.config
@@ -272,16 +295,20 @@ class ConstrainedMethod(Method):
         return self.config.schedule_steps or self.fallback_schedule
 
     def fit_to_budget(self, offline_steps: int, online_steps: int) -> ConstrainedMethod:
-        """Phase lengths left None: re-evaluation and alignment offline steps / 2 each (the
-        source run's under ``--from``; online steps / 2 without any), warm-up 1% of the
-        online steps, the ε schedule over them."""
+        """Options left None: re-evaluation and alignment share the offline steps (the
+        source run's under ``--from``; the online steps without any), half each, a third
+        and two thirds on AntMaze (the official 500k + 1M); the warm-up is the level's share
+        of the online steps, the ε schedule runs over them; λ's preset."""
         c = self.config
-        phase = max(1, (offline_steps or online_steps) // 2)
+        total = offline_steps or online_steps
+        share = 3 if self.level == "antmaze" else 2
+        reevaluation = max(1, total // share)
         resolved = {
-            "reevaluation_steps": phase,
-            "alignment_steps": phase,
-            "warmup_steps": online_steps // 100,
+            "reevaluation_steps": reevaluation,
+            "alignment_steps": max(1, total // share * (share - 1)),
+            "warmup_steps": online_steps * self.warmup_per_mille[self.level] // 1000,
             "schedule_steps": max(1, online_steps),
+            "lambda_init": self.initial_lambda,
         }
         changes = {k: v for k, v in resolved.items() if getattr(c, k) is None}
         if not changes:
@@ -312,7 +339,7 @@ class ConstrainedMethod(Method):
 
     # --- state ---------------------------------------------------------------------------
     def init_state(self, agent: Any, agent_state: Any, key: jax.Array, preprocess: Any) -> dict:
-        log_lambda = jnp.log(jnp.float32(self.config.lambda_init))
+        log_lambda = jnp.log(jnp.float32(self.initial_lambda))
         return {
             "reference": copy_tree(agent_state.actor.params),  # π_off, then the best π
             "log_lambda": log_lambda,
