@@ -43,7 +43,9 @@ STUDY = ROOT / "benchmarks" / "reports" / "budget-study" / "budget.json"
 BEGIN, END = "<!-- claims:begin -->", "<!-- claims:end -->"
 
 # Result directories of the claims suites, relative to benchmarks/results.
-SUITES = ("claims-samg", "claims-famo2o")
+SUITES = ("claims-samg", "claims-famo2o", "claims-ocr")
+# The start of fine-tuning OCR-CFT's "no initial drop" is about: this share of the online steps.
+EARLY = 0.1
 
 
 @dataclass(frozen=True)
@@ -53,7 +55,10 @@ class Claim:
     paper_figure: str  # what the paper measured
     method: str  # the arm the claim favours (a method label)
     reference: str  # the arm it beats
-    metric: str = "score"  # "score" (higher is better) or "regret" (lower is better)
+    # "score" (higher is better), "regret" (lower is better) or "early_drop": the lowest
+    # score over the evaluations in the first EARLY share of the online steps minus the score
+    # after offline (higher is better: 0 or above is no drop).
+    metric: str = "score"
     domain: str = "locomotion"  # "locomotion" or "maze": which datasets the claim is about
     suite: str = "claims-samg"  # the results directory (under benchmarks/results) it reads
     # False where the arms share no offline checkpoint (a method that trains from the first
@@ -169,6 +174,49 @@ CLAIMS = (
         suite="claims-famo2o",
         paired=False,
     ),
+    *(
+        claim
+        for name, base, pair, online in (
+            ("O2PPO", "IQL", "PPO", "250k"),
+            ("O2TD3", "TD3+BC", "TD3", "100k"),
+            ("O2SAC", "CQL", "SAC", "100k"),
+        )
+        for claim in (
+            Claim(
+                "OCR-CFT",
+                f"{name} beats plain {pair} fine-tuning of the same offline {base} actor",
+                f"{name} above the offline-to-online baselines (5 seeds, {online} online steps)",
+                name.lower(),
+                "vanilla",
+                suite="claims-ocr",
+            ),
+            Claim(
+                "OCR-CFT",
+                f"no initial drop: {name}'s lowest score early in fine-tuning stays nearer the "
+                f"offline score than plain {pair}'s",
+                "no drop of the score when fine-tuning starts (the paper's curves)",
+                name.lower(),
+                "vanilla",
+                metric="early_drop",
+                suite="claims-ocr",
+            ),
+        )
+    ),
+    *(
+        Claim(
+            "OCR-CFT",
+            f"each part matters: O2TD3 beats O2TD3 without {part}",
+            "ablations: removing PR, VA or CF lowers the score (no per-task numbers)",
+            "o2td3",
+            f"o2td3-no-{label}",
+            suite="claims-ocr",
+        )
+        for label, part in (
+            ("pr", "policy re-evaluation"),
+            ("va", "value alignment"),
+            ("cf", "the constraint"),
+        )
+    ),
 )
 
 
@@ -191,6 +239,18 @@ def per_seed_final(result) -> np.ndarray:
 def per_seed_online_mean(result) -> np.ndarray:
     rows = result.phase_rows("online")
     return np.mean([r["seed_normalized_scores"] for r in rows], axis=0) if rows else np.array([])
+
+
+def per_seed_early_drop(result) -> np.ndarray:
+    """Per seed, the lowest score over the online evaluations within the first ``EARLY``
+    share of the online steps, minus the score after offline (negative: a drop)."""
+    pipeline = result.pipeline
+    start, online = pipeline.get("offline_steps", 0), pipeline.get("online_steps", 0)
+    rows = [r for r in result.phase_rows("online") if r["step"] - start <= EARLY * online]
+    offline = result.scores("offline")
+    if not rows or offline.size == 0:
+        return np.array([])
+    return np.min([r["seed_normalized_scores"] for r in rows], axis=0) - offline
 
 
 def is_maze(dataset: str) -> bool:
@@ -249,6 +309,17 @@ def evaluate(results: list, claims: tuple[Claim, ...] = CLAIMS, reps: int = 10_0
                 )
                 auc = None
                 bound = all(np.all(v <= 0) for v in values[claim.reference].values())
+            elif claim.metric == "early_drop":
+                values = {
+                    label: {t: per_seed_early_drop(arms[label][t]) for t in tasks} for label in arms
+                }
+                if any(len(v) == 0 for arm in values.values() for v in arm.values()):
+                    continue  # no evaluation early enough in a run
+                found = True
+                final = paired_difference(
+                    values[claim.method], values[claim.reference], reps, paired=claim.paired
+                )
+                auc, bound = None, False
             else:
                 found = True
                 final, auc = (
@@ -308,7 +379,9 @@ def budget_checks(results: list, study: Path = STUDY) -> list[dict[str, Any]]:
                 "score_plateau": score_p.step if score_p.reached else None,
                 "q_plateau": q_p.step if q_p.reached else None,
             }
-        study_budget = trained.get((run.algo, run.dataset))
+        # The offline algorithm's budget (an iql-ppo run pre-trains IQL).
+        offline_algo = str(run.config.get("algo") or run.algo)
+        study_budget = trained.get((offline_algo, run.dataset))
         if study_budget is not None:
             status = "trained" if used >= study_budget else "below the trained budget"
         elif own:
@@ -395,11 +468,11 @@ def short_tasks(tasks: tuple[str, ...]) -> str:
     return text + (" (lite)" if lite else "")
 
 
-def format_difference(d, unit: str = "") -> str:
+def format_difference(d, unit: str = "", relative: bool = True) -> str:
     if d is None:
         return "—"
     text = f"{d.difference.point:+.1f} [{d.difference.low:+.1f}, {d.difference.high:+.1f}]{unit}"
-    if d.relative is not None:
+    if relative and d.relative is not None:
         text += f" ({d.relative.point:+.0f}% [{d.relative.low:+.0f}, {d.relative.high:+.0f}])"
     return text
 
@@ -418,6 +491,9 @@ def better(d, lower_is_better: bool) -> str:
     return f"{point:.2f} [{low:.2f}, {high:.2f}], {wins}"
 
 
+UNITS = {"regret": " regret", "early_drop": " early min − offline"}
+
+
 def markdown(rows: list[Row], memory: dict[str, Any] | None) -> str:
     lines = [
         "| paper | claim | paper's figure | o2o: base, tasks | budget (offline+online ×seeds)"
@@ -427,13 +503,13 @@ def markdown(rows: list[Row], memory: dict[str, Any] | None) -> str:
     ]
     for row in rows:
         c = row.claim
-        unit = " regret" if c.metric == "regret" else ""
+        unit = UNITS.get(c.metric, "")
         claim = f"{c.statement} (`{c.method}` vs `{c.reference}`)"
         where = f"{row.algo}: {short_tasks(row.tasks)}" if row.tasks else "—"
         wins = better(row.final, c.metric == "regret")
         lines.append(
             f"| {c.paper} | {claim} | {c.paper_figure} | {where} | {row.budget} "
-            f"| {format_difference(row.final, unit)} | {format_difference(row.auc)} | {wins} "
+            f"| {format_difference(row.final, unit, c.metric != 'early_drop')} | {format_difference(row.auc)} | {wins} "
             f"| **{row.verdict}** |"
         )
     if memory is not None:
@@ -473,7 +549,7 @@ def plot(rows: list[Row], path: Path) -> Path | None:
         [
             f"{r.claim.method} vs {r.claim.reference} ({r.algo}"
             f"{', maze' if r.claim.domain == 'maze' else ''}"
-            f"{', regret' if r.claim.metric == 'regret' else ''}"
+            f"{', ' + r.claim.metric.replace('_', ' ') if r.claim.metric != 'score' else ''}"
             f"{', unpaired' if not r.claim.paired else ''})"
             for r in shown
         ],

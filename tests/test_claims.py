@@ -221,3 +221,40 @@ def test_unpaired_claims_resample_each_arm_and_read_their_own_suite():
     # of the 9 (famo2o seed, vanilla seed) pairs famo2o wins 13>10, 43>10, 43>40, 73>all three
     assert (row.final.wins, row.final.pairs) == (6, 9)
     assert "seed pairs (unpaired arms)" in claims.better(row.final, False)
+
+
+def test_early_drop_is_the_lowest_early_score_minus_offline_per_seed():
+    """OCR-CFT's "no initial drop": evaluations in the first 10% of the online steps only."""
+    pipeline = {"offline_steps": 1000, "online_steps": 20000, "seeds": 2}
+
+    def ocr_run(method, offline, online):
+        rows = [{"phase": "offline", "step": 1000, "seed_normalized_scores": offline}]
+        rows += [
+            {"phase": "online", "step": 1000 + step, "seed_normalized_scores": scores}
+            for step, scores in online
+        ]
+        return RunResult(
+            path=Path("/nowhere"),
+            dataset="hopper-medium-lite",
+            algo="iql-ppo",
+            method=method,
+            config={"pipeline": pipeline},
+            summary={"offline_scores": offline, "online_scores": online[-1][1]},
+            rows=rows,
+            episodes=[],
+            finetune=[],
+        )
+
+    # Early window: env steps <= 2,000. By hand: vanilla min(40, 30) - 50 = -20 and
+    # min(60, 58) - 60 = -2; o2ppo min(49, 52) - 50 = -1 and min(61, 60) - 60 = 0; the
+    # evaluation at 3,000 (a deeper dip) is outside the window.
+    vanilla = ocr_run("vanilla", [50.0, 60.0], [(1000, [40, 60]), (2000, [30, 58]), (3000, [0, 0])])
+    o2ppo = ocr_run("o2ppo", [50.0, 60.0], [(1000, [49, 61]), (2000, [52, 60]), (3000, [0, 0])])
+    np.testing.assert_allclose(claims.per_seed_early_drop(vanilla), [-20.0, -2.0])
+    np.testing.assert_allclose(claims.per_seed_early_drop(o2ppo), [-1.0, 0.0])
+    rows = claims.evaluate([vanilla, o2ppo], reps=500)
+    (row,) = [r for r in rows if r.claim.metric == "early_drop" and r.claim.method == "o2ppo"]
+    # Paired per seed: (-1 - -20, 0 - -2) = (19, 2), mean 10.5.
+    assert row.final.difference.point == pytest.approx(10.5)
+    assert row.verdict == "holds" and row.algo == "iql-ppo"
+    assert "early min − offline" in claims.markdown([row], None)
