@@ -229,16 +229,16 @@ def tiny_ocr_spec(dataset, method: str = "o2sac", options=None, online=None, **p
     )
 
 
-def phase_start_states(pipeline):
-    """The seed-stacked states (one seed) where the phases before online start: the online
-    agent from the freshly initialised offline one, the methods' state on."""
+def phase_start_states(pipeline, seeds: int = 1):
+    """The seed-stacked states where the phases before online start: the online agent from
+    the freshly initialised offline one, the methods' state on (``seeds``: the pipeline's)."""
     import jax
 
     offline, _ = pipeline.initial_states()
     return pipeline.methods.init_states(
         pipeline.finetune_agent,
         pipeline.online_start(offline),
-        jax.random.split(jax.random.PRNGKey(0), 1),
+        jax.random.split(jax.random.PRNGKey(0), seeds),
         pipeline.online_preprocess,
         False,
     )

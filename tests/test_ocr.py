@@ -334,17 +334,6 @@ def test_resume_inside_a_later_phase_skips_the_earlier_ones(tmp_path, small_hopp
 
 
 # --- the initial reference ---------------------------------------------------------------------
-def _two_seed_phase_start(pipeline):
-    offline, _ = pipeline.initial_states()
-    return pipeline.methods.init_states(
-        pipeline.finetune_agent,
-        pipeline.online_start(offline),
-        jax.random.split(jax.random.PRNGKey(0), 2),
-        pipeline.online_preprocess,
-        False,
-    )
-
-
 def _first_leaf_mean(states):
     """A stand-in evaluation: per seed, the mean of the actor's first parameter array."""
     leaf = jax.tree.leaves(states.actor.params)[0]
@@ -353,10 +342,10 @@ def _first_leaf_mean(states):
 
 @pytest.mark.parametrize("name", ["o2sac", "o2td3"])
 def test_initial_reference_is_the_better_of_the_aligned_actor_and_pi_off(name, small_hopper):
-    from tests.helpers import tiny_ocr_spec
+    from tests.helpers import phase_start_states, tiny_ocr_spec
 
     pipeline = tiny_ocr_spec(small_hopper, name, seeds=2).build(small_hopper)
-    states = _two_seed_phase_start(pipeline)
+    states = phase_start_states(pipeline, seeds=2)
     pi_off = states.actor.params
     # "Alignment" moved seed 0's actor up (it scores better than π_off) and seed 1's down.
     shift = jnp.asarray([1.0, -1.0])
@@ -402,12 +391,12 @@ def test_initial_reference_is_the_better_of_the_aligned_actor_and_pi_off(name, s
 
 
 def test_initial_reference_offline_option_and_without_alignment(small_hopper):
-    from tests.helpers import tiny_ocr_spec
+    from tests.helpers import phase_start_states, tiny_ocr_spec
 
     # "offline": π_off with no score, as before the official rule; the finish adds no row.
     spec = tiny_ocr_spec(small_hopper, "o2td3", options={"initial_reference": "offline"}, seeds=2)
     pipeline = spec.build(small_hopper)
-    states = _two_seed_phase_start(pipeline)
+    states = phase_start_states(pipeline, seeds=2)
     new, rows = pipeline.phases_before_online[-1].finish(
         states, pipeline.finetune_offline, lambda s: pytest.fail("no evaluation expected")
     )
@@ -417,7 +406,7 @@ def test_initial_reference_offline_option_and_without_alignment(small_hopper):
     pipeline = tiny_ocr_spec(small_hopper, "o2td3-no-va", seeds=2).build(small_hopper)
     last = pipeline.phases_before_online[-1]
     assert last.name == "o2td3_reevaluation"
-    states = _two_seed_phase_start(pipeline)
+    states = phase_start_states(pipeline, seeds=2)
     calls = []
     new, rows = last.finish(
         states, pipeline.finetune_offline, lambda s: calls.append(1) or np.array([3.0, 4.0])
