@@ -168,6 +168,63 @@ def test_reference_replaced_per_seed_on_a_new_best_or_every_interval():
     assert replaced == [[n % 4 == 0] * 2 for n in range(3, 11)]
 
 
+# --- per-dataset presets ----------------------------------------------------------------------
+def test_presets_per_dataset():
+    from o2o.experiment.builder import RunSpec
+
+    def spec(dataset, **options):
+        config = PipelineConfig(dataset=dataset, offline_steps=10, online_steps=4096)
+        return RunSpec.create("iql", config, "o2ppo", options)
+
+    # hopper-expert: 5 epochs per rollout; hopper-medium-expert only with the official match.
+    assert spec("hopper-expert-v2").online_agent.epochs == 5
+    assert spec("hopper-medium-expert-v2").online_agent.epochs == 10
+    assert spec("hopper-medium-expert-v2", official_substring_match=True).online_agent.epochs == 5
+    # T_end: the PPO annealing horizon (the online budget), twice it on expert locomotion.
+    agent = type("A", (), {"config": type("C", (), {"anneal_steps": 1000})})()
+
+    def blend(dataset, **options):
+        return make_methods("o2ppo", {"dataset": dataset, **options}, 3, 2).methods[0]
+
+    assert blend("hopper-medium-lite").blend_steps(agent) == 1000
+    assert blend("walker2d-medium-expert-v2").blend_steps(agent) == 2000
+    assert blend("halfcheetah-expert-lite").blend_steps(agent) == 2000
+    assert blend("pointmaze-medium-diverse").blend_steps(agent) == 1000
+    assert blend("hopper-expert-v2", blend_steps=7).blend_steps(agent) == 7
+
+
+def test_hopper_expert_log_std_reset_once_before_the_reference_is_taken():
+    """The official ``reset_std``: log-std entries above log 0.05 set to it as fine-tuning
+    starts, on hopper-expert only (π_ref, copied after, has the reset log-std too)."""
+    agent, _ = o2ppo_agent()
+    states = jax.vmap(lambda k: agent.init(k, OBS_DIM, ACT_DIM))(
+        jax.random.split(jax.random.PRNGKey(0), 2)
+    )
+    # One entry below the cap stays as it is.
+    log_std = jnp.asarray([[0.0, -4.0], [0.5, -3.5]])
+    states = states.replace(
+        actor=states.actor.replace(params={**states.actor.params, "log_std": log_std})
+    )
+    keys = jax.random.split(jax.random.PRNGKey(1), 2)
+    cap = np.log(0.05)
+    for dataset, want in (
+        ("hopper-expert-v2", [[cap, -4.0], [cap, -3.5]]),
+        ("hopper-medium-lite", [[0.0, -4.0], [0.5, -3.5]]),
+    ):
+        methods = make_methods("o2ppo", {"dataset": dataset}, OBS_DIM, ACT_DIM)
+        started = methods.init_states(agent, states, keys, None, False)
+        np.testing.assert_allclose(started.actor.params["log_std"], want, rtol=1e-6)
+        reference = started.extras["o2ppo"]["reference"]["log_std"]
+        np.testing.assert_allclose(reference, want, rtol=1e-6)
+        # The rest of the actor is handed over unchanged.
+        for got, before in zip(
+            jax.tree.leaves(started.actor.params["MLP_0"]),
+            jax.tree.leaves(states.actor.params["MLP_0"]),
+            strict=True,
+        ):
+            np.testing.assert_array_equal(got, before)
+
+
 # --- the pipeline: IQL offline, PPO online ---------------------------------------------------
 @pytest.fixture(scope="module")
 def small_hopper():

@@ -145,6 +145,12 @@ class Method:
         ``update_from_step_start``; either way the agent's update saw ``state`` unchanged)."""
         return state, {}
 
+    def prepare_agent(self, agent: Any, agent_state: Any) -> Any:
+        """The agent's state as the method starts (pure, one seed; a method that does not
+        train offline: at the end of the offline phase): a one-time change to the agent it
+        fine-tunes (O2PPO's log-std reset on hopper-expert)."""
+        return agent_state
+
     def start_online(self, state: Any) -> Any:
         """A ``trains_offline`` method's state at the offline→online boundary (pure, one
         seed): where it switches what it does online (FamO2O's β source)."""
@@ -386,6 +392,10 @@ class Methods(Hooks):
                     extras[method.name] = jax.vmap(method.start_online)(extras[method.name])
         if not starting:
             return states.replace(extras=extras) if extras else states
+        for method in starting:  # before the methods' states, which may copy the agent's
+            states = jax.vmap(lambda state, method=method: method.prepare_agent(agent, state))(
+                states
+            )
         for i, method in enumerate(starting):
             method_keys = jax.vmap(lambda k, i=i: jax.random.fold_in(k, i))(keys)
             extras[method.name] = jax.vmap(

@@ -24,6 +24,7 @@ fine-tuning preset is O2PPO's settings). Then:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -36,7 +37,7 @@ from o2o.core.rollout import RolloutBatch
 from o2o.core.types import Transition
 from o2o.errors import ConfigError, check_fields
 from o2o.finetune.base import Diagnostic, Method
-from o2o.finetune.ocr import replace_reference
+from o2o.finetune.ocr import dataset_level, is_hopper_expert, replace_reference
 
 
 @dataclass(frozen=True)
@@ -48,11 +49,17 @@ class O2PPOConfig:
     value_fit_lr: float = 1e-4
     reference_weight: float = 2.0  # α
     # T_end of the blend weight in env steps; None: the PPO agent's rate-annealing horizon,
-    # which the pipeline sets to the online budget (official: both 250k; 500k on expert and
-    # medium-expert locomotion, so w ≈ 0.5 at the end there).
+    # which the pipeline sets to the online budget, twice that on expert and medium-expert
+    # halfcheetah, hopper and walker2d (official: 250k = the budget; 500k there, so w ≈ 0.5
+    # at the end).
     blend_steps: int | None = None
     reference_update: Literal["best", "interval"] = "best"
     reference_interval: int = 4  # evaluations between replacements under "interval"
+    dataset: str = ""  # the run's dataset name, for the presets (filled in by the run)
+    # The actor's log-std entries above this are set to it once as fine-tuning starts; None:
+    # log 0.05 on hopper-expert (the official ``reset_std``), no reset elsewhere.
+    log_std_reset: float | None = None
+    official_substring_match: bool = False  # the official 'hopper' and 'expert' in name test
 
     def __post_init__(self) -> None:
         check_fields(
@@ -78,6 +85,12 @@ def reference_advantages(
     return weight * bonus / act_dim * jnp.abs(jnp.std(advantages))
 
 
+def is_expert_locomotion(dataset: str) -> bool:
+    """Expert and medium-expert halfcheetah, hopper and walker2d: the official 500k T_end."""
+    env = next((e for e in ("halfcheetah", "hopper", "walker2d") if e in dataset.lower()), None)
+    return env is not None and dataset_level(dataset) == "expert"
+
+
 def blend_weight(env_steps: jax.Array, blend_steps: int) -> jax.Array:
     return jnp.maximum(1.0 - env_steps / blend_steps, 0.0)
 
@@ -97,8 +110,32 @@ class O2PPO(Method):
                 f"o2ppo fine-tunes with PPO, not {algo}: pre-train iql (--online-algo ppo is implied)"
             )
 
+    @classmethod
+    def online_agent_defaults(cls, config: Any, algo: str) -> dict[str, Any]:
+        """hopper-expert runs 5 epochs per rollout."""
+        if is_hopper_expert(config.dataset, config.official_substring_match):
+            return {"epochs": 5}
+        return {}
+
+    @property
+    def log_std_reset(self) -> float | None:
+        c = self.config
+        if c.log_std_reset is not None:
+            return c.log_std_reset
+        return math.log(0.05) if is_hopper_expert(c.dataset, c.official_substring_match) else None
+
     def blend_steps(self, agent: Any) -> int:
-        return self.config.blend_steps or agent.config.anneal_steps
+        if self.config.blend_steps:
+            return self.config.blend_steps
+        return agent.config.anneal_steps * (2 if is_expert_locomotion(self.config.dataset) else 1)
+
+    def prepare_agent(self, agent: Any, agent_state: Any) -> Any:
+        cap = self.log_std_reset
+        if cap is None:
+            return agent_state
+        params = dict(agent_state.actor.params)
+        params["log_std"] = jnp.minimum(params["log_std"], cap)
+        return agent_state.replace(actor=agent_state.actor.replace(params=params))
 
     def init_state(self, agent: Any, agent_state: Any, key: jax.Array, preprocess: Any) -> dict:
         return {
