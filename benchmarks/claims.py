@@ -231,6 +231,14 @@ class Row:
     auc: Any  # PairedDifference of the mean over online evaluations (None for regret)
     verdict: str
 
+    @property
+    def verdict_text(self) -> str:
+        """The verdict, marked indicative where a decided one rests on fewer seeds than a
+        claim needs."""
+        if self.verdict in ("holds", "does not hold") and self.runs < CLAIM_SEEDS:
+            return f"**{self.verdict}** ({self.runs} seeds: indicative)"
+        return f"**{self.verdict}**"
+
 
 def per_seed_final(result) -> np.ndarray:
     return result.scores("online")
@@ -259,6 +267,9 @@ def is_maze(dataset: str) -> bool:
 
 CEILING = 100.0  # normalized score of the reference returns' maximum (maze: 100% success)
 CEILING_VERDICT = "not testable (ceiling)"
+# Seeds per task a claim's verdict needs; with fewer, an interval that excludes 0 is reported
+# as indicative: with 3 seeds the percentile bootstrap's bound is the worst seed's difference.
+CLAIM_SEEDS = 5
 
 
 def at_ceiling(runs: dict) -> bool:
@@ -510,7 +521,7 @@ def markdown(rows: list[Row], memory: dict[str, Any] | None) -> str:
         lines.append(
             f"| {c.paper} | {claim} | {c.paper_figure} | {where} | {row.budget} "
             f"| {format_difference(row.final, unit, c.metric != 'early_drop')} | {format_difference(row.auc)} | {wins} "
-            f"| **{row.verdict}** |"
+            f"| {row.verdict_text} |"
         )
     if memory is not None:
         lines.append(
@@ -541,8 +552,9 @@ def plot(rows: list[Row], path: Path) -> Path | None:
         d = row.final.difference
         sign = -1.0 if row.claim.metric == "regret" else 1.0  # right = in the claim's favour
         low, high = sorted((sign * d.low, sign * d.high))
-        ax.plot([low, high], [i, i], color=colours[row.verdict], linewidth=3)
-        ax.plot(sign * d.point, i, "o", color=colours[row.verdict])
+        faint = 0.45 if row.runs < CLAIM_SEEDS else 1.0  # indicative: too few seeds
+        ax.plot([low, high], [i, i], color=colours[row.verdict], linewidth=3, alpha=faint)
+        ax.plot(sign * d.point, i, "o", color=colours[row.verdict], alpha=faint)
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_yticks(
         range(len(shown)),
@@ -550,7 +562,8 @@ def plot(rows: list[Row], path: Path) -> Path | None:
             f"{r.claim.method} vs {r.claim.reference} ({r.algo}"
             f"{', maze' if r.claim.domain == 'maze' else ''}"
             f"{', ' + r.claim.metric.replace('_', ' ') if r.claim.metric != 'score' else ''}"
-            f"{', unpaired' if not r.claim.paired else ''})"
+            f"{', unpaired' if not r.claim.paired else ''}"
+            f"{f', {r.runs} seeds' if r.runs < CLAIM_SEEDS else ''})"
             for r in shown
         ],
         fontsize=8,
@@ -560,7 +573,10 @@ def plot(rows: list[Row], path: Path) -> Path | None:
         "difference in the claim's favour, final evaluation\n(points, 95% CI; paired unless marked)"
     )
     ax.grid(axis="x", alpha=0.3)
-    ax.set_title("Claims: green holds, grey not shown, red does not hold", fontsize=9)
+    ax.set_title(
+        "Claims: green holds, grey not shown, red does not hold (faint: < 5 seeds, indicative)",
+        fontsize=9,
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -587,6 +603,7 @@ def to_json(rows: list[Row], memory: dict[str, Any] | None) -> dict[str, Any]:
                 "final": diff(r.final),
                 "online_mean": diff(r.auc),
                 "verdict": r.verdict,
+                "indicative": "indicative" in r.verdict_text,
             }
             for r in rows
         ],

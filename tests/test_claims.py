@@ -258,3 +258,29 @@ def test_early_drop_is_the_lowest_early_score_minus_offline_per_seed():
     assert row.final.difference.point == pytest.approx(10.5)
     assert row.verdict == "holds" and row.algo == "iql-ppo"
     assert "early min − offline" in claims.markdown([row], None)
+
+
+def test_fewer_than_five_seeds_make_a_verdict_indicative():
+    three = [[10, 40, 70]]
+    rows = claims.evaluate(
+        [
+            run("hopper-medium-lite", "vanilla", three),
+            run("hopper-medium-lite", "samg", [[13, 43, 73]]),
+            run("hopper-medium-lite", "samg-even", [[10, 41, 69]]),
+        ],
+        reps=500,
+    )
+    for reference in ("vanilla", "samg-even"):
+        row = only(rows, "samg", reference)
+        assert row.verdict == "holds"
+        assert row.verdict_text == "**holds** (3 seeds: indicative)"
+        assert "(3 seeds: indicative)" in claims.markdown([row], None)
+    five = [[10, 40, 70, 20, 30]]
+    rows = claims.evaluate(
+        [
+            run("hopper-medium-lite", "vanilla", five),
+            run("hopper-medium-lite", "samg", [[13, 43, 73, 23, 33]]),
+        ],
+        reps=500,
+    )
+    assert only(rows, "samg", "vanilla").verdict_text == "**holds**"
