@@ -20,8 +20,8 @@ from o2o.core.buffers import ReplayBuffer, Sampler
 from o2o.core.types import Transition
 
 UpdateFn = Callable[[Any, Transition, jax.Array], tuple[Any, dict]]
-# Per-seed scores (normalized where the task has a reference, else returns) of the greedy
-# policy of the states given: what a phase's finish compares policies by.
+# Per-seed normalized scores of the greedy policy of the states given (an evaluation): what
+# a phase's finish compares policies by.
 ScoreFn = Callable[[Any], np.ndarray]
 FinishFn = Callable[[Any, Transition, ScoreFn], tuple[Any, list[dict]]]
 
