@@ -191,6 +191,10 @@ def test_presets_per_dataset():
     assert blend("halfcheetah-expert-lite").blend_steps(agent) == 2000
     assert blend("pointmaze-medium-diverse").blend_steps(agent) == 1000
     assert blend("hopper-expert-v2", blend_steps=7).blend_steps(agent) == 7
+    # HalfCheetah: PPO's reward scaling on (the return scaling carried over), nowhere else.
+    assert spec("halfcheetah-medium-lite").online_agent.normalize_rewards
+    assert not spec("hopper-medium-lite").online_agent.normalize_rewards
+    assert not spec("halfcheetah-medium-lite", return_scaling=False).online_agent.normalize_rewards
 
 
 def test_hopper_expert_log_std_reset_once_before_the_reference_is_taken():
@@ -225,6 +229,63 @@ def test_hopper_expert_log_std_reset_once_before_the_reference_is_taken():
             np.testing.assert_array_equal(got, before)
 
 
+def hand_dataset():
+    """Two episodes: rows 0-1 cut by a timeout, rows 2-4 ended by a terminal."""
+    from o2o.data.dataset import Dataset
+
+    n = 5
+    return Dataset(
+        observations=np.zeros((n, OBS_DIM), np.float32),
+        actions=np.zeros((n, ACT_DIM), np.float32),
+        rewards=np.asarray([1.0, 2.0, 3.0, 4.0, 5.0], np.float32),
+        next_observations=np.zeros((n, OBS_DIM), np.float32),
+        terminals=np.asarray([0, 0, 0, 0, 1], bool),
+        timeouts=np.asarray([0, 1, 0, 0, 0], bool),
+    )
+
+
+def test_monte_carlo_returns_across_timeouts_only_with_the_official_quirk():
+    data = hand_dataset()
+    transitions = data.to_transition(discount=0.5)
+    # By hand, γ = 0.5: episode ends respected: [1 + 0.5·2, 2, 3 + 0.5·(4 + 0.5·5), 4 + 0.5·5, 5].
+    respected = [2.0, 2.0, 6.25, 6.5, 5.0]
+    np.testing.assert_allclose(transitions.mc_returns, respected)
+    [plain] = make_methods("o2ppo", {"dataset": "hopper-medium-lite"}, OBS_DIM, ACT_DIM)
+    assert plain.finetune_data(data, transitions, 0.5) is transitions
+    [quirk] = make_methods(
+        "o2ppo", {"dataset": "hopper-medium-lite", "official_timeout_quirk": True}, OBS_DIM, ACT_DIM
+    )
+    got = quirk.finetune_data(data, transitions, 0.5)
+    # Row 1's return runs on into the next episode: 2 + 0.5·6.25, then row 0: 1 + 0.5·5.125.
+    np.testing.assert_allclose(got.mc_returns, [3.5625, 5.125, 6.25, 6.5, 5.0])
+    np.testing.assert_array_equal(got.rewards, transitions.rewards)
+
+
+def test_return_scaling_divides_the_targets_by_the_offline_return_std():
+    data = hand_dataset()
+    transitions = data.to_transition(discount=0.5)
+    # Running discounted returns by hand, restarted at episode starts (rows 0 and 2):
+    # [1, 0.5·1 + 2, 3, 0.5·3 + 4, 0.5·5.5 + 5].
+    running = np.asarray([1.0, 2.5, 3.0, 5.5, 7.75])
+    scale = np.sqrt(running.var() + 1e-8)
+    for options in ({"dataset": "halfcheetah-medium-lite"}, {"return_scaling": True}):
+        [method] = make_methods("o2ppo", options, OBS_DIM, ACT_DIM)
+        got = method.finetune_data(data, transitions, 0.5)
+        np.testing.assert_allclose(
+            got.mc_returns, np.asarray(transitions.mc_returns) / scale, rtol=1e-6
+        )
+        np.testing.assert_allclose(got.rewards, data.rewards / scale, rtol=1e-6)
+        mean, var, count = method.offline_return_stats
+        np.testing.assert_allclose([mean, var, count], [running.mean(), running.var(), 5])
+    [off] = make_methods(
+        "o2ppo", {"dataset": "halfcheetah-medium-lite", "return_scaling": False}, OBS_DIM, ACT_DIM
+    )
+    assert (
+        off.finetune_data(data, transitions, 0.5) is transitions
+        and off.offline_return_stats is None
+    )
+
+
 # --- the pipeline: IQL offline, PPO online ---------------------------------------------------
 @pytest.fixture(scope="module")
 def small_hopper():
@@ -233,7 +294,7 @@ def small_hopper():
     return datasets.load("hopper-medium-lite").select(slice(0, 1000))
 
 
-def tiny_o2ppo(dataset, method="o2ppo", **ppo_overrides):
+def tiny_o2ppo(dataset, method="o2ppo", method_options=None, **ppo_overrides):
     config = PipelineConfig(
         offline_steps=100,
         online_steps=128,
@@ -254,7 +315,7 @@ def tiny_o2ppo(dataset, method="o2ppo", **ppo_overrides):
             **ppo_overrides,
         }
     )
-    options = {"value_fit_steps": 150} if method != "vanilla" else {}
+    options = {"value_fit_steps": 150, **(method_options or {})} if method != "vanilla" else {}
     methods = make_methods(method, options, dataset.obs_dim, dataset.act_dim)
     iql = IQLConfig(hidden_dims=(16, 16), offline_steps=100)
     return Pipeline("iql", iql, config, dataset, methods, online=("ppo", ppo))
@@ -280,6 +341,25 @@ def test_ppo_starts_from_the_offline_actor_with_a_fresh_critic(small_hopper):
         tiny_o2ppo(small_hopper, "vanilla", actor_hidden_dims=(8,)).prepare_finetuning(
             offline_states, None, False, False
         )
+
+
+def test_return_scaling_statistics_carry_over_into_ppo(small_hopper):
+    pipeline = tiny_o2ppo(
+        small_hopper, method_options={"return_scaling": True}, normalize_rewards=True
+    )
+    offline_states, _ = pipeline.initial_states()
+    [method] = pipeline.methods
+    mean, var, count = method.offline_return_stats
+    assert count == small_hopper.size and var > 1.0
+    scale = np.sqrt(var + 1e-8)
+    np.testing.assert_allclose(
+        pipeline.finetune_offline.mc_returns, small_hopper.mc_returns(0.99) / scale, rtol=1e-5
+    )  # PPO's reward convention: raw rewards
+    start = pipeline.prepare_finetuning(offline_states, None, False, False)
+    stats = start.return_stats
+    np.testing.assert_allclose(
+        [stats.mean[0], stats.var[0], stats.count[0]], [mean, var, count], rtol=1e-6
+    )
 
 
 def test_o2ppo_needs_ppo_online_and_ppo_no_offline_phase(small_hopper):

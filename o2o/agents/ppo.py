@@ -112,7 +112,7 @@ class PPOConfig(AgentConfig):
         """PPO fine-tuning another algorithm's actor: OCR-CFT's O2PPO settings (methods.md §2.3, Uni-O4's ``ppo.py``): the
         CORL IQL actor (2×256 ReLU, tanh mean), a 3×256 tanh V, minibatches of 128, entropy
         0.01, rates 3e-5 / 2e-4, no value clipping; states normalised with the dataset's fixed
-        statistics (the pipeline's), rewards raw (HalfCheetah: ``normalize_rewards=True``)."""
+        statistics (the pipeline's), rewards raw (O2PPO on HalfCheetah turns the scaling on)."""
         preset = dict(
             num_minibatches=16,  # 2048 / 128
             actor_lr=3e-5,

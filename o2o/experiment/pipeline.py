@@ -309,6 +309,9 @@ class Pipeline:
             if self.online_reward_convention == self.reward_convention
             else self.offline_transitions(self.online_preprocess, self.online_reward_convention)
         )
+        self.finetune_offline = self.methods.finetune_data(
+            self.dataset, self.finetune_offline, config.discount_for_mc_returns
+        )
         self.obs_dim, self.act_dim = self.dataset.obs_dim, self.dataset.act_dim
         before_offline = (*self.agent.phases(), *self.methods.phases(self.agent))
         before_online = (*self.finetune_agent.phases(), *self.methods.phases(self.finetune_agent))

@@ -187,6 +187,13 @@ class Method:
     def data_policy(self) -> str | None:
         return None
 
+    def finetune_data(self, dataset: Any, transitions: Transition, discount: float) -> Transition:
+        """The offline transitions the method's fine-tuning sees (its phases before online, the
+        offline buffer online) from the pipeline's (``transitions``: the online agent's reward
+        convention, states normalised) and the raw ``dataset`` (episode structure); host-side,
+        deterministic, called once as the run is built (O2PPO's return scaling)."""
+        return transitions
+
     def online_overrides(self) -> dict[str, Any]:
         """OnlineConfig fields the method fixes (buffer capacity, warm-up transitions)."""
         return {}
@@ -416,6 +423,11 @@ class Methods(Hooks):
             if "data_policy" in method.slots:
                 return method.data_policy()
         return None
+
+    def finetune_data(self, dataset: Any, transitions: Transition, discount: float) -> Transition:
+        for method in self.methods:
+            transitions = method.finetune_data(dataset, transitions, discount)
+        return transitions
 
     def online_reward_convention(self, domain: str) -> str | None:
         for method in self.methods:

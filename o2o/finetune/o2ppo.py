@@ -20,6 +20,13 @@ fine-tuning preset is O2PPO's settings). Then:
 3. **Reference replacement** (after every evaluation, per seed): π_ref starts as the offline
    actor and becomes π on a new best normalised score (``reference_update="best"``) or every
    ``reference_interval`` evaluations (``"interval"``, the paper's alternative, update_n 4).
+
+**Return scaling** (the official code's on HalfCheetah; ``return_scaling``): the running
+discounted return R_t = γ·R_{t−1} + r_t is taken over the offline data in its order (restarted
+at episode ends); the value fit's Monte-Carlo targets are divided by its std σ, and PPO starts
+online with reward scaling on and these statistics as its own (``return_stats``), so V is
+fitted and fine-tuned on one scale that keeps updating online. Reconstructed: the official code
+divides each offline reward by the running std at that row; here every row by the final σ.
 """
 
 from __future__ import annotations
@@ -30,8 +37,10 @@ from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+from o2o.agents.ppo import RunningMeanStd
 from o2o.core.engine import Phase
 from o2o.core.rollout import RolloutBatch
 from o2o.core.types import Transition
@@ -60,6 +69,11 @@ class O2PPOConfig:
     # log 0.05 on hopper-expert (the official ``reset_std``), no reset elsewhere.
     log_std_reset: float | None = None
     official_substring_match: bool = False  # the official 'hopper' and 'expert' in name test
+    # None: on for halfcheetah datasets (the official code), off elsewhere (module docstring).
+    return_scaling: bool | None = None
+    # The official code's 'timesout' typo (methods.md §2.6): the Monte-Carlo returns restart
+    # only at terminals, so they run on across timeouts into the next episode.
+    official_timeout_quirk: bool = False
 
     def __post_init__(self) -> None:
         check_fields(
@@ -91,8 +105,29 @@ def is_expert_locomotion(dataset: str) -> bool:
     return env is not None and dataset_level(dataset) == "expert"
 
 
+def offline_return_statistics(
+    rewards: np.ndarray, episode_starts: np.ndarray, episode_ends: np.ndarray, discount: float
+) -> tuple[float, float, int]:
+    """(mean, population variance, count) of the running discounted return
+    R_t = γ·R_{t−1} + r_t over the rows in order, restarted at every episode start: the
+    statistic PPO's reward scaling tracks online (float64)."""
+    returns = np.empty(len(rewards), np.float64)
+    for start, end in zip(episode_starts, episode_ends, strict=True):
+        running = 0.0
+        for row in range(start, end):
+            running = discount * running + float(rewards[row])
+            returns[row] = running
+    return float(returns.mean()), float(returns.var()), int(returns.size)
+
+
 def blend_weight(env_steps: jax.Array, blend_steps: int) -> jax.Array:
     return jnp.maximum(1.0 - env_steps / blend_steps, 0.0)
+
+
+def scales_returns(config: O2PPOConfig) -> bool:
+    if config.return_scaling is not None:
+        return config.return_scaling
+    return "halfcheetah" in config.dataset.lower()
 
 
 class O2PPO(Method):
@@ -110,12 +145,39 @@ class O2PPO(Method):
                 f"o2ppo fine-tunes with PPO, not {algo}: pre-train iql (--online-algo ppo is implied)"
             )
 
+    # Set by ``finetune_data`` with return scaling: the offline statistics PPO starts from.
+    offline_return_stats: tuple[float, float, int] | None = None
+
     @classmethod
     def online_agent_defaults(cls, config: Any, algo: str) -> dict[str, Any]:
-        """hopper-expert runs 5 epochs per rollout."""
+        """hopper-expert runs 5 epochs per rollout; return scaling turns PPO's on."""
+        defaults: dict[str, Any] = {}
         if is_hopper_expert(config.dataset, config.official_substring_match):
-            return {"epochs": 5}
-        return {}
+            defaults["epochs"] = 5
+        if scales_returns(config):
+            defaults["normalize_rewards"] = True
+        return defaults
+
+    def finetune_data(self, dataset: Any, transitions: Transition, discount: float) -> Transition:
+        """The value fit's Monte-Carlo targets: across timeouts under the official quirk,
+        divided by the offline return std under return scaling."""
+        c = self.config
+        if not (c.official_timeout_quirk or scales_returns(c)):
+            return transitions
+        rewards = np.asarray(transitions.rewards, np.float64)
+        data = dataset.replace(rewards=rewards)
+        if c.official_timeout_quirk:
+            data = data.replace(timeouts=np.zeros_like(dataset.timeouts))
+        mc_returns = data.mc_returns(discount).astype(np.float64)
+        if scales_returns(c):
+            self.offline_return_stats = offline_return_statistics(
+                rewards, data.episode_starts, data.episode_ends, discount
+            )
+            scale = math.sqrt(self.offline_return_stats[1] + 1e-8)  # PPO's scale_rewards
+            rewards, mc_returns = rewards / scale, mc_returns / scale
+        return transitions._replace(
+            rewards=rewards.astype(np.float32), mc_returns=mc_returns.astype(np.float32)
+        )
 
     @property
     def log_std_reset(self) -> float | None:
@@ -130,6 +192,10 @@ class O2PPO(Method):
         return agent.config.anneal_steps * (2 if is_expert_locomotion(self.config.dataset) else 1)
 
     def prepare_agent(self, agent: Any, agent_state: Any) -> Any:
+        if self.offline_return_stats is not None:
+            mean, var, count = self.offline_return_stats
+            stats = RunningMeanStd(jnp.float32(mean), jnp.float32(var), jnp.float32(count))
+            agent_state = agent_state.replace(return_stats=stats)
         cap = self.log_std_reset
         if cap is None:
             return agent_state
