@@ -162,8 +162,7 @@ CLAIMS = (
         "state-adaptive above fixed balance coefficients (the paper's ablation and its bound)",
         "famo2o",
         "famo2o-fixed",
-        suite="claims-famo2o",
-        paired=False,
+        suite="claims-famo2o",  # paired: the variant starts from famo2o's offline checkpoint
     ),
     Claim(
         "FamO2O",
@@ -171,8 +170,7 @@ CLAIMS = (
         "implied: the balance model's choice, not β diversity, gives the gain",
         "famo2o",
         "famo2o-random",
-        suite="claims-famo2o",
-        paired=False,
+        suite="claims-famo2o",  # paired: the variant starts from famo2o's offline checkpoint
     ),
     *(
         claim

@@ -396,6 +396,39 @@ def test_a_famo2o_run_never_reuses_a_vanilla_offline_checkpoint():
         "famo2o-random": False,
         "sera": True,
     }
+    # The β-source variants share famo2o's offline phase (offline training is the same).
+    sources = {
+        c.method.label: (c.offline_source().method.label if c.offline_source() else None)
+        for c in suite.configurations()
+    }
+    assert sources == {
+        "vanilla": None,
+        "famo2o": None,
+        "famo2o-fixed": "famo2o",
+        "famo2o-random": "famo2o",
+        "sera": "vanilla",
+    }
+
+
+@pytest.mark.parametrize(
+    "name, options, twin",
+    [
+        (
+            "famo2o-fixed",
+            {"beta": 2.0, "histogram_every": 500},
+            ("famo2o", {"histogram_every": 500}),
+        ),
+        ("famo2o-random", {"balance_lr": 1e-3}, ("famo2o", {"balance_lr": 1e-3})),
+        ("famo2o", {"beta_source": "random"}, ("famo2o", {})),
+        ("famo2o", {"histogram_every": 500}, None),  # the base itself
+        ("samg", {}, None),  # does not train offline: paired with vanilla instead
+        ("famo2o+sera", {}, None),  # a composition trains its own offline phase
+    ],
+)
+def test_offline_twin_drops_only_the_online_variant_options(name, options, twin):
+    from o2o.finetune import offline_twin
+
+    assert offline_twin(name, options) == twin
 
 
 # --- through the pipeline ---------------------------------------------------------------------
@@ -554,3 +587,52 @@ def test_the_official_decay_schedule_stops_the_actor_after_the_offline_budget():
             )
         ]
         assert (max(moved) == 0.0) == frozen, schedule
+
+
+@pytest.mark.slow
+def test_a_beta_source_variant_starts_from_famo2o_offline_checkpoint(tmp_path):
+    """famo2o-random alone in a suite: famo2o's run is made first, then famo2o-random starts
+    from its offline checkpoint (same offline rows and checkpoint) and fine-tunes with its own
+    β source."""
+    from o2o.experiment.runner import run_suite
+    from o2o.experiment.suite import suite_from_dict
+
+    options = {"balance_hidden_dims": [16], "histogram_every": 100}
+    suite = suite_from_dict(
+        {
+            "name": "t",
+            "datasets": ["hopper-medium-lite"],
+            "algos": ["iql"],
+            "methods": [{"famo2o-random": options}],
+            "seeds": 1,
+            "offline_steps": 100,
+            "online_steps": 100,
+            "offline_eval_every": 100,
+            "online_eval_every": 100,
+            "eval_episodes": 1,
+            "agent_overrides": {"iql": {"hidden_dims": [16, 16]}},
+            "pipeline": {"batch_size": 32, "offline_chunk": 100, "update_every": 50},
+        }
+    )
+    outcomes = run_suite(suite, tmp_path, progress=False, echo=lambda line: None)
+    assert [(o.config.method.label, o.status) for o in outcomes] == [("famo2o-random", "ran")]
+    base, variant = (
+        tmp_path / "hopper-medium-lite" / "iql" / name for name in ("famo2o", "famo2o-random")
+    )
+    assert (base / "summary.json").exists()  # run first, as the source of the offline phase
+    assert (variant / "offline.msgpack").read_bytes() == (base / "offline.msgpack").read_bytes()
+
+    def rows(path, phase):
+        lines = (path / "metrics.jsonl").read_text().splitlines()
+        return [
+            {k: v for k, v in json.loads(line).items() if k != "wall_time"}
+            for line in lines
+            if json.loads(line)["phase"] == phase
+        ]
+
+    assert rows(variant, "offline") == rows(base, "offline")
+    online_base, online_variant = rows(base, "online"), rows(variant, "online")
+    assert len(online_variant) == len(online_base) == 1
+    # Random β online: the balance model no longer picks it, so the fine-tuning differs.
+    assert online_variant[0]["seed_returns"] != online_base[0]["seed_returns"]
+    assert json.loads((variant / "summary.json").read_text())["method"] == "famo2o-random"

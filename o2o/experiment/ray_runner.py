@@ -1,11 +1,11 @@
 """A suite on a Ray cluster: one task per configuration.
 
 The driver owns the results directory. A task gets the files it needs as bytes (its own run
-directory when resuming; for a paired method, the vanilla run's offline checkpoint and its
-offline metrics), runs the configuration in a scratch directory on whichever node Ray picks,
+directory when resuming; for a paired method, the offline checkpoint and offline metrics of
+the run it starts from: vanilla's, or a base variant's), runs the configuration in a scratch directory on whichever node Ray picks,
 and returns every file of its run directory; the driver writes them into the results
 directory. So workers need the package and the datasets, but no shared filesystem. A paired
-method is submitted when its vanilla run has come back.
+method is submitted when the run it starts from has come back.
 """
 
 from __future__ import annotations
@@ -72,26 +72,25 @@ def run_suite_on_ray(
     try:
         task = ray.remote(num_cpus=cpus_per_task, max_retries=0)(run_in_scratch)
         outcomes: dict[Path, Outcome] = {}
-        # Paired methods wait for the vanilla run they start from (it may not be in the suite).
+        # Paired methods wait for the run they start from (vanilla's, or a base variant's: it
+        # may not be in the suite).
         waiting: dict[Path, list[Configuration]] = {}
         to_submit: list[Configuration] = []
         for config in configs:
+            origin = config.offline_source()
             if status_of(out, config) == "finished":
                 outcomes[config.relpath] = Outcome(config, "skipped", _summary(out, config))
-            elif (
-                config.paired and not (out / config.vanilla().relpath / OFFLINE_CHECKPOINT).exists()
-            ):
-                vanilla = config.vanilla()
-                if status_of(out, vanilla) == "finished":
+            elif origin is not None and not (out / origin.relpath / OFFLINE_CHECKPOINT).exists():
+                if status_of(out, origin) == "finished":
                     outcomes[config.relpath] = Outcome(
                         config, "failed", None, missing_checkpoint_message(out, config)
                     )
                     continue
-                if vanilla.relpath not in waiting:
-                    waiting[vanilla.relpath] = []
-                    if all(c.relpath != vanilla.relpath for c in configs):
-                        to_submit.append(vanilla)
-                waiting[vanilla.relpath].append(config)
+                if origin.relpath not in waiting:
+                    waiting[origin.relpath] = []
+                    if all(c.relpath != origin.relpath for c in configs):
+                        to_submit.append(origin)
+                waiting[origin.relpath].append(config)
             else:
                 to_submit.append(config)
         running: dict[Any, tuple[Configuration, str]] = {}
@@ -120,7 +119,7 @@ def run_suite_on_ray(
             for dependent in waiting.pop(config.relpath, []):
                 if error:
                     outcomes[dependent.relpath] = Outcome(
-                        dependent, "failed", None, f"its vanilla run failed: {error}"
+                        dependent, "failed", None, f"the run it starts from failed: {error}"
                     )
                 else:
                     submit(dependent)
@@ -132,11 +131,12 @@ def run_suite_on_ray(
 def files_for(out: Path, config: Configuration) -> Files:
     """What a task needs from the results directory."""
     files = _read_tree(out, config.relpath)
-    if config.paired:
-        vanilla = config.vanilla().relpath
+    origin = config.offline_source()
+    if origin is not None:
+        source = origin.relpath
         for name in (OFFLINE_CHECKPOINT, METRICS):
-            if (out / vanilla / name).exists():
-                files[str(vanilla / name)] = (out / vanilla / name).read_bytes()
+            if (out / source / name).exists():
+                files[str(source / name)] = (out / source / name).read_bytes()
     return files
 
 

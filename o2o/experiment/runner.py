@@ -4,7 +4,8 @@ interrupted.
 A configuration's run directory is finished when it holds ``summary.json``; a directory with
 ``config.yaml`` but no summary was interrupted and continues from its last checkpoint. A
 paired method (anything but vanilla) starts from the offline checkpoint of the vanilla run of
-the same (dataset, algorithm), which runs first if it is missing. Checkpoints are not
+the same (dataset, algorithm), which runs first if it is missing; so does a variant of a method
+that trains offline from its base variant's run (``Configuration.offline_source``). Checkpoints are not
 committed to git, so in a fresh clone a finished vanilla run has none: its offline phase is
 then trained again (in ``<vanilla>/.offline-recreate/``, resumable) and the checkpoint kept
 only if the offline rows come out as the finished run recorded them (training is
@@ -56,12 +57,13 @@ def run_configuration(out: Path, config: Configuration, progress: bool = False) 
     if resume:
         check_same_config(path, stored)
     source = None
-    if spec.paired:
-        source = Path(out) / config.vanilla().relpath / OFFLINE_CHECKPOINT
+    origin = config.offline_source()
+    if origin is not None:
+        source = Path(out) / origin.relpath / OFFLINE_CHECKPOINT
         if not source.exists():
-            run_configuration(out, config.vanilla(), progress)
+            run_configuration(out, origin, progress)
         if not source.exists():
-            recreate_offline_checkpoint(out, config.vanilla(), progress)
+            recreate_offline_checkpoint(out, origin, progress)
     run = RunDir.create(path, stored, resume=resume)
     _, summary = execute(
         spec, run, resume=resume, progress=progress, offline_from=source, label=config.method.label
@@ -70,9 +72,11 @@ def run_configuration(out: Path, config: Configuration, progress: bool = False) 
 
 
 def missing_checkpoint_message(out: Path, config: Configuration) -> str:
-    vanilla = Path(out) / config.vanilla().relpath
+    origin = config.offline_source()
+    assert origin is not None
+    source = Path(out) / origin.relpath
     return (
-        f"{config.name} starts from the offline checkpoint of {vanilla}, a finished run without "
+        f"{config.name} starts from the offline checkpoint of {source}, a finished run without "
         f"its {OFFLINE_CHECKPOINT} (checkpoints are not committed to git); run the suite once "
         "without --ray: it trains that offline phase again and checks it against the run's rows"
     )

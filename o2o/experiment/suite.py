@@ -125,6 +125,21 @@ class Configuration:
     def vanilla(self) -> Configuration:
         return dataclasses.replace(self, method=VANILLA)
 
+    def offline_source(self) -> Configuration | None:
+        """The configuration whose offline checkpoint this one starts from: vanilla's for a
+        method that leaves offline training alone (``paired``); the base variant's for a
+        variant that differs from it only online (``o2o.finetune.offline_twin``: famo2o-fixed
+        and famo2o-random start from famo2o's); None where it trains its own offline phase."""
+        if self.paired:
+            return self.vanilla()
+        from o2o.finetune import offline_twin
+
+        twin = offline_twin(self.method.name, self.method.options)
+        if twin is None:
+            return None
+        source = dataclasses.replace(self, method=MethodSpec(*twin))
+        return None if source.relpath == self.relpath else source
+
     def spec(self) -> Any:
         from o2o.experiment.builder import RunSpec
 

@@ -185,6 +185,26 @@ def method_config(label: str, options: dict[str, Any]) -> Any:
         raise ConfigError(f"{error}; {label} options: {names}") from None
 
 
+def offline_twin(name: str, options: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
+    """(label, options) of the run whose offline phase ``name`` with ``options`` shares: for a
+    variant of a ``trains_offline`` method that differs from its base (the label registered
+    without a preset) only in ``online_variant_options`` (famo2o-fixed, famo2o-random: the
+    base famo2o with the other options); None where it trains its own offline phase."""
+    labels = parse_labels(name)
+    if len(labels) != 1:
+        return None
+    label = labels[0]
+    cls, preset = REGISTRY[label]
+    variant = cls.online_variant_options
+    if not cls.trains_offline or not variant or not set(preset) <= variant:
+        return None
+    base = next((other for other, (c, p) in REGISTRY.items() if c is cls and not p), None)
+    shared = {k: v for k, v in options.items() if str(k).split(".")[-1] not in variant}
+    if base is None or (base == label and shared == options):
+        return None
+    return base, shared
+
+
 def budget_options(
     name: str, options: dict[str, Any], offline_steps: int, online_steps: int
 ) -> dict[str, Any]:
@@ -221,4 +241,4 @@ __all__ += ["FamO2O", "FamO2OConfig", "SERAConfig", "O2PPO", "O2PPOConfig"]
 __all__ += ["O2SAC", "O2SACConfig", "O2TD3", "O2TD3Config"]
 __all__ += ["coerce_method_options", "make_methods", "method_labels", "parse_labels", "register"]
 __all__ += ["budget_options", "method_agent_defaults", "with_domain", "with_dataset"]
-__all__ += ["declared_online_algo", "method_online_defaults"]
+__all__ += ["declared_online_algo", "method_online_defaults", "offline_twin"]

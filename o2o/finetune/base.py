@@ -79,6 +79,10 @@ class Method:
     config_class: ClassVar[type]
     slots: ClassVar[frozenset[str]] = frozenset()
     trains_offline: ClassVar[bool] = False  # its state exists from the start of offline training
+    # Options of a ``trains_offline`` method that change nothing before the online phase but
+    # acting (FamO2O's β source): variants differing only in them share one offline phase, so
+    # a suite starts them from the base variant's offline checkpoint (``offline_twin``).
+    online_variant_options: ClassVar[frozenset[str]] = frozenset()
     # ``update`` sees the agent as it was at the start of the step, not after its update
     # (FamO2O's balance model is trained against the universal policy and critic the step
     # started from, before the actor's and critic's updates).

@@ -162,6 +162,9 @@ class FamO2O(Method):
     config_class = FamO2OConfig
     slots = frozenset({"policy_inputs", "state_update", "events"})
     trains_offline = True
+    # β's source and the fixed β act only online and when acting (offline training draws β
+    # uniformly in every variant): famo2o-fixed and famo2o-random share famo2o's offline phase.
+    online_variant_options = frozenset({"beta_source", "beta"})
     update_from_step_start = True
     diagnostics = (
         Diagnostic("online", "train/famo2o/beta_mean", "mean balance β (deterministic) on a batch"),
