@@ -112,7 +112,9 @@ def present(dataset: str) -> bool:
 def clear_uncheckpointed(out: Path, datasets: list[str], algos: list[str]) -> list[Path]:
     """The stage's run directories (``datasets`` × ``algos``) with rows but neither a summary
     nor a checkpoint (committed mid-run): clear their rows so the restart from step 0 does not
-    append them a second time. Other stages' runs in the same directory are left alone."""
+    append them a second time, and their config.yaml, so the restart runs under the current
+    code's configuration (a field added since would otherwise refuse it). Other stages' runs
+    in the same directory are left alone."""
     cleared = []
     for config in sorted(out.glob("*/*/*/config.yaml")):
         run = config.parent
@@ -122,7 +124,7 @@ def clear_uncheckpointed(out: Path, datasets: list[str], algos: list[str]) -> li
             continue
         if (run / "checkpoint.msgpack").exists() or (run / "offline.msgpack").exists():
             continue
-        for name in ("metrics.jsonl", "phase.json"):
+        for name in ("metrics.jsonl", "phase.json", "config.yaml"):
             (run / name).unlink(missing_ok=True)
         cleared.append(run)
     return cleared
