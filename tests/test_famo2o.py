@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import yaml
 
 from o2o.agents import AWACConfig, CQLConfig, IQLConfig, TD3BCConfig
 from o2o.core.hooks import with_policy_inputs
@@ -589,50 +590,46 @@ def test_the_official_decay_schedule_stops_the_actor_after_the_offline_budget():
         assert (max(moved) == 0.0) == frozen, schedule
 
 
-@pytest.mark.slow
-def test_a_beta_source_variant_starts_from_famo2o_offline_checkpoint(tmp_path):
-    """famo2o-random alone in a suite: famo2o's run is made first, then famo2o-random starts
-    from its offline checkpoint (same offline rows and checkpoint) and fine-tunes with its own
-    β source."""
+def test_beta_source_variants_start_from_famo2o_offline_checkpoint(tmp_path, monkeypatch):
+    """famo2o-random and famo2o-fixed without famo2o in the suite: the runner makes famo2o's run
+    first, then starts both from its offline checkpoint (``execute`` recorded, not run: loading
+    a checkpoint into a paired run is the paired methods' path, tested in test_suite_run)."""
+    from o2o.experiment import builder
     from o2o.experiment.runner import run_suite
     from o2o.experiment.suite import suite_from_dict
 
-    options = {"balance_hidden_dims": [16], "histogram_every": 100}
+    calls = []
+
+    def recorded_execute(spec, run, resume=False, progress=True, offline_from=None, label=None):
+        source = None if offline_from is None else Path(offline_from).relative_to(tmp_path)
+        calls.append((label, spec.finetune, source))
+        (run.path / "offline.msgpack").write_bytes(b"offline states")
+        run.write_summary({"method": label})
+        return None, {"method": label}
+
+    monkeypatch.setattr(builder, "execute", recorded_execute)
+    options = {"histogram_every": 500}
     suite = suite_from_dict(
         {
             "name": "t",
             "datasets": ["hopper-medium-lite"],
             "algos": ["iql"],
-            "methods": [{"famo2o-random": options}],
-            "seeds": 1,
+            "methods": [{"famo2o-random": options}, {"famo2o-fixed": {"beta": 2.0, **options}}],
             "offline_steps": 100,
             "online_steps": 100,
-            "offline_eval_every": 100,
-            "online_eval_every": 100,
-            "eval_episodes": 1,
-            "agent_overrides": {"iql": {"hidden_dims": [16, 16]}},
-            "pipeline": {"batch_size": 32, "offline_chunk": 100, "update_every": 50},
         }
     )
     outcomes = run_suite(suite, tmp_path, progress=False, echo=lambda line: None)
-    assert [(o.config.method.label, o.status) for o in outcomes] == [("famo2o-random", "ran")]
-    base, variant = (
-        tmp_path / "hopper-medium-lite" / "iql" / name for name in ("famo2o", "famo2o-random")
-    )
-    assert (base / "summary.json").exists()  # run first, as the source of the offline phase
-    assert (variant / "offline.msgpack").read_bytes() == (base / "offline.msgpack").read_bytes()
-
-    def rows(path, phase):
-        lines = (path / "metrics.jsonl").read_text().splitlines()
-        return [
-            {k: v for k, v in json.loads(line).items() if k != "wall_time"}
-            for line in lines
-            if json.loads(line)["phase"] == phase
-        ]
-
-    assert rows(variant, "offline") == rows(base, "offline")
-    online_base, online_variant = rows(base, "online"), rows(variant, "online")
-    assert len(online_variant) == len(online_base) == 1
-    # Random β online: the balance model no longer picks it, so the fine-tuning differs.
-    assert online_variant[0]["seed_returns"] != online_base[0]["seed_returns"]
-    assert json.loads((variant / "summary.json").read_text())["method"] == "famo2o-random"
+    assert [(o.config.method.label, o.status) for o in outcomes] == [
+        ("famo2o-random", "ran"),
+        ("famo2o-fixed", "ran"),
+    ]
+    checkpoint = Path("hopper-medium-lite/iql/famo2o/offline.msgpack")
+    assert calls == [
+        ("famo2o", "famo2o", None),  # the base, with the shared options, trained first
+        ("famo2o-random", "famo2o-random", checkpoint),
+        ("famo2o-fixed", "famo2o-fixed", checkpoint),
+    ]
+    base = yaml.safe_load((tmp_path / "hopper-medium-lite/iql/famo2o/config.yaml").read_text())
+    assert base["finetune"]["options"]["histogram_every"] == 500
+    assert "beta" not in base["finetune"]["options"]
