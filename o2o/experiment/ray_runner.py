@@ -2,9 +2,9 @@
 
 The driver owns the results directory. A task gets the files it needs as bytes (its own run
 directory when resuming; for a paired method, the offline checkpoint and offline metrics of
-the run it starts from: vanilla's, or a base variant's), runs the configuration in a scratch directory on whichever node Ray picks,
-and returns every file of its run directory; the driver writes them into the results
-directory. So workers need the package and the datasets, but no shared filesystem. A paired
+the run it starts from: vanilla's, or a base variant's), runs the configuration in a scratch
+directory on whichever node Ray picks, and returns every file of its run directory; the driver
+writes them into the results directory. So workers need the package and the datasets, but no shared filesystem. A paired
 method is submitted when the run it starts from has come back.
 """
 
