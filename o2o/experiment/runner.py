@@ -6,10 +6,10 @@ A configuration's run directory is finished when it holds ``summary.json``; a di
 paired method (anything but vanilla) starts from the offline checkpoint of the vanilla run of
 the same (dataset, algorithm), which runs first if it is missing; so does a variant of a method
 that trains offline from its base variant's run (``Configuration.offline_source``).
-Checkpoints are not committed to git, so in a fresh clone a finished vanilla run has none: its
-offline phase is then trained again (in ``<vanilla>/.offline-recreate/``, resumable) and the checkpoint kept
-only if the offline rows come out as the finished run recorded them (training is
-deterministic; timings aside), which also checks that code and data have not changed since.
+Checkpoints are not committed to git, so in a fresh clone a finished source run has none: its
+offline phase is then trained again (in ``<source>/.offline-recreate/``, resumable) and the
+checkpoint kept only if the offline rows come out as the finished run recorded them (training
+is deterministic; timings aside), which also checks that code and data have not changed since.
 """
 
 from __future__ import annotations
