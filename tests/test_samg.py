@@ -603,17 +603,9 @@ def test_samg_online_phase_references_no_offline_array():
         assert device == [], f"device arrays of the offline data's size are alive: {device}"
 
 
-@pytest.mark.parametrize("kill_at_save", [3, 4])
-def test_a_run_killed_in_the_cvae_phase_resumes_and_never_refits(
-    tmp_path, monkeypatch, kill_at_save
-):
-    """Killed just after a checkpoint of the C-VAE phase — its first (3rd save of the run:
-    before phase.json names the phase) or its second — the run resumes and ends equal to an
-    uninterrupted run; killed online, the resume loads the fitted start and does not fit the
-    C-VAE again."""
+def killable_samg_pipeline():
+    """A tiny SAMG pipeline whose C-VAE phase spans several checkpoints."""
     from o2o import data as datasets
-    from o2o.experiment import pipeline as pipeline_module
-    from o2o.experiment.runs import RunDir
 
     dataset = datasets.load("hopper-medium-lite").select(slice(0, 1000))
     options = dict(
@@ -623,15 +615,35 @@ def test_a_run_killed_in_the_cvae_phase_resumes_and_never_refits(
         seed_transitions=50,
         adaptive_every=0,
     )
-    settings = dict(online_steps=100, online_eval_every=50)
+    return tiny_pipeline(dataset, "samg", options, online_steps=100, online_eval_every=50)
 
-    def make():
-        return tiny_pipeline(dataset, "samg", options, **settings)
 
-    full = make().run(RunDir.create(tmp_path / "full", {}), progress=False)
+@pytest.fixture(scope="module")
+def uninterrupted_samg(tmp_path_factory):
+    from o2o.experiment.runs import RunDir
+
+    full = killable_samg_pipeline().run(
+        RunDir.create(tmp_path_factory.mktemp("samg") / "full", {}), progress=False
+    )
     assert np.asarray(full.states.extras["samg"]["fit_step"]).tolist() == [250]
     fit_rows = [r["step"] for r in full.rows if r["phase"] == "samg_cvae"]
     assert fit_rows == [100, 200, 250]
+    return full
+
+
+def untimed_rows(rows):
+    return [{k: v for k, v in r.items() if k != "wall_time"} for r in rows]
+
+
+@pytest.mark.parametrize("kill_at_save", [3, 4])
+def test_a_run_killed_in_the_cvae_phase_resumes_identically(
+    tmp_path, monkeypatch, kill_at_save, uninterrupted_samg
+):
+    """Killed just after a checkpoint of the C-VAE phase — its first (3rd save of the run:
+    before phase.json names the phase) or its second — the run resumes and ends equal to an
+    uninterrupted run."""
+    from o2o.experiment import pipeline as pipeline_module
+    from o2o.experiment.runs import RunDir
 
     saved = []
     original = pipeline_module.save_checkpoint
@@ -645,21 +657,24 @@ def test_a_run_killed_in_the_cvae_phase_resumes_and_never_refits(
     run = RunDir.create(tmp_path / "killed", {})
     monkeypatch.setattr(pipeline_module, "save_checkpoint", dies_after_a_save)
     with pytest.raises(KeyboardInterrupt):
-        make().run(run, progress=False)
+        killable_samg_pipeline().run(run, progress=False)
     monkeypatch.setattr(pipeline_module, "save_checkpoint", original)
     assert saved[:3] == ["checkpoint.msgpack", "offline.msgpack", "checkpoint.msgpack"]
     phase_rows = [r["step"] for r in run.rows() if r["phase"] == "samg_cvae"]
     assert phase_rows == [100, 200][: kill_at_save - 2]
-    resumed = make().run(run, resume=True, progress=False)
+    resumed = killable_samg_pipeline().run(run, resume=True, progress=False)
 
-    def strip(rows):
-        return [{k: v for k, v in r.items() if k != "wall_time"} for r in rows]
-
-    assert strip(resumed.rows) == strip(full.rows)
+    full = uninterrupted_samg
+    assert untimed_rows(resumed.rows) == untimed_rows(full.rows)
     for x, y in zip(jax.tree.leaves(full.states), jax.tree.leaves(resumed.states), strict=True):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
-    # Killed online (after its first evaluation): the resume does not fit the C-VAE again.
+
+def test_a_run_killed_online_never_refits_the_cvae(tmp_path, uninterrupted_samg):
+    """Killed online (after its first evaluation): the resume loads the fitted start and does
+    not fit the C-VAE again, and ends equal to an uninterrupted run."""
+    from o2o.experiment.runs import RunDir
+
     run = RunDir.create(tmp_path / "online", {})
 
     def dies_online(row):
@@ -667,15 +682,15 @@ def test_a_run_killed_in_the_cvae_phase_resumes_and_never_refits(
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        make().run(run, progress=False, on_eval=dies_online)
+        killable_samg_pipeline().run(run, progress=False, on_eval=dies_online)
     fits = len([r for r in run.rows() if r["phase"] == "samg_cvae"])
     calls = []
-    pipeline = make()
+    pipeline = killable_samg_pipeline()
     original_phase = pipeline.run_phase
     pipeline.run_phase = lambda *a, **k: calls.append(a[0].name) or original_phase(*a, **k)
     resumed = pipeline.run(run, resume=True, progress=False)
     assert calls == [] and len([r for r in run.rows() if r["phase"] == "samg_cvae"]) == fits
-    assert strip(resumed.rows) == strip(full.rows)
+    assert untimed_rows(resumed.rows) == untimed_rows(uninterrupted_samg.rows)
 
 
 # --- the C-VAE fit's length follows the budget ------------------------------------------------
