@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from o2o.agents.ppo import RunningMeanStd
+from o2o.agents.ppo import RunningMeanStd, discounted_returns
 from o2o.core.engine import Phase
 from o2o.core.rollout import RolloutBatch
 from o2o.core.types import Transition
@@ -106,17 +106,18 @@ def is_expert_locomotion(dataset: str) -> bool:
 
 
 def offline_return_statistics(
-    rewards: np.ndarray, episode_starts: np.ndarray, episode_ends: np.ndarray, discount: float
+    rewards: np.ndarray, episode_ends: np.ndarray, discount: float
 ) -> tuple[float, float, int]:
     """(mean, population variance, count) of the running discounted return
-    R_t = γ·R_{t−1} + r_t over the rows in order, restarted at every episode start: the
-    statistic PPO's reward scaling tracks online (float64)."""
-    returns = np.empty(len(rewards), np.float64)
-    for start, end in zip(episode_starts, episode_ends, strict=True):
-        running = 0.0
-        for row in range(start, end):
-            running = discount * running + float(rewards[row])
-            returns[row] = running
+    R_t = γ·R_{t−1} + r_t over the rows in order, restarted after every row flagged in
+    ``episode_ends``: the statistic PPO's reward scaling tracks online (its own recursion)."""
+    returns = discounted_returns(
+        jnp.asarray(rewards, jnp.float32),
+        jnp.asarray(episode_ends, jnp.float32),
+        discount,
+        jnp.float32(0.0),
+    )
+    returns = np.asarray(returns, np.float64)
     return float(returns.mean()), float(returns.var()), int(returns.size)
 
 
@@ -170,9 +171,9 @@ class O2PPO(Method):
             data = data.replace(timeouts=np.zeros_like(dataset.timeouts))
         mc_returns = data.mc_returns(discount).astype(np.float64)
         if scales_returns(c):
-            self.offline_return_stats = offline_return_statistics(
-                rewards, data.episode_starts, data.episode_ends, discount
-            )
+            ends = np.zeros(len(rewards), bool)
+            ends[data.episode_ends - 1] = True
+            self.offline_return_stats = offline_return_statistics(rewards, ends, discount)
             scale = math.sqrt(self.offline_return_stats[1] + 1e-8)  # PPO's scale_rewards
             rewards, mc_returns = rewards / scale, mc_returns / scale
         return transitions._replace(
