@@ -362,6 +362,29 @@ def test_return_scaling_statistics_carry_over_into_ppo(small_hopper):
     )
 
 
+def test_o2ppo_plain_has_no_value_fit_and_leaves_ppos_advantages_alone(small_hopper):
+    pipeline = tiny_o2ppo(small_hopper, "o2ppo-plain")
+    assert pipeline.phases_before_online == ()
+    assert tiny_o2ppo(small_hopper).phases_before_online[0].name == "o2ppo_value_fit"
+    methods = make_methods("o2ppo-plain", {}, OBS_DIM, ACT_DIM)
+    agent = o2ppo_agent()[0].config.create(hooks=methods)
+    state = with_method_state(agent, methods)
+    own = state.extras["o2ppo"]
+    reference = jax.tree.map(lambda x: x + 0.3, own["reference"])  # π_ref away from π
+    state = state.replace(extras={"o2ppo": {**own, "reference": reference}})
+    rng = np.random.default_rng(2)
+    obs = jnp.asarray(rng.normal(size=(T, OBS_DIM)), jnp.float32)
+    actions, log_probs, values = agent.act_with_info(state, obs, jax.random.PRNGKey(3))
+    rewards = jnp.asarray(rng.normal(size=T), jnp.float32)
+    next_obs = jnp.asarray(rng.normal(size=(T, OBS_DIM)), jnp.float32)
+    rollout = Rollout(
+        obs, actions, rewards, next_obs, jnp.zeros(T), jnp.zeros(T), log_probs, values
+    )
+    _, got = agent.process_rollout(state, rollout, jax.random.PRNGKey(4))
+    _, plain = agent.config.create().process_rollout(state, rollout, jax.random.PRNGKey(4))
+    np.testing.assert_array_equal(got.advantages, plain.advantages)
+
+
 def test_o2ppo_needs_ppo_online_and_ppo_no_offline_phase(small_hopper):
     methods = make_methods("o2ppo", {}, small_hopper.obs_dim, small_hopper.act_dim)
     with pytest.raises(ConfigError, match="online-algo ppo"):

@@ -413,3 +413,42 @@ def test_initial_reference_offline_option_and_without_alignment(small_hopper):
     )
     assert len(calls) == 1 and rows[-1]["aligned_chosen"] == [False, False]
     np.testing.assert_allclose(new.extras["o2td3"]["best_score"], [3.0, 4.0])
+
+
+# --- the "-plain" control ---------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["o2sac", "o2td3"])
+def test_plain_variant_is_the_methods_setup_without_its_parts(name, small_hopper):
+    from tests.helpers import ocr_started, tiny_ocr_spec
+
+    full = tiny_ocr_spec(small_hopper, name, online={"critic_layer_norm": False})
+    full = full.build(small_hopper)
+    pipeline, state, batch = ocr_started(small_hopper, f"{name}-plain")
+    assert pipeline.phases_before_online == ()
+    # The setup is the full method's: the online agent, UTD, replay and warm-up.
+    plain_online, full_online = pipeline.online_config(), full.online_config()
+    assert (plain_online.utd, plain_online.update_after) == (
+        full_online.utd,
+        full_online.update_after,
+    )
+    assert pipeline.policy == full.policy == "mixed"
+    assert pipeline.online_agent_config == full.online_agent_config
+    # Online, the step is the online agent's own: the same update as the agent without the
+    # method, bit for bit (λ is 0, the penalties vanish, no key is taken from the agent; run eagerly,
+    # as a jitted graph with the zero terms may fuse differently), with a
+    # reference policy away from π so that the full method's penalties are not 0.
+    own = dict(state.extras[name])
+    own["reference"] = jax.tree.map(lambda p: p + 0.1, own["reference"])
+    state = state.replace(extras={name: own})
+    key = jax.random.PRNGKey(3)
+    plain_step = pipeline.methods.wrap_update(pipeline.finetune_agent)
+    full_step = full.methods.wrap_update(full.finetune_agent)
+    bare_step = pipeline.online_agent_config.create().update
+    bare = bare_step(state.replace(extras=None), batch, key)[0]
+    networks = lambda s: jax.tree.leaves((s.actor.params, s.critic.params))  # noqa: E731
+    for x, y in zip(networks(plain_step(state, batch, key)[0]), networks(bare), strict=True):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    changed = networks(full_step(state, batch, key)[0])
+    assert any(
+        not np.array_equal(np.asarray(x), np.asarray(y))
+        for x, y in zip(changed, networks(bare), strict=True)
+    )

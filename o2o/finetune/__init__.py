@@ -44,6 +44,9 @@ register(O2PPO)  # over an offline iql run (PPO online)
 register(O2PPO, "o2ppo-interval", reference_update="interval")  # π_ref ← π every 4 evaluations
 register(O2PPO, "o2ppo-no-pr", value_fit=False)  # ablations: no value fit (re-evaluation)
 register(O2PPO, "o2ppo-no-cf", reference_weight=0.0)  # no reference-advantage blend
+# "-plain": none of the parts, only the method's setup (networks, UTD, replay, warm-up): the
+# control that isolates what the parts add, paired with the base's offline checkpoint.
+register(O2PPO, "o2ppo-plain", value_fit=False, reference_weight=0.0)
 register(O2SAC)  # over an offline cql run (SAC online)
 register(O2TD3)  # over an offline td3bc run (TD3 online)
 for _cls in (O2SAC, O2TD3):
@@ -51,6 +54,7 @@ for _cls in (O2SAC, O2TD3):
     register(_cls, f"{_cls.name}-no-va", align=False)
     register(_cls, f"{_cls.name}-no-cf", constrain=False)
     register(_cls, f"{_cls.name}-interval", reference_update="interval")
+    register(_cls, f"{_cls.name}-plain", reevaluate=False, align=False, constrain=False)
 
 
 def method_labels() -> list[str]:

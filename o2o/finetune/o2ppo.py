@@ -56,7 +56,7 @@ class O2PPOConfig:
     value_fit: bool = True  # off: PPO's V starts fresh online (the no-PR ablation)
     value_fit_steps: int = 20_000
     value_fit_lr: float = 1e-4
-    reference_weight: float = 2.0  # α
+    reference_weight: float = 2.0  # α; 0: no blend at all (o2ppo-no-cf)
     # T_end of the blend weight in env steps; None: the PPO agent's rate-annealing horizon,
     # which the pipeline sets to the online budget, twice that on expert and medium-expert
     # halfcheetah, hopper and walker2d (official: 250k = the budget; 500k there, so w ≈ 0.5
@@ -243,6 +243,10 @@ class O2PPO(Method):
     def rollout_advantages(
         self, state: Any, batch: RolloutBatch, agent: Any, agent_state: Any
     ) -> jax.Array:
+        if self.config.reference_weight == 0.0:
+            # No constraint (-no-cf, -plain): PPO's own advantages, not A/(1 + w), which only
+            # advantage normalisation would undo.
+            return batch.advantages
         reference = agent_state.actor(batch.observations, params=state["reference"])
         bonus = reference_advantages(
             batch.advantages,
