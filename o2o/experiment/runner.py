@@ -14,9 +14,11 @@ is deterministic; timings aside), which also checks that code and data have not 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,10 +47,18 @@ class Outcome:
 
 def run_configuration(out: Path, config: Configuration, progress: bool = False) -> dict[str, Any]:
     """Run (or resume) one configuration into ``out/<dataset>/<algo>/<method>``; its summary."""
-    from o2o.experiment.builder import execute
-
     path = Path(out) / config.relpath
     finished = RunDir(path).summary()
+    if finished is not None:
+        return finished
+    with claimed(path):
+        return _run_claimed(out, config, path, progress)
+
+
+def _run_claimed(out: Path, config: Configuration, path: Path, progress: bool) -> dict[str, Any]:
+    from o2o.experiment.builder import execute
+
+    finished = RunDir(path).summary()  # finished by the process that held it before
     if finished is not None:
         return finished
     spec = config.spec()
@@ -69,6 +79,54 @@ def run_configuration(out: Path, config: Configuration, progress: bool = False) 
         spec, run, resume=resume, progress=progress, offline_from=source, label=config.method.label
     )
     return summary
+
+
+@contextlib.contextmanager
+def claimed(path: Path) -> Iterator[None]:
+    """``path``'s run for this process alone, through a lock file beside it
+    (``.<name>.running``: host and pid). Processes may share one results directory (``bench
+    run --only-methods``), and a paired method runs its missing source itself: a second
+    process reaching a run another one holds stops with one line instead of writing the same
+    files. The lock of a process that is gone (killed) is taken over; one held on another host
+    is refused, as its process cannot be checked from here."""
+    lock = path.parent / f".{path.name}.running"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    mine = f"{socket.gethostname()} {os.getpid()}"
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                holder = lock.read_text().split()
+            except FileNotFoundError:
+                continue  # released meanwhile
+            if len(holder) == 2 and holder[0] == socket.gethostname() and not _alive(holder[1]):
+                with contextlib.suppress(FileNotFoundError):
+                    lock.unlink()
+                continue
+            raise O2OError(
+                f"{path} is being run by process {' on '.join(reversed(holder)) or '?'} "
+                f"({lock}; delete it if that process is gone)"
+            ) from None
+        with os.fdopen(fd, "w") as handle:
+            handle.write(mine)
+        break
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            if lock.read_text() == mine:
+                lock.unlink()
+
+
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def missing_checkpoint_message(out: Path, config: Configuration) -> str:
