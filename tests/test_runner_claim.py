@@ -23,23 +23,22 @@ def test_a_run_held_by_a_live_process_is_refused_and_a_dead_ones_taken_over(tmp_
     try:
         lock.parent.mkdir(parents=True)
         lock.write_text(f"{socket.gethostname()} {other.pid}")
-        with pytest.raises(O2OError, match=f"being run by process {other.pid} on "):
-            with claimed(path):
-                pytest.fail("the run was entered")
+        refused = pytest.raises(O2OError, match=f"being run by process {other.pid} on ")
+        with refused, claimed(path):
+            pytest.fail("the run was entered")
         assert lock.read_text().endswith(str(other.pid))  # the holder's lock is left alone
     finally:
         other.kill()
         other.wait()
     with claimed(path):  # its holder is gone: taken over
         assert lock.read_text().split()[1] != str(other.pid)
-        with pytest.raises(O2OError, match="being run by process"):  # and now held by us
-            with claimed(path):
-                pass
+        with pytest.raises(O2OError, match="being run by process"), claimed(path):
+            pass  # and now held by us
     assert not lock.exists()
     lock.write_text("elsewhere 1")  # another host's process cannot be checked from here
-    with pytest.raises(O2OError, match="process 1 on elsewhere .*delete it if that process"):
-        with claimed(path):
-            pass
+    refused = pytest.raises(O2OError, match="process 1 on elsewhere .*delete it if that process")
+    with refused, claimed(path):
+        pass
 
 
 def test_a_suite_skips_a_configuration_another_process_runs(tmp_path):
