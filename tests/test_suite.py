@@ -275,6 +275,7 @@ COMMITTED_RESULTS = {
     "claims-samg-maze.yaml": "claims-samg",
     "claims-sera-iql.yaml": "claims-samg",
     "claims-famo2o-iql.yaml": "claims-famo2o",
+    "claims-ocr-o2td3.yaml": "claims-ocr",
     "quick-cpu.yaml": "quick-cpu",
     "budget-study.yaml": "budget-study/curves",
 }
