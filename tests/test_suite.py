@@ -2,6 +2,10 @@
 published suites, and the legacy results runner's configurations."""
 
 import argparse
+import json
+import os
+import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -129,6 +133,47 @@ def test_dry_run_lists_configurations_with_status(tmp_path, capsys):
     assert code == 0
     assert "2 configurations" in out and "1 finished" in out and "1 to run" in out
     assert "hopper-medium-lite/iql/samg-short  [missing]" in out
+
+
+def test_dry_run_tells_running_from_interrupted_runs(tmp_path, capsys):
+    """A started run is ``running`` while a live process holds its lock (with the time since
+    its last write) and ``interrupted`` once that process is gone; both name the phase and
+    step of its last row. A finished run shows its scores."""
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(BASE))
+    out = tmp_path / "out"
+    finished = out / "hopper-medium-lite" / "iql" / "vanilla"
+    finished.mkdir(parents=True)
+    (finished / "config.yaml").write_text("{}")
+    (finished / "summary.json").write_text(
+        json.dumps({"offline_scores": [30.0, 40.0], "online_scores": [50.0, 70.0]})
+    )
+    started = out / "hopper-medium-lite" / "iql" / "samg-short"
+    started.mkdir(parents=True)
+    (started / "config.yaml").write_text("{}")
+    rows = [{"phase": "offline", "step": 1000}, {"phase": "samg_cvae", "step": 2500}]
+    (started / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    lock = started.parent / ".samg-short.running"
+    args = ["bench", "run", str(path), "--out", str(out), "--dry-run", "--only-algos", "iql"]
+
+    lock.write_text(f"{socket.gethostname()} {os.getpid()}")
+    assert main(args) == 0
+    listed = capsys.readouterr().out
+    assert "iql/vanilla  [finished: offline 35.0 -> online 60.0]" in listed
+    assert (
+        f"iql/samg-short  [running at samg_cvae step 2,500 (pid {os.getpid()} on "
+        f"{socket.gethostname()}, last write 0 min ago)]" in listed
+    )
+
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    lock.write_text(f"{socket.gethostname()} {ended.stdout.strip()}")
+    assert main(args) == 0
+    assert "iql/samg-short  [interrupted at samg_cvae step 2,500]" in capsys.readouterr().out
 
 
 def test_only_methods(tmp_path, capsys):

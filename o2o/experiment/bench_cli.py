@@ -49,7 +49,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ALGO.NAME=VALUE",
         help="per-algorithm agent override on top of the suite's, e.g. cql.cql_n_actions=2",
     )
-    run.add_argument("--dry-run", action="store_true", help="list the configurations and stop")
+    run.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="list the configurations with their state (finished with scores, running or "
+        "interrupted with phase and step, missing) and stop",
+    )
     run.add_argument("--quiet", action="store_true", help="no per-run progress bars")
     return parser
 
@@ -65,7 +70,7 @@ def resolve_suite_path(text: str) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    from o2o.experiment.runner import plan_line, raise_for_failures, run_suite, status_of
+    from o2o.experiment.runner import describe_status, plan_line, raise_for_failures, run_suite
     from o2o.experiment.suite import load_suite, parse_agent_sets, with_agent_overrides
 
     args = _parser().parse_args(argv)
@@ -77,7 +82,7 @@ def main(argv: list[str]) -> int:
     if args.dry_run:
         print(plan_line(suite, out))
         for config in suite.configurations():
-            print(f"  {config.relpath}  [{status_of(out, config)}]")
+            print(f"  {config.relpath}  [{describe_status(out, config)}]")
         return 0
     if args.ray is not None:
         from o2o.experiment.ray_runner import run_suite_on_ray

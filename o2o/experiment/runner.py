@@ -18,6 +18,7 @@ import contextlib
 import os
 import shutil
 import socket
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,7 +90,7 @@ def claimed(path: Path) -> Iterator[None]:
     process reaching a run another one holds stops with one line instead of writing the same
     files. The lock of a process that is gone (killed) is taken over; one held on another host
     is refused, as its process cannot be checked from here."""
-    lock = path.parent / f".{path.name}.running"
+    lock = lock_path(path)
     lock.parent.mkdir(parents=True, exist_ok=True)
     mine = f"{socket.gethostname()} {os.getpid()}"
     while True:
@@ -100,7 +101,7 @@ def claimed(path: Path) -> Iterator[None]:
                 holder = lock.read_text().split()
             except FileNotFoundError:
                 continue  # released meanwhile
-            if len(holder) == 2 and holder[0] == socket.gethostname() and not _alive(holder[1]):
+            if _dead_here(holder):
                 with contextlib.suppress(FileNotFoundError):
                     lock.unlink()
                 continue
@@ -117,6 +118,15 @@ def claimed(path: Path) -> Iterator[None]:
         with contextlib.suppress(FileNotFoundError):
             if lock.read_text() == mine:
                 lock.unlink()
+
+
+def lock_path(path: Path) -> Path:
+    return path.parent / f".{path.name}.running"
+
+
+def _dead_here(holder: list[str]) -> bool:
+    """A lock's holder (host, pid) is a process of this host that has ended."""
+    return len(holder) == 2 and holder[0] == socket.gethostname() and not _alive(holder[1])
 
 
 def _alive(pid: str) -> bool:
@@ -222,6 +232,37 @@ def status_of(out: Path, config: Configuration) -> str:
     if (path / SUMMARY).exists():
         return "finished"
     return "interrupted" if (path / CONFIG).exists() else "missing"
+
+
+def describe_status(out: Path, config: Configuration, now: float | None = None) -> str:
+    """A configuration's state for ``bench run --dry-run``: its scores once finished; the
+    phase and step of its last row while a live process holds it (``running``, with the time
+    since that row was written, so a stalled run shows) or after one stopped
+    (``interrupted``); ``missing``."""
+    path = Path(out) / config.relpath
+    status = status_of(out, config)
+    if status == "finished":
+        summary = RunDir(path).summary() or {}
+        off = np.mean(np.asarray(summary.get("offline_scores") or [np.nan], float))
+        on = np.mean(np.asarray(summary.get("online_scores") or [np.nan], float))
+        return f"finished: offline {off:.1f} -> online {on:.1f}"
+    if status == "missing":
+        return status
+    rows = [row for row in RunDir(path).rows() if "step" in row]
+    where = f" at {rows[-1].get('phase', '?')} step {int(rows[-1]['step']):,}" if rows else ""
+    try:
+        holder = lock_path(path).read_text().split()
+    except FileNotFoundError:
+        holder = []
+    if not holder or _dead_here(holder):
+        return f"interrupted{where}"
+    host, pid = (holder + ["?", "?"])[:2]
+    written = [p.stat().st_mtime for p in path.iterdir() if p.suffix in (".jsonl", ".json")]
+    since = ""
+    if written:
+        minutes = ((time.time() if now is None else now) - max(written)) / 60
+        since = f", last write {minutes:.0f} min ago"
+    return f"running{where} (pid {pid} on {host}{since})"
 
 
 def describe_outcome(outcome: Outcome) -> str:
