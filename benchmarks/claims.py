@@ -641,7 +641,12 @@ def main(argv: list[str] | None = None) -> int:
 
     # Each claim reads its own suite's results: two suites may hold arms of the same name
     # (claims-famo2o's vanilla keeps IQL's actor rate constant, claims-samg's does not).
-    by_suite = {root.name: load_results(root) for root in args.results if root.is_dir()}
+    # A suite without a finished run yet leaves its claims pending.
+    by_suite = {
+        root.name: load_results(root)
+        for root in args.results
+        if root.is_dir() and next(root.rglob("summary.json"), None) is not None
+    }
     results = [r for suite in by_suite.values() for r in suite]
     rows = [row for c in CLAIMS for row in evaluate(by_suite.get(c.suite, []), (c,), args.reps)]
     memory = memory_row()

@@ -14,7 +14,7 @@ import yaml
 
 from o2o.cli import main
 from o2o.errors import ConfigError
-from o2o.experiment.runner import first_difference
+from o2o.experiment.runner import first_difference, scores_text
 from o2o.experiment.suite import (
     load_suite,
     parse_agent_sets,
@@ -174,6 +174,7 @@ def test_dry_run_tells_running_from_interrupted_runs(tmp_path, capsys):
     lock.write_text(f"{socket.gethostname()} {ended.stdout.strip()}")
     assert main(args) == 0
     assert "iql/samg-short  [interrupted at samg_cvae step 2,500]" in capsys.readouterr().out
+    assert scores_text({"offline_scores": [30.0, 40.0], "online_scores": []}) == "offline 35.0"
 
 
 def test_only_methods(tmp_path, capsys):
@@ -320,6 +321,7 @@ COMMITTED_RESULTS = {
     "claims-samg-maze.yaml": "claims-samg",
     "claims-sera-iql.yaml": "claims-samg",
     "claims-famo2o-iql.yaml": "claims-famo2o",
+    "claims-ocr-o2ppo.yaml": "claims-ocr",
     "claims-ocr-o2td3.yaml": "claims-ocr",
     "quick-cpu.yaml": "quick-cpu",
     "budget-study.yaml": "budget-study/curves",

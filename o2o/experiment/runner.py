@@ -242,10 +242,7 @@ def describe_status(out: Path, config: Configuration, now: float | None = None) 
     path = Path(out) / config.relpath
     status = status_of(out, config)
     if status == "finished":
-        summary = RunDir(path).summary() or {}
-        off = np.mean(np.asarray(summary.get("offline_scores") or [np.nan], float))
-        on = np.mean(np.asarray(summary.get("online_scores") or [np.nan], float))
-        return f"finished: offline {off:.1f} -> online {on:.1f}"
+        return f"finished: {scores_text(RunDir(path).summary() or {})}"
     if status == "missing":
         return status
     rows = [row for row in RunDir(path).rows() if "step" in row]
@@ -269,10 +266,18 @@ def describe_outcome(outcome: Outcome) -> str:
     if outcome.status in ("failed", "diverged"):
         return f"{outcome.config.name}: {outcome.status.upper()} ({outcome.error})"
     summary = outcome.summary or {}
-    off = np.mean(np.asarray(summary.get("offline_scores") or [np.nan], float))
-    on = np.mean(np.asarray(summary.get("online_scores") or [np.nan], float))
     seconds = number(summary.get("seconds"))
-    return f"{outcome.config.name}: offline {off:.1f} -> online {on:.1f} ({seconds:.0f}s, {outcome.status})"
+    return f"{outcome.config.name}: {scores_text(summary)} ({seconds:.0f}s, {outcome.status})"
+
+
+def scores_text(summary: dict[str, Any]) -> str:
+    """``offline X -> online Y``, seed means; an offline-only run (a budget study's) has no
+    online part."""
+    off = np.mean(np.asarray(summary.get("offline_scores") or [np.nan], float))
+    if not summary.get("online_scores"):
+        return f"offline {off:.1f}"
+    on = np.mean(np.asarray(summary["online_scores"], float))
+    return f"offline {off:.1f} -> online {on:.1f}"
 
 
 def run_suite(
