@@ -234,7 +234,7 @@ def status_of(out: Path, config: Configuration) -> str:
     return "interrupted" if (path / CONFIG).exists() else "missing"
 
 
-def describe_status(out: Path, config: Configuration, now: float | None = None) -> str:
+def describe_status(out: Path, config: Configuration) -> str:
     """A configuration's state for ``bench run --dry-run``: its scores once finished; the
     phase and step of its last row while a live process holds it (``running``, with the time
     since that row was written, so a stalled run shows) or after one stopped
@@ -257,7 +257,7 @@ def describe_status(out: Path, config: Configuration, now: float | None = None) 
     written = [p.stat().st_mtime for p in path.iterdir() if p.suffix in (".jsonl", ".json")]
     since = ""
     if written:
-        minutes = ((time.time() if now is None else now) - max(written)) / 60
+        minutes = (time.time() - max(written)) / 60
         since = f", last write {minutes:.0f} min ago"
     return f"running{where} (pid {pid} on {host}{since})"
 
