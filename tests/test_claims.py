@@ -201,10 +201,10 @@ def test_a_reference_at_the_ceiling_makes_a_score_claim_not_testable():
 def test_unpaired_claims_resample_each_arm_and_read_their_own_suite():
     """FamO2O's arms each pre-train: the same +3 on every seed index is not a paired gain, so
     the interval widens to the seeds' spread (3 seeds at 10/40/70) and the claim is not shown."""
-    (famo2o_claim,) = [
-        c for c in claims.CLAIMS if c.method == "famo2o" and c.reference == "vanilla"
-    ]
-    assert famo2o_claim.suite == "claims-famo2o" and not famo2o_claim.paired
+    famo2o_claims = [c for c in claims.CLAIMS if c.method == "famo2o" and c.reference == "vanilla"]
+    assert {c.domain for c in famo2o_claims} == {"locomotion", "maze"}
+    assert all(c.suite == "claims-famo2o" and not c.paired for c in famo2o_claims)
+    (famo2o_claim,) = [c for c in famo2o_claims if c.domain == "locomotion"]
     vanilla = [[10, 40, 70]]
     famo2o = [[13, 43, 73]]
     (row,) = claims.evaluate(
@@ -253,7 +253,13 @@ def test_early_drop_is_the_lowest_early_score_minus_offline_per_seed():
     np.testing.assert_allclose(claims.per_seed_early_drop(vanilla), [-20.0, -2.0])
     np.testing.assert_allclose(claims.per_seed_early_drop(o2ppo), [-1.0, 0.0])
     rows = claims.evaluate([vanilla, o2ppo], reps=500)
-    (row,) = [r for r in rows if r.claim.metric == "early_drop" and r.claim.method == "o2ppo"]
+    (row,) = [
+        r
+        for r in rows
+        if r.claim.metric == "early_drop"
+        and r.claim.method == "o2ppo"
+        and r.claim.domain == "locomotion"
+    ]
     # Paired per seed: (-1 - -20, 0 - -2) = (19, 2), mean 10.5.
     assert row.final.difference.point == pytest.approx(10.5)
     assert row.verdict == "holds" and row.algo == "iql-ppo"
